@@ -1,0 +1,65 @@
+// qrexec-policy-exec: evaluates the qrexec policy for one call and prints the
+// answer the qrexec daemon acts on. Exit 0 only when the call is allowed.
+#include <cstdio>
+#include <optional>
+
+#include "policy/evaluate.hpp"
+#include "tools/cli_support.hpp"
+
+using namespace aerie;
+
+int main(int argc, char** argv) {
+    CLI::App app{"Evaluate the qrexec policy for one call", "qrexec-policy-exec"};
+    bool just_evaluate = false, assume_yes = false;
+    std::vector<std::string> paths;
+    std::string system_info_path, requested_source, source, target, service_and_arg;
+    app.add_flag("--just-evaluate", just_evaluate, "Only evaluate; exit 0 means allow");
+    app.add_flag("--assume-yes-for-ask", assume_yes, "Answer 'ask' as if the user agreed");
+    app.add_option("--path", paths, "Policy directory (repeatable; the first wins a name clash)")
+        ->allow_extra_args(false);
+    app.add_option("--system-info", system_info_path, "System info JSON file (else ask aeried)");
+    app.add_option("--requested-source", requested_source,
+                   "RemoteVM the calling relay speaks for");
+    app.add_option("source", source, "Calling qube")->required();
+    app.add_option("target", target, "Requested target")->required();
+    app.add_option("service_and_arg", service_and_arg, "SERVICE+ARGUMENT")->required();
+    if (int rc = tools::parse_args(app, argc, argv); rc >= 0) return rc;
+
+    std::string prefix = fmt::format("qrexec: {}: {} -> {}:", service_and_arg, source, target);
+    auto deny = [&](const std::string& why) {
+        fmt::print(stderr, "{} denied: {}\n", prefix, why);
+        std::fputs("result=deny\n", stdout);
+        return 1;
+    };
+
+    policy::SystemInfo system;
+    try {
+        if (system_info_path.empty())
+            return deny("no system info: pass --system-info FILE");
+        system = tools::load_system_info_file(system_info_path);
+    } catch (const std::exception& e) {
+        return deny(std::string("error getting system info: ") + e.what());
+    }
+
+    policy::Policy pol;
+    try {
+        pol = tools::load_policy_dirs(paths);
+    } catch (const std::exception& e) {
+        return deny(std::string("error loading policy: ") + e.what());
+    }
+
+    auto request = policy::Request::from_service_and_arg(service_and_arg, source, target);
+    if (!requested_source.empty()) request.requested_source = requested_source;
+    policy::Decision decision = policy::evaluate(pol, system, request);
+
+    if (decision.verdict == policy::Verdict::Ask) {
+        if (just_evaluate) return deny("ask is not an allow when only evaluating");
+        if (!assume_yes) return deny("denied for non-interactive ask");
+        decision = policy::answer_ask(pol, system, decision,
+                                      policy::assumed_ask_choice(system, decision));
+    }
+    if (decision.verdict != policy::Verdict::Allow) return deny(decision.reason);
+
+    std::fputs(policy::render_answer(decision, just_evaluate).c_str(), stdout);
+    return 0;
+}
