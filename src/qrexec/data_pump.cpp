@@ -1,0 +1,277 @@
+#include "qrexec/data_pump.hpp"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "qrexec/vchan.hpp"
+
+namespace aerie::qrexec {
+
+namespace {
+
+constexpr size_t kMaxQueuedOutput = 1 << 20;   // pause the channel above this
+constexpr size_t kMaxChannelBacklog = 4 << 20;  // stop reading local input above this
+
+// Regular files and /dev/null cannot be waited on with epoll; they are read
+// and written directly (they never block for long).
+bool pollable(int fd) {
+    int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) return false;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    bool ok = ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0;
+    ::close(ep);
+    return ok;
+}
+
+std::unique_ptr<asio::posix::stream_descriptor> wrap(asio::io_context& io, UniqueFd& fd) {
+    if (!fd || !pollable(fd.get())) return nullptr;
+    int flags = ::fcntl(fd.get(), F_GETFL);
+    ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK);
+    return std::make_unique<asio::posix::stream_descriptor>(io, fd.release());
+}
+
+}  // namespace
+
+std::shared_ptr<DataPump> DataPump::create(asio::io_context& io, UniqueFd channel, Role role,
+                                           Local local) {
+    return std::shared_ptr<DataPump>(new DataPump(io, std::move(channel), role, std::move(local)));
+}
+
+DataPump::DataPump(asio::io_context& io, UniqueFd channel, Role role, Local local)
+    : io_(io),
+      chan_(MessageConn::create(io, std::move(channel), {})),
+      role_(role),
+      local_(std::move(local)) {
+    input_.sd = wrap(io, local_.input);
+    errors_.sd = wrap(io, local_.errors);
+    output_.sd = wrap(io, local_.output);
+    if (role_ == Role::Caller) {
+        // The caller's stderr destination is local_.errors; it is written, not read.
+        errout_.sd = std::move(errors_.sd);
+        errors_.eof = true;
+    }
+    input_.eof = !input_.sd && !local_.input;
+    if (role_ == Role::Service && !errors_.sd && !local_.errors) errors_.eof = true;
+}
+
+void DataPump::start(Done done) {
+    done_ = std::move(done);
+    auto self = shared_from_this();
+    chan_->start([self](const Header& h, std::string_view payload, UniqueFd) { self->on_message(h, payload); },
+                 [self](const std::string&) {
+                     if (self->finished_) return;
+                     if (self->role_ == Role::Caller)
+                         self->finish(self->exit_code_.value_or(255));
+                     else
+                         self->finish(self->exit_code_.value_or(0));
+                 });
+    chan_->on_drained([self] {
+        if (self->input_waiting_drain_) {
+            self->input_waiting_drain_ = false;
+            self->read_input(false);
+            if (self->role_ == Role::Service) self->read_input(true);
+        }
+    });
+    chan_->send(encode_hello(kProtocolVersion));
+    read_input(false);
+    if (role_ == Role::Service) read_input(true);
+    maybe_finish();
+}
+
+void DataPump::on_message(const Header& h, std::string_view payload) {
+    if (finished_) return;
+    Message m;
+    try {
+        m = decode_message(h, payload);
+    } catch (const ProtocolError& e) {
+        chan_->close(e.what());
+        return;
+    }
+    if (version_ == 0) {
+        auto* hello = std::get_if<Hello>(&m);
+        if (!hello || hello->version < kMinProtocolVersion) {
+            chan_->close("data channel: expected HELLO");
+            return;
+        }
+        version_ = hello->version;
+        if (version_ < 3) chunk_ = kMaxDataChunkV2;
+        return;
+    }
+    if (role_ == Role::Caller) {
+        if (auto* d = std::get_if<Data>(&m); d && d->stream != MsgType::DataStdin) {
+            if (d->bytes.empty())
+                close_output(d->stream);
+            else
+                write_output(d->stream, d->bytes);
+            return;
+        }
+        if (auto* e = std::get_if<ExitCode>(&m)) {
+            exit_code_ = static_cast<int>(e->code);
+            maybe_finish();
+            return;
+        }
+    } else {
+        if (auto* d = std::get_if<Data>(&m); d && d->stream == MsgType::DataStdin) {
+            if (d->bytes.empty()) {
+                peer_stdin_eof_ = true;
+                close_output(MsgType::DataStdin);
+                maybe_finish();
+            } else {
+                write_output(MsgType::DataStdin, d->bytes);
+            }
+            return;
+        }
+    }
+    chan_->close(std::string("data channel: unexpected ") + msg_type_name(h.type));
+}
+
+void DataPump::read_input(bool errors) {
+    Reader& r = errors ? errors_ : input_;
+    if (r.eof || finished_) return;
+    MsgType stream = role_ == Role::Caller ? MsgType::DataStdin
+                     : errors             ? MsgType::DataStderr
+                                          : MsgType::DataStdout;
+    if (chan_->pending_write_bytes() > kMaxChannelBacklog) {
+        input_waiting_drain_ = true;
+        return;
+    }
+    r.buf.resize(chunk_);
+    auto self = shared_from_this();
+    auto handle = [self, errors, stream](const asio::error_code& ec, size_t n) {
+        Reader& rr = errors ? self->errors_ : self->input_;
+        if (self->finished_) return;
+        if (n > 0) self->chan_->send(encode_data(stream, std::string_view(rr.buf.data(), n)));
+        if (ec || n == 0) {
+            rr.eof = true;
+            self->chan_->send(encode_data(stream, {}));
+            self->maybe_finish();
+            return;
+        }
+        self->read_input(errors);
+    };
+    if (r.sd) {
+        r.sd->async_read_some(asio::buffer(r.buf), handle);
+    } else {
+        // Not pollable (regular file): read directly, one chunk per turn.
+        UniqueFd& fd = errors ? local_.errors : local_.input;
+        ssize_t n = ::read(fd.get(), r.buf.data(), r.buf.size());
+        asio::error_code ec = n < 0 ? asio::error_code(errno, asio::system_category()) : asio::error_code();
+        asio::post(io_, [handle, ec, n] { handle(ec, n > 0 ? static_cast<size_t>(n) : 0); });
+    }
+}
+
+void DataPump::write_output(MsgType stream, std::string_view bytes) {
+    Writer& w = (role_ == Role::Caller && stream == MsgType::DataStderr) ? errout_ : output_;
+    if (w.closed || w.closing) return;
+    w.queue.emplace_back(bytes);
+    size_t queued = 0;
+    for (const auto& q : w.queue) queued += q.size();
+    if (queued > kMaxQueuedOutput) chan_->pause_reading();
+    pump_writer(w, stream);
+}
+
+void DataPump::pump_writer(Writer& w, MsgType stream) {
+    if (w.writing || w.closed) return;
+    if (w.queue.empty()) {
+        chan_->resume_reading();
+        if (w.closing) {
+            w.closed = true;
+            UniqueFd& fd = (&w == &errout_) ? local_.errors : local_.output;
+            if (local_.output_is_socket && &w == &output_) {
+                int raw = w.sd ? w.sd->native_handle() : fd.get();
+                ::shutdown(raw, SHUT_WR);
+            }
+            asio::error_code ec;
+            if (w.sd) w.sd->close(ec);
+            fd.reset();
+            maybe_finish();
+        } else if (exit_code_) {
+            maybe_finish();
+        }
+        return;
+    }
+    w.writing = true;
+    auto self = shared_from_this();
+    Writer* wp = &w;
+    auto handle = [self, wp, stream](const asio::error_code& ec, size_t) {
+        wp->writing = false;
+        if (ec) {  // the reader went away: drop what it will never read
+            wp->queue.clear();
+            wp->closing = true;
+        } else {
+            wp->queue.pop_front();
+        }
+        self->pump_writer(*wp, stream);
+    };
+    if (w.sd) {
+        asio::async_write(*w.sd, asio::buffer(w.queue.front()), handle);
+    } else {
+        UniqueFd& fd = (&w == &errout_) ? local_.errors : local_.output;
+        bool ok = !fd || write_all(fd.get(), w.queue.front().data(), w.queue.front().size());
+        asio::error_code ec = ok ? asio::error_code() : asio::error::broken_pipe;
+        asio::post(io_, [handle, ec] { handle(ec, 0); });
+    }
+}
+
+void DataPump::close_output(MsgType stream) {
+    Writer& w = (role_ == Role::Caller && stream == MsgType::DataStderr) ? errout_ : output_;
+    if (w.closed) return;
+    w.closing = true;
+    pump_writer(w, stream);
+}
+
+void DataPump::set_exit_code(int code) {
+    exit_code_ = code;
+    maybe_finish();
+}
+
+void DataPump::maybe_finish() {
+    if (finished_) return;
+    if (role_ == Role::Caller) {
+        if (exit_code_ && output_.queue.empty() && !output_.writing && errout_.queue.empty() &&
+            !errout_.writing)
+            finish(*exit_code_);
+        return;
+    }
+    if (local_.output_is_socket && !exit_code_) {
+        bool service_done = input_.eof && (peer_stdin_eof_ || local_.exit_on_service_eof);
+        bool client_done = peer_stdin_eof_ && local_.exit_on_client_eof;
+        if (service_done || client_done) exit_code_ = 0;
+    }
+    if (!exit_code_) return;
+    bool early = local_.output_is_socket && (local_.exit_on_client_eof || local_.exit_on_service_eof);
+    if (!early && (!input_.eof || !errors_.eof)) return;
+    if (!input_.eof) {
+        input_.eof = true;
+        chan_->send(encode_data(MsgType::DataStdout, {}));
+    }
+    chan_->send(encode_exit_code(static_cast<uint32_t>(*exit_code_)));
+    finish(*exit_code_);
+}
+
+void DataPump::finish(int code) {
+    if (finished_) return;
+    finished_ = true;
+    asio::error_code ec;
+    for (Reader* r : {&input_, &errors_})
+        if (r->sd) r->sd->close(ec);
+    for (Writer* w : {&output_, &errout_})
+        if (w->sd) w->sd->close(ec);
+    local_.input.reset();
+    local_.output.reset();
+    local_.errors.reset();
+    chan_->close_after_flush();
+    auto done = std::move(done_);
+    if (done) done(code);
+}
+
+void DataPump::abort() {
+    chan_->close("aborted");
+}
+
+}  // namespace aerie::qrexec

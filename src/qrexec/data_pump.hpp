@@ -1,0 +1,83 @@
+// Moves a call's stdio over its data channel: the service side streams the
+// service's stdout/stderr and exit code and feeds it stdin; the caller side
+// does the reverse. Each direction closes on its own (EOF is an empty data
+// message), and local writes that block pause the channel (back-pressure).
+#pragma once
+
+#include <asio.hpp>
+
+#include <functional>
+#include <memory>
+#include <optional>
+
+#include "qrexec/message_conn.hpp"
+
+namespace aerie::qrexec {
+
+class DataPump : public std::enable_shared_from_this<DataPump> {
+public:
+    enum class Role { Caller, Service };
+
+    struct Local {
+        UniqueFd input;   // caller: what to send as stdin; service: the service's stdout
+        UniqueFd output;  // caller: where stdout goes; service: the service's stdin
+        UniqueFd errors;  // caller: where stderr goes; service: the service's stderr
+        // The output is a socket shared with input: EOF is shutdown(SHUT_WR).
+        bool output_is_socket = false;
+        // Service side, socket services: finish when the service closes its end,
+        // or when the caller's stdin ends.
+        bool exit_on_service_eof = false;
+        bool exit_on_client_eof = false;
+    };
+
+    // done(exit code): for the caller the service's exit code (255 if the
+    // channel broke first); for the service side, after the exit code is sent.
+    using Done = std::function<void(int exit_code)>;
+
+    static std::shared_ptr<DataPump> create(asio::io_context& io, UniqueFd channel, Role role,
+                                            Local local);
+    void start(Done done);
+    // Service side: the service process ended with this code.
+    void set_exit_code(int code);
+    // Ends everything now (e.g. timeout).
+    void abort();
+
+private:
+    DataPump(asio::io_context& io, UniqueFd channel, Role role, Local local);
+    void on_message(const Header& h, std::string_view payload);
+    void read_input(bool errors);
+    void write_output(MsgType stream, std::string_view bytes);
+    void close_output(MsgType stream);
+    void maybe_finish();
+    void finish(int code);
+
+    struct Reader {
+        std::unique_ptr<asio::posix::stream_descriptor> sd;
+        bool eof = false;
+        std::vector<char> buf;
+    };
+    struct Writer {
+        std::unique_ptr<asio::posix::stream_descriptor> sd;
+        std::deque<std::string> queue;
+        bool writing = false;
+        bool closing = false;  // close once the queue drains
+        bool closed = false;
+    };
+    void pump_writer(Writer& w, MsgType stream);
+
+    asio::io_context& io_;
+    std::shared_ptr<MessageConn> chan_;
+    Role role_;
+    Local local_;
+    Reader input_, errors_;
+    Writer output_, errout_;
+    Done done_;
+    uint32_t version_ = 0;  // peer's, once its HELLO arrived
+    size_t chunk_ = kMaxDataChunk;
+    std::optional<int> exit_code_;
+    bool peer_stdin_eof_ = false;
+    bool finished_ = false;
+    bool input_waiting_drain_ = false;
+};
+
+}  // namespace aerie::qrexec

@@ -1,0 +1,220 @@
+#include "qrexec/message_conn.hpp"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace aerie::qrexec {
+
+namespace {
+
+bool carries_fd(uint32_t type) {
+    auto t = static_cast<MsgType>(type);
+    return t == MsgType::ExecCmdline || t == MsgType::JustExec || t == MsgType::ServiceConnect;
+}
+
+}  // namespace
+
+std::shared_ptr<MessageConn> MessageConn::create(asio::io_context& io, UniqueFd fd, Options options) {
+    return std::shared_ptr<MessageConn>(new MessageConn(io, std::move(fd), options));
+}
+
+MessageConn::MessageConn(asio::io_context& io, UniqueFd fd, Options options)
+    : sd_(io, fd.release()), options_(options) {
+    int flags = ::fcntl(sd_.native_handle(), F_GETFL);
+    ::fcntl(sd_.native_handle(), F_SETFL, flags | O_NONBLOCK);
+}
+
+MessageConn::~MessageConn() {
+    asio::error_code ec;
+    sd_.close(ec);
+}
+
+void MessageConn::start(MessageHandler on_message, CloseHandler on_close) {
+    on_message_ = std::move(on_message);
+    on_close_ = std::move(on_close);
+    arm_read();
+}
+
+void MessageConn::arm_read() {
+    if (!open_ || reading_ || paused_) return;
+    reading_ = true;
+    sd_.async_wait(asio::posix::stream_descriptor::wait_read,
+                   [self = shared_from_this()](const asio::error_code& ec) {
+                       self->reading_ = false;
+                       if (ec || !self->open_) return;
+                       self->on_readable();
+                   });
+}
+
+void MessageConn::on_readable() {
+    // Read what is there now (bounded, so one busy peer cannot starve others).
+    size_t budget = 1 << 20;
+    while (open_ && budget > 0) {
+        size_t old = in_.size();
+        size_t chunk = 256 * 1024;
+        in_.resize(old + chunk);
+        iovec iov{in_.data() + old, chunk};
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        ssize_t n = ::recvmsg(sd_.native_handle(), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        in_.resize(old + (n > 0 ? static_cast<size_t>(n) : 0));
+        if (n > 0 && msg.msg_controllen > 0) {
+            for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+                if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+                size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                for (size_t i = 0; i < count; ++i) {
+                    int received;
+                    std::memcpy(&received, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+                    UniqueFd owned(received);
+                    if (options_.accept_fds && in_fds_.size() < 16) in_fds_.push_back(std::move(owned));
+                }
+            }
+        }
+        if (n == 0) {
+            parse();
+            close("peer closed the connection");
+            return;
+        }
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            close(std::string("read error: ") + std::strerror(errno));
+            return;
+        }
+        budget -= std::min(budget, static_cast<size_t>(n));
+        if (static_cast<size_t>(n) < chunk) break;
+    }
+    parse();
+    arm_read();
+}
+
+void MessageConn::parse() {
+    if (in_parse_) return;
+    in_parse_ = true;
+    auto self = shared_from_this();
+    while (open_ && !paused_ && in_.size() - in_pos_ >= kHeaderSize) {
+        Header h;
+        try {
+            h = decode_header(std::string_view(in_).substr(in_pos_, kHeaderSize), options_.max_payload);
+        } catch (const ProtocolError& e) {
+            in_parse_ = false;
+            close(e.what());
+            return;
+        }
+        if (in_.size() - in_pos_ - kHeaderSize < h.len) break;
+        std::string_view payload(in_.data() + in_pos_ + kHeaderSize, h.len);
+        UniqueFd fd;
+        if (carries_fd(h.type) && !in_fds_.empty()) {
+            fd = std::move(in_fds_.front());
+            in_fds_.pop_front();
+        }
+        // Handlers may send or close, but never touch in_ (only on_readable
+        // does, and it is not re-entered), so the view stays valid.
+        in_pos_ += kHeaderSize + h.len;
+        on_message_(h, payload, std::move(fd));
+    }
+    if (in_pos_ > 0 && (in_pos_ == in_.size() || in_pos_ > (1 << 20))) {
+        in_.erase(0, in_pos_);
+        in_pos_ = 0;
+    }
+    in_parse_ = false;
+}
+
+void MessageConn::send(std::string bytes, UniqueFd fd) {
+    if (!open_) return;
+    pending_bytes_ += bytes.size();
+    out_.push_back(Outgoing{std::move(bytes), 0, std::move(fd)});
+    if (!writing_) flush();
+}
+
+void MessageConn::flush() {
+    auto self = shared_from_this();
+    while (open_ && !out_.empty()) {
+        Outgoing& o = out_.front();
+        iovec iov{o.bytes.data() + o.offset, o.bytes.size() - o.offset};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))]{};
+        if (o.fd) {
+            msg.msg_control = control;
+            msg.msg_controllen = sizeof control;
+            cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+            cm->cmsg_level = SOL_SOCKET;
+            cm->cmsg_type = SCM_RIGHTS;
+            cm->cmsg_len = CMSG_LEN(sizeof(int));
+            int raw = o.fd.get();
+            std::memcpy(CMSG_DATA(cm), &raw, sizeof(int));
+        }
+        ssize_t n = ::sendmsg(sd_.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                arm_write();
+                return;
+            }
+            close(std::string("write error: ") + std::strerror(errno));
+            return;
+        }
+        o.fd.reset();  // passed with the first bytes
+        o.offset += static_cast<size_t>(n);
+        pending_bytes_ -= static_cast<size_t>(n);
+        if (o.offset == o.bytes.size()) out_.pop_front();
+    }
+    if (out_.empty()) {
+        if (close_when_flushed_) {
+            close("done");
+            return;
+        }
+        if (on_drained_) on_drained_();
+    }
+}
+
+void MessageConn::arm_write() {
+    if (writing_) return;
+    writing_ = true;
+    sd_.async_wait(asio::posix::stream_descriptor::wait_write,
+                   [self = shared_from_this()](const asio::error_code& ec) {
+                       self->writing_ = false;
+                       if (ec || !self->open_) return;
+                       self->flush();
+                   });
+}
+
+void MessageConn::close_after_flush() {
+    close_when_flushed_ = true;
+    if (out_.empty()) close("done");
+}
+
+void MessageConn::close(const std::string& reason) {
+    if (!open_) return;
+    open_ = false;
+    asio::error_code ec;
+    sd_.cancel(ec);
+    sd_.close(ec);
+    out_.clear();
+    in_fds_.clear();
+    auto handler = std::move(on_close_);
+    on_close_ = nullptr;
+    on_message_ = nullptr;
+    on_drained_ = nullptr;
+    if (handler) handler(reason);
+}
+
+void MessageConn::pause_reading() { paused_ = true; }
+
+void MessageConn::resume_reading() {
+    if (!paused_) return;
+    paused_ = false;
+    parse();
+    arm_read();
+}
+
+}  // namespace aerie::qrexec

@@ -1,0 +1,81 @@
+// A qrexec message stream on a Unix stream socket, driven by an Asio event
+// loop: framed reads with a payload cap (a peer announcing more is cut off
+// before anything is allocated), a write queue, optional file descriptors
+// received with EXEC/SERVICE_CONNECT messages, and read pausing for
+// back-pressure.
+#pragma once
+
+#include <asio.hpp>
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "qrexec/protocol.hpp"
+#include "qrexec/unique_fd.hpp"
+
+namespace aerie::qrexec {
+
+class MessageConn : public std::enable_shared_from_this<MessageConn> {
+public:
+    // fd: the file descriptor passed along with the message, if any.
+    using MessageHandler = std::function<void(const Header&, std::string_view payload, UniqueFd fd)>;
+    using CloseHandler = std::function<void(const std::string& reason)>;
+
+    struct Options {
+        size_t max_payload = kMaxPayload;
+        bool accept_fds = false;  // else every received descriptor is closed at once
+    };
+
+    static std::shared_ptr<MessageConn> create(asio::io_context& io, UniqueFd fd, Options options);
+    ~MessageConn();
+
+    void start(MessageHandler on_message, CloseHandler on_close);
+    void send(std::string bytes, UniqueFd fd = {});
+    // Closes after the write queue has drained.
+    void close_after_flush();
+    void close(const std::string& reason);
+
+    void pause_reading();
+    void resume_reading();
+    size_t pending_write_bytes() const { return pending_bytes_; }
+    // Called (once) whenever the write queue becomes empty.
+    void on_drained(std::function<void()> callback) { on_drained_ = std::move(callback); }
+    bool is_open() const { return open_; }
+    int native_handle() { return sd_.native_handle(); }
+
+private:
+    MessageConn(asio::io_context& io, UniqueFd fd, Options options);
+    void arm_read();
+    void on_readable();
+    void parse();
+    void flush();
+    void arm_write();
+
+    struct Outgoing {
+        std::string bytes;
+        size_t offset = 0;
+        UniqueFd fd;
+    };
+
+    asio::posix::stream_descriptor sd_;
+    Options options_;
+    MessageHandler on_message_;
+    CloseHandler on_close_;
+    std::function<void()> on_drained_;
+    std::string in_;
+    size_t in_pos_ = 0;
+    std::deque<UniqueFd> in_fds_;
+    std::deque<Outgoing> out_;
+    size_t pending_bytes_ = 0;
+    bool open_ = true;
+    bool reading_ = false;
+    bool paused_ = false;
+    bool writing_ = false;
+    bool close_when_flushed_ = false;
+    bool in_parse_ = false;
+};
+
+}  // namespace aerie::qrexec

@@ -1,0 +1,97 @@
+#include "qrexec/spawn.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+namespace aerie::qrexec {
+
+std::string current_user_name() {
+    passwd* pw = ::getpwuid(::geteuid());
+    return pw ? pw->pw_name : std::to_string(::geteuid());
+}
+
+namespace {
+
+std::pair<UniqueFd, UniqueFd> make_pipe() {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) < 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+    return {UniqueFd(p[0]), UniqueFd(p[1])};
+}
+
+}  // namespace
+
+Spawned spawn_process(const SpawnRequest& req) {
+    if (req.argv.empty()) throw std::runtime_error("nothing to run");
+
+    // Resolve the user before forking (getpwnam is not async-signal-safe).
+    uid_t uid = ::geteuid();
+    gid_t gid = ::getegid();
+    std::string home = "/";
+    bool switch_user = false;
+    if (req.user) {
+        passwd* pw = ::getpwnam(req.user->c_str());
+        if (!pw) throw std::runtime_error("unknown user: " + *req.user);
+        uid = pw->pw_uid;
+        gid = pw->pw_gid;
+        home = pw->pw_dir ? pw->pw_dir : "/";
+        switch_user = uid != ::geteuid();
+    }
+    std::string cwd = req.cwd.empty() ? home : req.cwd;
+
+    std::vector<char*> argv, envp;
+    for (const auto& a : req.argv) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    for (const auto& e : req.env) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+
+    Spawned out;
+    std::pair<UniqueFd, UniqueFd> in, so, se;
+    UniqueFd devnull;
+    if (req.null_stdio) {
+        devnull.reset(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    } else {
+        in = make_pipe();
+        so = make_pipe();
+        se = make_pipe();
+    }
+    std::string user_name = req.user.value_or("");
+
+    pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+    if (pid == 0) {
+        // Child: only async-signal-safe calls from here on.
+        int fd0 = req.null_stdio ? devnull.get() : in.first.get();
+        int fd1 = req.null_stdio ? devnull.get() : so.second.get();
+        int fd2 = req.null_stdio ? devnull.get() : se.second.get();
+        if (::dup2(fd0, 0) < 0 || ::dup2(fd1, 1) < 0 || ::dup2(fd2, 2) < 0) ::_exit(125);
+        ::setsid();
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::signal(SIGPIPE, SIG_DFL);
+        ::signal(SIGCHLD, SIG_DFL);
+        if (switch_user) {
+            if (::initgroups(user_name.c_str(), gid) < 0 || ::setgid(gid) < 0 || ::setuid(uid) < 0)
+                ::_exit(125);
+        }
+        if (::chdir(cwd.c_str()) < 0 && ::chdir("/") < 0) ::_exit(125);
+        ::execve(argv[0], argv.data(), envp.data());
+        ::_exit(127);
+    }
+    out.pid = pid;
+    if (!req.null_stdio) {
+        out.stdin_w = std::move(in.second);
+        out.stdout_r = std::move(so.first);
+        out.stderr_r = std::move(se.first);
+    }
+    return out;
+}
+
+}  // namespace aerie::qrexec

@@ -1,0 +1,154 @@
+#include "qrexec/vchan.hpp"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <system_error>
+#include <thread>
+
+namespace aerie::qrexec {
+
+std::string vchan_socket_dir() {
+    const char* dir = std::getenv("VCHAN_SOCKET_DIR");
+    return dir && *dir ? dir : kDefaultVchanDir;
+}
+
+uint32_t vchan_local_domain() {
+    const char* dom = std::getenv("VCHAN_DOMAIN");
+    return dom && *dom ? static_cast<uint32_t>(std::strtoul(dom, nullptr, 10)) : 0;
+}
+
+std::string vchan_socket_path(const std::string& dir, uint32_t server_domain,
+                              uint32_t client_domain, uint32_t port) {
+    return dir + "/vchan." + std::to_string(server_domain) + "." + std::to_string(client_domain) +
+           "." + std::to_string(port) + ".sock";
+}
+
+namespace {
+
+sockaddr_un unix_address(const std::string& path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path)
+        throw std::system_error(ENAMETOOLONG, std::generic_category(), path);
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    return addr;
+}
+
+}  // namespace
+
+UniqueFd vchan_listen(const std::string& path) {
+    sockaddr_un addr = unix_address(path);
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) throw std::system_error(errno, std::generic_category(), "socket");
+    ::unlink(path.c_str());
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        throw std::system_error(errno, std::generic_category(), "bind " + path);
+    if (::listen(fd.get(), 64) < 0) throw std::system_error(errno, std::generic_category(), "listen");
+    return fd;
+}
+
+UniqueFd vchan_connect(const std::string& path, std::chrono::milliseconds timeout) {
+    sockaddr_un addr = unix_address(path);
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (!fd) throw std::system_error(errno, std::generic_category(), "socket");
+        if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return fd;
+        int err = errno;
+        if (err != ENOENT && err != ECONNREFUSED && err != EAGAIN && err != EINTR) return {};
+        if (std::chrono::steady_clock::now() >= deadline) return {};
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+}
+
+std::pair<UniqueFd, UniqueFd> channel_pair() {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        throw std::system_error(errno, std::generic_category(), "socketpair");
+    return {UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+bool write_all(int fd, const void* data, size_t len) {
+    auto p = static_cast<const char*>(data);
+    while (len > 0) {
+        ssize_t n = ::send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == ENOTSOCK) n = ::write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        p += n;
+        len -= static_cast<size_t>(n);
+    }
+    return true;
+}
+
+bool write_all_with_fd(int fd, const std::string& data, int fd_to_pass) {
+    if (fd_to_pass < 0) return write_all(fd, data.data(), data.size());
+    iovec iov{const_cast<char*>(data.data()), data.size()};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))]{};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cm), &fd_to_pass, sizeof(int));
+    ssize_t n;
+    do {
+        n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return false;
+    return write_all(fd, data.data() + n, data.size() - static_cast<size_t>(n));
+}
+
+bool read_all(int fd, void* data, size_t len) { return read_all_fds(fd, data, len, nullptr); }
+
+bool read_all_fds(int fd, void* data, size_t len, std::vector<UniqueFd>* fds) {
+    auto p = static_cast<char*>(data);
+    while (len > 0) {
+        iovec iov{p, len};
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        ssize_t n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == ENOTSOCK) {
+            n = ::read(fd, p, len);
+            msg.msg_controllen = 0;
+        }
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        for (cmsghdr* cm = msg.msg_controllen ? CMSG_FIRSTHDR(&msg) : nullptr; cm;
+             cm = CMSG_NXTHDR(&msg, cm)) {
+            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+            size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < count; ++i) {
+                int received;
+                std::memcpy(&received, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+                if (fds)
+                    fds->emplace_back(received);
+                else
+                    ::close(received);
+            }
+        }
+        if (n == 0) return false;
+        p += n;
+        len -= static_cast<size_t>(n);
+    }
+    return true;
+}
+
+}  // namespace aerie::qrexec

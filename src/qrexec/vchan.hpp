@@ -1,0 +1,46 @@
+// The vchan-over-Unix-socket transport (Qubes' libvchan-socket): a channel
+// between server domain S and client domain C on port P is the stream socket
+// $VCHAN_SOCKET_DIR/vchan.S.C.P.sock. Aerie adds one thing: a channel may
+// instead be handed over as a ready file descriptor (SCM_RIGHTS) by the admin
+// side, so two qubes never share a directory where one could tamper with the
+// other's sockets.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "qrexec/unique_fd.hpp"
+
+namespace aerie::qrexec {
+
+inline constexpr const char* kDefaultVchanDir = "/var/run/vchan";
+
+// $VCHAN_SOCKET_DIR, or /var/run/vchan.
+std::string vchan_socket_dir();
+// $VCHAN_DOMAIN, or 0.
+uint32_t vchan_local_domain();
+
+std::string vchan_socket_path(const std::string& dir, uint32_t server_domain,
+                              uint32_t client_domain, uint32_t port);
+
+// Server side: unlinks a stale socket, binds and listens. Throws std::system_error.
+UniqueFd vchan_listen(const std::string& path);
+
+// Client side: connects, retrying every 100 ms while the socket is missing or
+// refuses, until the deadline. Returns an invalid fd on timeout.
+UniqueFd vchan_connect(const std::string& path, std::chrono::milliseconds timeout);
+
+// A connected pair of stream sockets (close-on-exec): one end for each peer of
+// a data channel the admin side hands over.
+std::pair<UniqueFd, UniqueFd> channel_pair();
+
+// Blocking helpers for simple tools (clients), all EINTR-safe.
+bool write_all(int fd, const void* data, size_t len);
+// Writes data with one file descriptor attached (SCM_RIGHTS); fd_to_pass < 0: none.
+bool write_all_with_fd(int fd, const std::string& data, int fd_to_pass);
+bool read_all(int fd, void* data, size_t len);
+// Reads exactly len bytes; any file descriptors that arrive are appended to *fds.
+bool read_all_fds(int fd, void* data, size_t len, std::vector<UniqueFd>* fds);
+
+}  // namespace aerie::qrexec
