@@ -128,7 +128,7 @@ void MessageConn::parse() {
 }
 
 void MessageConn::send(std::string bytes, UniqueFd fd) {
-    if (!open_) return;
+    if (!open_ || write_broken_) return;
     pending_bytes_ += bytes.size();
     out_.push_back(Outgoing{std::move(bytes), 0, std::move(fd)});
     if (!writing_) flush();
@@ -158,6 +158,15 @@ void MessageConn::flush() {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 arm_write();
+                return;
+            }
+            if (errno == EPIPE || errno == ECONNRESET) {
+                // The peer stopped reading; what it sent before may still be
+                // unread here, so keep reading until its EOF.
+                write_broken_ = true;
+                out_.clear();
+                pending_bytes_ = 0;
+                if (close_when_flushed_) close("peer closed the connection");
                 return;
             }
             close(std::string("write error: ") + std::strerror(errno));

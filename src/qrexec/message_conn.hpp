@@ -75,6 +75,7 @@ private:
     bool paused_ = false;
     bool writing_ = false;
     bool close_when_flushed_ = false;
+    bool write_broken_ = false;  // the peer no longer reads (EPIPE)
     bool in_parse_ = false;
 };
 

@@ -69,8 +69,8 @@ Spawned spawn_process(const SpawnRequest& req) {
         // Child: only async-signal-safe calls from here on.
         int fd0 = req.null_stdio ? devnull.get() : in.first.get();
         int fd1 = req.null_stdio ? devnull.get() : so.second.get();
-        int fd2 = req.null_stdio ? devnull.get() : se.second.get();
-        if (::dup2(fd0, 0) < 0 || ::dup2(fd1, 1) < 0 || ::dup2(fd2, 2) < 0) ::_exit(125);
+        int fd2 = req.null_stdio ? devnull.get() : req.inherit_stderr ? 2 : se.second.get();
+        if (::dup2(fd0, 0) < 0 || ::dup2(fd1, 1) < 0 || (fd2 != 2 && ::dup2(fd2, 2) < 0)) ::_exit(125);
         ::setsid();
         sigset_t none;
         sigemptyset(&none);
@@ -89,7 +89,7 @@ Spawned spawn_process(const SpawnRequest& req) {
     if (!req.null_stdio) {
         out.stdin_w = std::move(in.second);
         out.stdout_r = std::move(so.first);
-        out.stderr_r = std::move(se.first);
+        if (!req.inherit_stderr) out.stderr_r = std::move(se.first);
     }
     return out;
 }

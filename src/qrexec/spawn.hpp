@@ -17,6 +17,7 @@ struct SpawnRequest {
     std::optional<std::string> user;   // switch to this user (needs root); nullopt: stay
     std::string cwd;                   // empty: the user's home, else "/"
     bool null_stdio = false;           // stdin/stdout/stderr to /dev/null, no pipes
+    bool inherit_stderr = false;       // the child writes to our stderr (no stderr pipe)
 };
 
 struct Spawned {

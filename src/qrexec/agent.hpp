@@ -1,0 +1,53 @@
+// qrexec-agent: the qrexec end inside a qube. It listens for its daemon on
+// the control channel (vchan port 512), runs the services and commands the
+// daemon sends, and forwards the service calls local programs make through
+// qrexec-client-vm on the agent socket.
+#pragma once
+
+#include <asio.hpp>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "qrexec/child_reaper.hpp"
+#include "qrexec/local_service.hpp"
+#include "qrexec/message_conn.hpp"
+
+namespace aerie::qrexec {
+
+inline constexpr const char* kDefaultAgentSocket = "/var/run/qubes/qrexec-agent";
+
+struct AgentConfig {
+    std::string agent_socket = kDefaultAgentSocket;
+    std::string vchan_dir;  // empty: $VCHAN_SOCKET_DIR
+    uint32_t domid = 0;     // this qube's domain number ($VCHAN_DOMAIN)
+};
+
+class Agent {
+public:
+    Agent(asio::io_context& io, AgentConfig config);
+    void start();  // throws std::system_error if it cannot listen
+
+private:
+    void accept_daemon();
+    void on_daemon_message(const Header& h, std::string_view payload, UniqueFd fd);
+    void run_exec(MsgType type, ExecParams params, UniqueFd channel);
+    void accept_client();
+    void on_client_message(const std::shared_ptr<MessageConn>& client, const Header& h,
+                           std::string_view payload);
+    void log(const std::string& message) const;
+
+    asio::io_context& io_;
+    AgentConfig config_;
+    ChildReaper reaper_;
+    LocalServiceRunner runner_;
+    std::unique_ptr<asio::local::stream_protocol::acceptor> control_;
+    std::unique_ptr<asio::local::stream_protocol::acceptor> clients_;
+    std::shared_ptr<MessageConn> daemon_;
+    uint32_t daemon_version_ = 0;
+    std::map<std::string, std::shared_ptr<MessageConn>> waiting_;  // ident -> qrexec-client-vm
+    uint64_t next_ident_ = 0;
+};
+
+}  // namespace aerie::qrexec

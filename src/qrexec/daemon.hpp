@@ -1,0 +1,81 @@
+// qrexec-daemon: the admin side of one qube. It holds the control channel to
+// the qube's agent, serves local clients on <socket-dir>/qrexec.<domid>, and
+// decides each service call the qube makes (policy daemon, else the policy
+// program), then joins the two ends of the call.
+#pragma once
+
+#include <asio.hpp>
+
+#include <array>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "qrexec/child_reaper.hpp"
+#include "qrexec/message_conn.hpp"
+#include "qrexec/policy_client.hpp"
+#include "qrexec/sanitize.hpp"
+
+namespace aerie::qrexec {
+
+struct DaemonConfig {
+    uint32_t domid = 0;
+    std::string name;
+    std::string default_user = "user";
+    std::optional<std::string> uuid;
+    std::string socket_dir = "/var/run/qubes";
+    std::string vchan_dir;  // empty: $VCHAN_SOCKET_DIR
+    PolicyClientConfig policy;
+    std::chrono::seconds startup_timeout{60};
+    size_t max_pending_calls = 256;
+};
+
+class LocalServiceRunner;  // runs dom0's side of calls that target dom0
+
+class Daemon {
+public:
+    Daemon(asio::io_context& io, DaemonConfig config);
+    ~Daemon();
+    // Connects to the agent (waiting up to startup_timeout) and starts
+    // listening. Throws std::runtime_error on failure.
+    void start();
+    // Called when the daemon cannot go on (agent gone for good).
+    std::function<void(const std::string&)> on_fatal;
+
+private:
+    struct Client;
+
+    void connect_agent();
+    void on_agent_message(const Header& h, std::string_view payload);
+    void on_agent_closed(const std::string& reason);
+    void accept_client();
+    void on_client_message(const std::shared_ptr<Client>& client, const Header& h,
+                           std::string_view payload, UniqueFd fd);
+    void handle_trigger(const TriggerService& trigger);
+    void on_policy_answer(const ServiceRequest& request, const PolicyAnswer& answer);
+    void connect_to_qube(const ServiceRequest& request, const std::string& target,
+                         const std::string& cmdline);
+    void run_in_dom0(const ServiceRequest& request, const std::string& cmdline);
+    void refuse(const std::string& ident, const std::string& why);
+    std::optional<uint32_t> allocate_port(uint32_t remote_domain);
+    void release_port(uint32_t port, uint32_t remote_domain);
+    void create_socket();
+    void remove_socket();
+    void log(const std::string& message) const;
+
+    asio::io_context& io_;
+    DaemonConfig config_;
+    std::shared_ptr<MessageConn> agent_;
+    uint32_t agent_version_ = 0;
+    std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor_;
+    std::string socket_path_;
+    std::array<std::optional<uint32_t>, kLastDataPort - kFirstDataPort + 1> ports_{};
+    std::map<uint32_t, std::weak_ptr<Client>> port_watchers_;
+    size_t pending_calls_ = 0;
+    ChildReaper reaper_;
+    std::unique_ptr<LocalServiceRunner> dom0_;
+};
+
+}  // namespace aerie::qrexec

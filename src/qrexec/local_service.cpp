@@ -1,0 +1,173 @@
+#include "qrexec/local_service.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "qrexec/spawn.hpp"
+#include "qrexec/vchan.hpp"
+
+namespace aerie::qrexec {
+
+namespace {
+
+UniqueFd connect_unix(const std::string& path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) return {};
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) return {};
+    return fd;
+}
+
+UniqueFd connect_tcp(const TcpService& tcp) {
+    sockaddr_storage ss{};
+    socklen_t len = 0;
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    std::string host = tcp.host.substr(0, tcp.host.find('%'));
+    if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(tcp.port);
+        len = sizeof *v4;
+    } else if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(tcp.port);
+        len = sizeof *v6;
+    } else {
+        return {};
+    }
+    UniqueFd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) < 0) return {};
+    return fd;
+}
+
+// The environment of a plain command: the agent's, without qrexec's call variables.
+std::vector<std::string> plain_command_env() {
+    std::vector<std::string> env;
+    for (auto& e : current_environment()) {
+        if (e.rfind("QREXEC_REMOTE_DOMAIN=", 0) == 0 || e.rfind("QREXEC_SERVICE_", 0) == 0 ||
+            e.rfind("QREXEC_REQUESTED_TARGET", 0) == 0)
+            continue;
+        env.push_back(std::move(e));
+    }
+    return env;
+}
+
+}  // namespace
+
+LocalServiceRunner::LocalServiceRunner(asio::io_context& io, ChildReaper& reaper, CmdlineUser user_mode)
+    : io_(io), reaper_(reaper), user_mode_(user_mode) {
+    default_user = current_user_name();
+}
+
+void LocalServiceRunner::fail(UniqueFd channel, int code, const std::string& why,
+                              std::function<void(int)> done) {
+    std::fprintf(stderr, "qrexec: %s\n", why.c_str());
+    if (!channel) {
+        if (done) done(code);
+        return;
+    }
+    auto pump = DataPump::create(io_, std::move(channel), DataPump::Role::Service, {});
+    pump->start(std::move(done));
+    pump->set_exit_code(code);
+}
+
+void LocalServiceRunner::start(const std::string& cmdline, UniqueFd channel,
+                               std::function<void(int)> done, bool just_exec) {
+    std::string error;
+    auto cmd = parse_cmdline(cmdline, &error, user_mode_);
+    if (!cmd) return fail(std::move(channel), kExitProblem, "invalid command line: " + error, std::move(done));
+
+    std::string user = cmd->user.empty() || cmd->default_user() ? default_user : cmd->user;
+    if (!cmd->is_qubesrpc) {
+        return run_process({"/bin/sh", "-c", cmd->command}, plain_command_env(), user,
+                           std::move(channel), std::move(done), just_exec);
+    }
+
+    ServiceLookup lookup = find_service(cmd->service_and_arg, service_path_from_env());
+    if (int code = lookup_failure_exit_code(lookup))
+        return fail(std::move(channel), code, "service not found: " + cmd->service_and_arg, std::move(done));
+    auto config = load_rpc_config(cmd->service_and_arg, rpc_config_path_from_env(), &error);
+    if (!config) return fail(std::move(channel), kExitProblem, error, std::move(done));
+    if (auto bad = check_config_for_service(*config, lookup))
+        return fail(std::move(channel), kExitProblem, *bad, std::move(done));
+
+    if (auto* exe = std::get_if<ExecutableService>(&lookup)) {
+        std::string run_as = effective_user(*cmd, *config);
+        if (run_as.empty() || run_as == "DEFAULT") run_as = default_user;
+        return run_process(service_argv(*exe, *cmd), build_service_env(current_environment(), *cmd), run_as,
+                           std::move(channel), std::move(done), just_exec);
+    }
+    if (auto* sock = std::get_if<UnixSocketService>(&lookup)) {
+        UniqueFd fd = connect_unix(sock->path);
+        if (!fd) return fail(std::move(channel), kExitProblem, "cannot connect to " + sock->path, std::move(done));
+        return run_socket(std::move(fd), *cmd, *config, !config->skip_service_descriptor, std::move(channel),
+                          std::move(done));
+    }
+    const auto& tcp = std::get<TcpService>(lookup);
+    UniqueFd fd = connect_tcp(tcp);
+    if (!fd) return fail(std::move(channel), kExitProblem, "cannot connect to " + tcp.host, std::move(done));
+    run_socket(std::move(fd), *cmd, *config, /*send_descriptor=*/false, std::move(channel), std::move(done));
+}
+
+void LocalServiceRunner::run_process(const std::vector<std::string>& argv,
+                                     const std::vector<std::string>& env, const std::string& user,
+                                     UniqueFd channel, std::function<void(int)> done, bool just_exec) {
+    SpawnRequest req;
+    req.argv = argv;
+    req.env = env;
+    // Without root, services run as this process's user, and only for it.
+    if (::geteuid() == 0) {
+        req.user = user;
+    } else if (user != current_user_name()) {
+        return fail(std::move(channel), kExitProblem,
+                    "cannot run as " + user + " without root (this agent runs as " + current_user_name() + ")",
+                    std::move(done));
+    }
+    req.null_stdio = just_exec;
+    Spawned child;
+    try {
+        child = spawn_process(req);
+    } catch (const std::exception& e) {
+        return fail(std::move(channel), kExitProblem, e.what(), std::move(done));
+    }
+    if (just_exec) {
+        reaper_.watch(child.pid, [](int) {});
+        channel.reset();
+        if (done) done(0);
+        return;
+    }
+    DataPump::Local local;
+    local.input = std::move(child.stdout_r);
+    local.output = std::move(child.stdin_w);
+    local.errors = std::move(child.stderr_r);
+    auto pump = DataPump::create(io_, std::move(channel), DataPump::Role::Service, std::move(local));
+    pump->start(std::move(done));
+    reaper_.watch(child.pid, [pump](int code) { pump->set_exit_code(code); });
+}
+
+void LocalServiceRunner::run_socket(UniqueFd sock, const ParsedCmdline& cmd, const RpcConfig& config,
+                                    bool send_descriptor, UniqueFd channel, std::function<void(int)> done) {
+    if (send_descriptor) {
+        std::string descriptor = service_descriptor(cmd);
+        if (!write_all(sock.get(), descriptor.data(), descriptor.size()))
+            return fail(std::move(channel), kExitProblem, "service socket closed", std::move(done));
+    }
+    DataPump::Local local;
+    local.input = UniqueFd(::dup(sock.get()));
+    local.output = std::move(sock);
+    local.output_is_socket = true;
+    local.exit_on_service_eof = config.exit_on_service_eof;
+    local.exit_on_client_eof = config.exit_on_client_eof;
+    auto pump = DataPump::create(io_, std::move(channel), DataPump::Role::Service, std::move(local));
+    pump->start(std::move(done));
+}
+
+}  // namespace aerie::qrexec

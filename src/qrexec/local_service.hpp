@@ -1,0 +1,45 @@
+// Runs the service side of a call on this machine: parses the command line,
+// finds the RPC service (executable, Unix socket or /dev/tcp link) or runs a
+// plain command, and streams its stdio over the data channel. The agent uses
+// it inside a qube; the qrexec daemon uses it for calls that target dom0.
+#pragma once
+
+#include <asio.hpp>
+
+#include <functional>
+#include <string>
+
+#include "qrexec/child_reaper.hpp"
+#include "qrexec/data_pump.hpp"
+#include "qrexec/service_config.hpp"
+
+namespace aerie::qrexec {
+
+class LocalServiceRunner {
+public:
+    LocalServiceRunner(asio::io_context& io, ChildReaper& reaper,
+                       CmdlineUser user_mode = CmdlineUser::Absent);
+
+    // Runs `cmdline` with its stdio on `channel` (the service end of a data
+    // channel); done(exit code) when everything is sent. just_exec: stdio to
+    // /dev/null, the channel is closed at once.
+    void start(const std::string& cmdline, UniqueFd channel, std::function<void(int)> done,
+               bool just_exec = false);
+
+    // The user that "DEFAULT" stands for (when the daemon did not replace it).
+    std::string default_user;
+
+private:
+    void fail(UniqueFd channel, int code, const std::string& why, std::function<void(int)> done);
+    void run_process(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                     const std::string& user, UniqueFd channel, std::function<void(int)> done,
+                     bool just_exec);
+    void run_socket(UniqueFd sock, const ParsedCmdline& cmd, const RpcConfig& config,
+                    bool send_descriptor, UniqueFd channel, std::function<void(int)> done);
+
+    asio::io_context& io_;
+    ChildReaper& reaper_;
+    CmdlineUser user_mode_;
+};
+
+}  // namespace aerie::qrexec
