@@ -4,6 +4,7 @@
 #include <set>
 
 #include "policy/errors.hpp"
+#include "policy/text.hpp"
 
 namespace aerie::policy {
 
@@ -366,12 +367,24 @@ Decision denied(const Denied& why) {
     return d;
 }
 
+// A service name or argument as the policy language can name it (what the
+// qrexec daemon leaves after sanitising): anything else could carry control
+// characters into the answer text, so it is denied.
+bool valid_call_name(std::string_view s, bool allow_plus) {
+    return std::all_of(s.begin(), s.end(), [&](char ch) {
+        return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+               ch == '.' || ch == '_' || ch == '-' || (allow_plus && ch == '+');
+    });
+}
+
 // Builds the context: source (and requested_source) and target normalisation.
 Context make_context(const Policy& policy, const SystemInfo& system, const Request& request) {
     Context c{policy, system, request.service, request.argument, {}, {}, {}, std::nullopt, {}};
-    if (c.service.empty()) deny("invalid service: ''");
+    if (c.service.empty() || !valid_call_name(c.service, false))
+        deny("invalid service: " + text::py_repr(c.service));
     if (c.argument.empty()) c.argument = "+";
     if (c.argument[0] != '+') deny("argument does not start with +");
+    if (!valid_call_name(c.argument, true)) deny("invalid argument: " + text::py_repr(c.argument));
     c.caller = source_qube(system, request.source);
     c.source = c.caller;
     if (request.requested_source && !request.requested_source->empty()) {
