@@ -68,6 +68,12 @@ struct Context {
     }
 };
 
+// The qube itself, as @type: and @tag: see it: "@dispvm:X" designates a new
+// disposable, not its template X, so it has no type or tags of its own.
+const Domain* own_domain(const Qube& q) {
+    return q.kind == TokenKind::DispVMTemplate ? nullptr : q.dom;
+}
+
 // Does a rule's SOURCE or TARGET token match the request's qube?
 bool match(const Token& rule, const Qube& other, const Context& c) {
     switch (rule.kind) {
@@ -78,8 +84,14 @@ bool match(const Token& rule, const Qube& other, const Context& c) {
             if (other.kind != TokenKind::Name) return false;
             return other.dom ? designates(rule.value, other.dom) : rule.value == other.text;
         case TokenKind::Default: return other.kind == TokenKind::Default;
-        case TokenKind::Type: return other.dom && other.dom->type == rule.value;
-        case TokenKind::Tag: return other.dom && other.dom->has_tag(rule.value);
+        case TokenKind::Type: {
+            const Domain* d = own_domain(other);
+            return d && d->type == rule.value;
+        }
+        case TokenKind::Tag: {
+            const Domain* d = own_domain(other);
+            return d && d->has_tag(rule.value);
+        }
         case TokenKind::DispVM: return other.kind == TokenKind::DispVM;
         case TokenKind::DispVMTemplate:
             if (other.kind == TokenKind::DispVM) {
@@ -151,11 +163,13 @@ Qube source_qube(const SystemInfo& system, std::string_view name) {
     return Qube{TokenKind::Name, d ? d->name : std::string(name), d};
 }
 
+// A "@dispvm:X" is a new disposable, never X itself (nor the caller, even
+// when the caller is X).
 bool same_qube(const Qube& a, const Qube& b) {
-    if (a.kind == TokenKind::AdminVM || b.kind == TokenKind::AdminVM)
-        return a.kind == b.kind;
+    if (a.kind != b.kind) return false;
+    if (a.kind == TokenKind::AdminVM) return true;
     if (a.dom && b.dom) return a.dom == b.dom;
-    return a.kind == b.kind && a.text == b.text;
+    return a.text == b.text;
 }
 
 // Targets reachable without starting anything (autostart=no).
@@ -293,13 +307,20 @@ Qube choice_qube(const SystemInfo& system, const std::string& choice) {
     return target_qube(system, choice, /*from_caller=*/false);
 }
 
+// A target= or default_target= as ask lists it: an existing qube (or
+// disposable template) by its name, even when the policy gives its uuid.
+std::string ask_name(const SystemInfo& system, const Token& token) {
+    if (token.kind == TokenKind::Name || token.kind == TokenKind::DispVMTemplate) {
+        if (const Domain* d = system.find(token.value))
+            return token.kind == TokenKind::Name ? d->name : "@dispvm:" + d->name;
+    }
+    return token.text;
+}
+
 Decision resolve_ask(Context& c, const Rule& rule) {
     std::set<std::string> raw;
     if (rule.redirect) {
-        raw.insert(rule.redirect->kind == TokenKind::Name
-                       ? (c.system.find(rule.redirect->value) ? c.system.find(rule.redirect->value)->name
-                                                              : rule.redirect->value)
-                       : rule.redirect->text);
+        raw.insert(ask_name(c.system, *rule.redirect));
     } else {
         auto candidates = c.policy.candidates(c.service, c.source_keys());
         for (auto it = candidates.rbegin(); it != candidates.rend(); ++it) {
@@ -349,10 +370,7 @@ Decision resolve_ask(Context& c, const Rule& rule) {
     d.user = rule.user && !rule.user->empty() ? *rule.user : "DEFAULT";
     d.ask_targets.assign(targets.begin(), targets.end());
     if (rule.default_target) {
-        std::string dt = rule.default_target->text;
-        if (rule.default_target->kind == TokenKind::Name) {
-            if (const Domain* dom = c.system.find(dt)) dt = dom->name;
-        }
+        std::string dt = ask_name(c.system, *rule.default_target);
         if (auto concrete = concrete_target(c, dt); concrete && targets.count(*concrete))
             d.default_target = *concrete;
     }

@@ -19,6 +19,20 @@ bool valid_policy_filename(std::string_view name) {
     });
 }
 
+// A line of the old (!include-service) syntax in the current one: Qubes'
+// substitutions, in Qubes' order.
+std::string old_format_line(std::string_view stripped) {
+    std::string line(stripped);
+    auto replace_all = [&](std::string_view from, std::string_view to) {
+        for (size_t pos = 0; (pos = line.find(from, pos)) != std::string::npos; pos += to.size())
+            line.replace(pos, from.size(), to);
+    };
+    replace_all("$include:", "!include ");
+    replace_all("$", "@");
+    replace_all(",", " ");
+    return line;
+}
+
 bool has_suffix(std::string_view s, std::string_view suffix) {
     return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
@@ -149,15 +163,7 @@ private:
 
     void handle_service_line(const ServiceArg& service, std::string_view stripped, Where at,
                              int depth) {
-        // Old-syntax substitutions, in Qubes' order.
-        std::string line(stripped);
-        auto replace_all = [&](std::string_view from, std::string_view to) {
-            for (size_t pos = 0; (pos = line.find(from, pos)) != std::string::npos; pos += to.size())
-                line.replace(pos, from.size(), to);
-        };
-        replace_all("$include:", "!include ");
-        replace_all("$", "@");
-        replace_all(",", " ");
+        std::string line = old_format_line(stripped);
         if (line[0] == '!') {
             auto fields = text::split_fields(line);
             if (fields[0] != "!include") fail(at, "invalid directive");
@@ -301,13 +307,15 @@ std::vector<PolicySyntaxError> lint_policy_text(const std::string& path, std::st
             std::string_view line = text::strip(raw);
             if (line.empty() || line[0] == '#') continue;
             if (include_service_format) {
-                std::string old(line);
-                for (auto& c : old) {
-                    if (c == '$') c = '@';
-                    if (c == ',') c = ' ';
+                std::string old = old_format_line(line);
+                if (old[0] == '!') {
+                    auto fields = text::split_fields(old);
+                    if (fields[0] != "!include")
+                        throw PolicySyntaxError(path, lineno, "invalid directive");
+                    if (fields.size() != 2)
+                        throw PolicySyntaxError(path, lineno, "invalid number of params");
+                    continue;  // included files are linted on their own
                 }
-                if (old.rfind("@include:", 0) == 0) continue;  // not followed here
-                if (old[0] == '!') throw PolicySyntaxError(path, lineno, "invalid directive");
                 parse_service_rule_line(std::nullopt, std::nullopt, old, path, lineno);
                 continue;
             }

@@ -84,38 +84,75 @@ std::vector<std::string_view> split_fields(std::string_view s) {
     return fields;
 }
 
+namespace {
+
+// Decodes the UTF-8 sequence at s[i] into *cp; returns its length in bytes,
+// or 0 if it is not well-formed (overlong, surrogate, > U+10FFFF, truncated).
+size_t decode_utf8(std::string_view s, size_t i, char32_t* cp) {
+    auto b = static_cast<unsigned char>(s[i]);
+    if (b < 0x80) {
+        *cp = b;
+        return 1;
+    }
+    size_t n;
+    char32_t c;
+    if (b >= 0xc2 && b <= 0xdf) {
+        n = 1;
+        c = b & 0x1f;
+    } else if (b >= 0xe0 && b <= 0xef) {
+        n = 2;
+        c = b & 0x0f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+        n = 3;
+        c = b & 0x07;
+    } else {
+        return 0;
+    }
+    if (i + n >= s.size()) return 0;  // truncated sequence
+    for (size_t k = 1; k <= n; ++k) {
+        auto cont = static_cast<unsigned char>(s[i + k]);
+        if ((cont & 0xc0) != 0x80) return 0;
+        c = (c << 6) | (cont & 0x3f);
+    }
+    if ((n == 2 && c < 0x800) || (n == 3 && c < 0x10000) || c > 0x10ffff ||
+        (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return n + 1;
+}
+
+// Python's str.isprintable() for a code point above U+007F: false for the
+// categories Cc, Cf, Co, Zs, Zl, Zp and for noncharacters. (Code points that
+// are merely unassigned in some Unicode version count as printable here.)
+bool is_printable(char32_t c) {
+    struct Range {
+        char32_t first, last;
+    };
+    static constexpr Range kNotPrintable[] = {
+        {0x80, 0xa0},       {0xad, 0xad},       {0x600, 0x605},     {0x61c, 0x61c},
+        {0x6dd, 0x6dd},     {0x70f, 0x70f},     {0x890, 0x891},     {0x8e2, 0x8e2},
+        {0x1680, 0x1680},   {0x180e, 0x180e},   {0x2000, 0x200f},   {0x2028, 0x202f},
+        {0x205f, 0x2064},   {0x2066, 0x206f},   {0x3000, 0x3000},   {0xe000, 0xf8ff},
+        {0xfdd0, 0xfdef},   {0xfeff, 0xfeff},   {0xfff9, 0xfffb},   {0x110bd, 0x110bd},
+        {0x110cd, 0x110cd}, {0x13430, 0x1343f}, {0x1bca0, 0x1bca3}, {0x1d173, 0x1d17a},
+        {0xe0001, 0xe0001}, {0xe0020, 0xe007f}, {0xf0000, 0x10ffff},
+    };
+    if ((c & 0xfffe) == 0xfffe) return false;  // U+xxFFFE, U+xxFFFF
+    for (const Range& r : kNotPrintable) {
+        if (c < r.first) return true;
+        if (c <= r.last) return false;
+    }
+    return true;
+}
+
+}  // namespace
+
 bool is_valid_utf8(std::string_view s) {
-    size_t i = 0;
-    while (i < s.size()) {
-        auto b = static_cast<unsigned char>(s[i]);
-        if (b < 0x80) {
-            ++i;
-            continue;
-        }
-        size_t n;
-        unsigned cp;
-        if (b >= 0xc2 && b <= 0xdf) {
-            n = 1;
-            cp = b & 0x1f;
-        } else if (b >= 0xe0 && b <= 0xef) {
-            n = 2;
-            cp = b & 0x0f;
-        } else if (b >= 0xf0 && b <= 0xf4) {
-            n = 3;
-            cp = b & 0x07;
-        } else {
-            return false;
-        }
-        if (i + n >= s.size()) return false;  // truncated sequence
-        for (size_t k = 1; k <= n; ++k) {
-            auto c = static_cast<unsigned char>(s[i + k]);
-            if ((c & 0xc0) != 0x80) return false;
-            cp = (cp << 6) | (c & 0x3f);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += n + 1;
+    for (size_t i = 0; i < s.size();) {
+        char32_t cp;
+        size_t n = decode_utf8(s, i, &cp);
+        if (n == 0) return false;
+        i += n;
     }
     return true;
 }
@@ -127,8 +164,26 @@ std::string py_repr(std::string_view s) {
     std::string out;
     out.reserve(s.size() + 2);
     out += quote;
-    for (char ch : s) {
+    for (size_t i = 0; i < s.size();) {
+        char ch = s[i];
         auto c = static_cast<unsigned char>(ch);
+        if (c >= 0x80) {
+            char32_t cp;
+            size_t n = decode_utf8(s, i, &cp);
+            if (n == 0) {
+                out += fmt::format("\\x{:02x}", c);  // not text: show the byte
+                ++i;
+            } else if (is_printable(cp)) {
+                out.append(s.substr(i, n));
+                i += n;
+            } else {
+                out += cp <= 0xff     ? fmt::format("\\x{:02x}", static_cast<unsigned>(cp))
+                       : cp <= 0xffff ? fmt::format("\\u{:04x}", static_cast<unsigned>(cp))
+                                      : fmt::format("\\U{:08x}", static_cast<unsigned>(cp));
+                i += n;
+            }
+            continue;
+        }
         if (ch == quote || ch == '\\') {
             out += '\\';
             out += ch;
@@ -141,8 +196,9 @@ std::string py_repr(std::string_view s) {
         } else if (c < 0x20 || c == 0x7f) {
             out += fmt::format("\\x{:02x}", c);
         } else {
-            out += ch;  // printable ASCII, or part of a UTF-8 sequence
+            out += ch;
         }
+        ++i;
     }
     out += quote;
     return out;

@@ -21,7 +21,9 @@ std::vector<std::string_view> split_fields(std::string_view s);
 bool is_valid_utf8(std::string_view s);
 
 // Python's repr() of a str: 'text' with escapes, or "text" when the text
-// holds ' but not ". Used so error messages match Qubes' own.
+// holds ' but not ". Characters Python does not print (controls, format
+// characters such as U+FEFF, private use) are escaped as \xNN, \uNNNN or
+// \UNNNNNNNN. Used so error messages match Qubes' own.
 std::string py_repr(std::string_view s);
 
 // Python's repr() of a tuple of one-character strings, e.g. ('!', '@') or ('!',).
