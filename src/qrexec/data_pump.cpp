@@ -65,16 +65,18 @@ void DataPump::start(Done done) {
     chan_->start([self](const Header& h, std::string_view payload, UniqueFd) { self->on_message(h, payload); },
                  [self](const std::string&) {
                      if (self->finished_) return;
-                     if (self->role_ == Role::Caller)
-                         self->finish(self->exit_code_.value_or(255));
+                     // A caller that has the exit code still writes out what it queued.
+                     if (self->role_ == Role::Caller && self->exit_code_)
+                         self->maybe_finish();
                      else
-                         self->finish(self->exit_code_.value_or(0));
+                         self->finish(self->exit_code_.value_or(self->role_ == Role::Caller ? 255 : 0));
                  });
     chan_->on_drained([self] {
-        if (self->input_waiting_drain_) {
-            self->input_waiting_drain_ = false;
-            self->read_input(false);
-            if (self->role_ == Role::Service) self->read_input(true);
+        for (bool errors : {false, true}) {
+            Reader& r = errors ? self->errors_ : self->input_;
+            if (!r.waiting_drain) continue;
+            r.waiting_drain = false;
+            self->read_input(errors);
         }
     });
     chan_->send(encode_hello(kProtocolVersion));
@@ -132,18 +134,20 @@ void DataPump::on_message(const Header& h, std::string_view payload) {
 
 void DataPump::read_input(bool errors) {
     Reader& r = errors ? errors_ : input_;
-    if (r.eof || finished_) return;
+    if (r.eof || r.reading || r.waiting_drain || finished_) return;
     MsgType stream = role_ == Role::Caller ? MsgType::DataStdin
                      : errors             ? MsgType::DataStderr
                                           : MsgType::DataStdout;
     if (chan_->pending_write_bytes() > kMaxChannelBacklog) {
-        input_waiting_drain_ = true;
+        r.waiting_drain = true;
         return;
     }
     r.buf.resize(chunk_);
+    r.reading = true;
     auto self = shared_from_this();
     auto handle = [self, errors, stream](const asio::error_code& ec, size_t n) {
         Reader& rr = errors ? self->errors_ : self->input_;
+        rr.reading = false;
         if (self->finished_) return;
         if (n > 0) self->chan_->send(encode_data(stream, std::string_view(rr.buf.data(), n)));
         if (ec || n == 0) {

@@ -54,6 +54,8 @@ private:
     struct Reader {
         std::unique_ptr<asio::posix::stream_descriptor> sd;
         bool eof = false;
+        bool reading = false;        // a read is outstanding
+        bool waiting_drain = false;  // paused until the channel's queue drains
         std::vector<char> buf;
     };
     struct Writer {
@@ -77,7 +79,6 @@ private:
     std::optional<int> exit_code_;
     bool peer_stdin_eof_ = false;
     bool finished_ = false;
-    bool input_waiting_drain_ = false;
 };
 
 }  // namespace aerie::qrexec

@@ -39,7 +39,7 @@ void MessageConn::start(MessageHandler on_message, CloseHandler on_close) {
 }
 
 void MessageConn::arm_read() {
-    if (!open_ || reading_ || paused_) return;
+    if (!open_ || reading_ || paused_ || peer_eof_) return;
     reading_ = true;
     sd_.async_wait(asio::posix::stream_descriptor::wait_read,
                    [self = shared_from_this()](const asio::error_code& ec) {
@@ -78,8 +78,9 @@ void MessageConn::on_readable() {
             }
         }
         if (n == 0) {
+            // Deliver everything buffered first (reading may be paused).
+            peer_eof_ = true;
             parse();
-            close("peer closed the connection");
             return;
         }
         if (n < 0) {
@@ -125,6 +126,13 @@ void MessageConn::parse() {
         in_pos_ = 0;
     }
     in_parse_ = false;
+    if (peer_eof_ && open_ && !paused_) {
+        if (in_.size() - in_pos_ > 0) {
+            close("peer closed the connection in the middle of a message");
+        } else {
+            close("peer closed the connection");
+        }
+    }
 }
 
 void MessageConn::send(std::string bytes, UniqueFd fd) {

@@ -76,6 +76,7 @@ private:
     bool writing_ = false;
     bool close_when_flushed_ = false;
     bool write_broken_ = false;  // the peer no longer reads (EPIPE)
+    bool peer_eof_ = false;      // the peer finished sending
     bool in_parse_ = false;
 };
 
