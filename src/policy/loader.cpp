@@ -96,6 +96,13 @@ private:
     void load_file(const std::string& path, std::optional<std::string_view> given_text,
                    std::optional<Where> from, std::optional<ServiceArg> service, int depth) {
         std::string resolved = files_.resolve(path);
+        // Includes may fan out (a file including another twice, repeatedly):
+        // bound the total work, not only the depth.
+        if (++files_loaded_ > kMaxFilesLoaded) {
+            std::string why = "more than " + std::to_string(kMaxFilesLoaded) + " policy files loaded";
+            if (!from) throw PolicyLoadError(why);
+            fail(*from, why + " (include fan-out?)");
+        }
         if (std::find(stack_.begin(), stack_.end(), resolved) != stack_.end())
             fail(*from, "circular include: " + resolved);
         if (depth > kMaxIncludeDepth)
@@ -250,6 +257,7 @@ private:
     std::string base_dir_;
     std::vector<std::string> stack_;
     bool in_compat_ = false;
+    size_t files_loaded_ = 0;  // across every top-level file of one load
 };
 
 }  // namespace
@@ -278,10 +286,8 @@ Policy load_policy(const PolicyFiles& files, const LoadOptions& options) {
     std::sort(chosen.begin(), chosen.end());
 
     Policy policy;
-    for (const auto& [name, path] : chosen) {
-        Loader loader(files, options, policy);
-        loader.load_top_level(path, std::nullopt);
-    }
+    Loader loader(files, options, policy);
+    for (const auto& [name, path] : chosen) loader.load_top_level(path, std::nullopt);
     return policy;
 }
 

@@ -22,6 +22,7 @@ inline constexpr const char* kCompatPolicyDir = "/etc/qubes-rpc/policy";
 inline constexpr size_t kMaxFileBytes = 64u << 20;
 inline constexpr size_t kMaxLineBytes = 65536;
 inline constexpr int kMaxIncludeDepth = 32;
+inline constexpr size_t kMaxFilesLoaded = 4096;  // file loads in one policy, includes counted
 
 struct LoadOptions {
     std::vector<std::string> dirs{kRunPolicyDir, kEtcPolicyDir};

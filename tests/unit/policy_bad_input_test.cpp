@@ -155,3 +155,23 @@ TEST(PolicyBadInput, EmptyAndCommentOnlyFiles) {
 
 }  // namespace
 }  // namespace aerie::policy
+
+namespace aerie::policy {
+namespace {
+
+// Each file includes the next one twice: 2^20 loads if nothing stopped it.
+TEST(PolicyBadInput, IncludeFanOutIsBounded) {
+    MemoryFiles files;
+    const int levels = 20;
+    for (int i = 0; i < levels; ++i) {
+        std::string next = "/etc/qubes/policy.d/f" + std::to_string(i + 1);
+        files.add_file("/etc/qubes/policy.d/f" + std::to_string(i),
+                       i + 1 < levels ? "!include " + next + "\n!include " + next + "\n"
+                                      : "svc * @anyvm @anyvm deny\n");
+    }
+    std::string error = test::parse_error("!include f0\n", files);
+    EXPECT_NE(error.find("more than 4096 policy files loaded"), std::string::npos) << error;
+}
+
+}  // namespace
+}  // namespace aerie::policy
