@@ -80,6 +80,8 @@ void DataPump::start(Done done) {
         }
     });
     chan_->send(encode_hello(kProtocolVersion));
+    // Nothing to send: the other side must still see the stream end.
+    if (role_ == Role::Caller && input_.eof) chan_->send(encode_data(MsgType::DataStdin, {}));
     read_input(false);
     if (role_ == Role::Service) read_input(true);
     maybe_finish();
@@ -149,7 +151,7 @@ void DataPump::read_input(bool errors) {
         Reader& rr = errors ? self->errors_ : self->input_;
         rr.reading = false;
         if (self->finished_) return;
-        if (n > 0) self->chan_->send(encode_data(stream, std::string_view(rr.buf.data(), n)));
+        if (n > 0) self->chan_->send_message(stream, std::string_view(rr.buf.data(), n));
         if (ec || n == 0) {
             rr.eof = true;
             self->chan_->send(encode_data(stream, {}));
@@ -172,6 +174,21 @@ void DataPump::read_input(bool errors) {
 void DataPump::write_output(MsgType stream, std::string_view bytes) {
     Writer& w = (role_ == Role::Caller && stream == MsgType::DataStderr) ? errout_ : output_;
     if (w.closed || w.closing) return;
+    if (w.sd && w.queue.empty() && !w.writing) {
+        // Fast path: straight to the descriptor; queue only what does not fit.
+        ssize_t n;
+        do {
+            n = ::write(w.sd->native_handle(), bytes.data(), bytes.size());
+        } while (n < 0 && errno == EINTR);
+        if (n == static_cast<ssize_t>(bytes.size())) return;
+        if (n > 0) {
+            bytes.remove_prefix(static_cast<size_t>(n));
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            w.closing = true;  // the reader went away
+            pump_writer(w, stream);
+            return;
+        }
+    }
     w.queue.emplace_back(bytes);
     size_t queued = 0;
     for (const auto& q : w.queue) queued += q.size();

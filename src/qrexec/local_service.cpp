@@ -22,7 +22,9 @@ UniqueFd connect_unix(const std::string& path) {
     if (path.size() >= sizeof addr.sun_path) return {};
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) return {};
+    if (!fd) return {};
+    set_bulk_buffers(fd.get());
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) return {};
     return fd;
 }
 

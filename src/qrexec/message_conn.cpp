@@ -53,10 +53,8 @@ void MessageConn::on_readable() {
     // Read what is there now (bounded, so one busy peer cannot starve others).
     size_t budget = 1 << 20;
     while (open_ && budget > 0) {
-        size_t old = in_.size();
         size_t chunk = 256 * 1024;
-        in_.resize(old + chunk);
-        iovec iov{in_.data() + old, chunk};
+        iovec iov{in_.prepare(chunk), chunk};
         alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
         msghdr msg{};
         msg.msg_iov = &iov;
@@ -64,7 +62,7 @@ void MessageConn::on_readable() {
         msg.msg_control = control;
         msg.msg_controllen = sizeof control;
         ssize_t n = ::recvmsg(sd_.native_handle(), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-        in_.resize(old + (n > 0 ? static_cast<size_t>(n) : 0));
+        if (n > 0) in_.commit(static_cast<size_t>(n));
         if (n > 0 && msg.msg_controllen > 0) {
             for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
                 if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
@@ -100,34 +98,31 @@ void MessageConn::parse() {
     if (in_parse_) return;
     in_parse_ = true;
     auto self = shared_from_this();
-    while (open_ && !paused_ && in_.size() - in_pos_ >= kHeaderSize) {
+    while (open_ && !paused_ && in_.size() >= kHeaderSize) {
         Header h;
         try {
-            h = decode_header(std::string_view(in_).substr(in_pos_, kHeaderSize), options_.max_payload);
+            h = decode_header(in_.view().substr(0, kHeaderSize), options_.max_payload);
         } catch (const ProtocolError& e) {
             in_parse_ = false;
             close(e.what());
             return;
         }
-        if (in_.size() - in_pos_ - kHeaderSize < h.len) break;
-        std::string_view payload(in_.data() + in_pos_ + kHeaderSize, h.len);
+        if (in_.size() - kHeaderSize < h.len) break;
+        std::string_view payload(in_.data() + kHeaderSize, h.len);
         UniqueFd fd;
         if (carries_fd(h.type) && !in_fds_.empty()) {
             fd = std::move(in_fds_.front());
             in_fds_.pop_front();
         }
         // Handlers may send or close, but never touch in_ (only on_readable
-        // does, and it is not re-entered), so the view stays valid.
-        in_pos_ += kHeaderSize + h.len;
+        // does, and it is not re-entered), so the view stays valid:
+        // consume() only moves an index.
+        in_.consume(kHeaderSize + h.len);
         on_message_(h, payload, std::move(fd));
-    }
-    if (in_pos_ > 0 && (in_pos_ == in_.size() || in_pos_ > (1 << 20))) {
-        in_.erase(0, in_pos_);
-        in_pos_ = 0;
     }
     in_parse_ = false;
     if (peer_eof_ && open_ && !paused_) {
-        if (in_.size() - in_pos_ > 0) {
+        if (!in_.empty()) {
             close("peer closed the connection in the middle of a message");
         } else {
             close("peer closed the connection");
@@ -140,6 +135,30 @@ void MessageConn::send(std::string bytes, UniqueFd fd) {
     pending_bytes_ += bytes.size();
     out_.push_back(Outgoing{std::move(bytes), 0, std::move(fd)});
     if (!writing_) flush();
+}
+
+void MessageConn::send_message(MsgType type, std::string_view payload) {
+    if (!open_ || write_broken_) return;
+    std::string header = encode_header(type, static_cast<uint32_t>(payload.size()));
+    size_t sent = 0;
+    if (out_.empty() && !writing_) {
+        iovec iov[2] = {{header.data(), header.size()}, {const_cast<char*>(payload.data()), payload.size()}};
+        msghdr msg{};
+        msg.msg_iov = iov;
+        msg.msg_iovlen = 2;
+        ssize_t n;
+        do {
+            n = ::sendmsg(sd_.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while (n < 0 && errno == EINTR);
+        if (n > 0) sent = static_cast<size_t>(n);
+        if (sent == header.size() + payload.size()) {
+            if (on_drained_) on_drained_();
+            return;
+        }
+    }
+    // Queue what is left (the slow path copies).
+    std::string rest = header + std::string(payload);
+    send(rest.substr(sent));
 }
 
 void MessageConn::flush() {

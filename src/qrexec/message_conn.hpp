@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "qrexec/byte_buffer.hpp"
 #include "qrexec/protocol.hpp"
 #include "qrexec/unique_fd.hpp"
 
@@ -34,6 +35,9 @@ public:
 
     void start(MessageHandler on_message, CloseHandler on_close);
     void send(std::string bytes, UniqueFd fd = {});
+    // Sends one message; when nothing is queued it goes straight from
+    // `payload` to the socket, with no copy.
+    void send_message(MsgType type, std::string_view payload);
     // Closes after the write queue has drained.
     void close_after_flush();
     void close(const std::string& reason);
@@ -65,8 +69,7 @@ private:
     MessageHandler on_message_;
     CloseHandler on_close_;
     std::function<void()> on_drained_;
-    std::string in_;
-    size_t in_pos_ = 0;
+    ByteBuffer in_;
     std::deque<UniqueFd> in_fds_;
     std::deque<Outgoing> out_;
     size_t pending_bytes_ = 0;

@@ -58,6 +58,7 @@ UniqueFd vchan_connect(const std::string& path, std::chrono::milliseconds timeou
     for (;;) {
         UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
         if (!fd) throw std::system_error(errno, std::generic_category(), "socket");
+        set_bulk_buffers(fd.get());
         if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return fd;
         int err = errno;
         if (err != ENOENT && err != ECONNREFUSED && err != EAGAIN && err != EINTR) return {};
@@ -70,7 +71,15 @@ std::pair<UniqueFd, UniqueFd> channel_pair() {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         throw std::system_error(errno, std::generic_category(), "socketpair");
+    for (int fd : sv) set_bulk_buffers(fd);
     return {UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+void set_bulk_buffers(int fd) {
+    // Fewer wake-ups per byte on bulk streams (capped by net.core.*mem_max).
+    int size = 4 << 20;
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
 }
 
 bool write_all(int fd, const void* data, size_t len) {

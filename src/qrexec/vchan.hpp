@@ -35,6 +35,9 @@ UniqueFd vchan_connect(const std::string& path, std::chrono::milliseconds timeou
 // a data channel the admin side hands over.
 std::pair<UniqueFd, UniqueFd> channel_pair();
 
+// Raises a stream socket's kernel buffers for bulk transfer.
+void set_bulk_buffers(int fd);
+
 // Blocking helpers for simple tools (clients), all EINTR-safe.
 bool write_all(int fd, const void* data, size_t len);
 // Writes data with one file descriptor attached (SCM_RIGHTS); fd_to_pass < 0: none.
