@@ -185,9 +185,6 @@ void Daemon::connect_to_qube(const ServiceRequest& request, const std::string& t
                         return;
                     }
                     *stage = 1;
-                    c->send(encode_hello(kClientProtocolVersion));
-                    c->send(encode_exec(MsgType::ExecCmdline, ExecParams{config_.domid, 0, cmdline}),
-                            std::move(ends->second));
                     return;
                 }
                 if (*stage == 1 && h.type == static_cast<uint32_t>(MsgType::ExecCmdline) && h.len == 8) {
@@ -204,6 +201,11 @@ void Daemon::connect_to_qube(const ServiceRequest& request, const std::string& t
             [this, stage, request, target](const std::string& reason) {
                 if (*stage != 2) refuse(request.ident, "cannot start the service in " + target + ": " + reason);
             });
+        // The daemon greets first, but reads only after that: our HELLO and
+        // the command can go at once, saving a round trip.
+        conn->send(encode_hello(kClientProtocolVersion));
+        conn->send(encode_exec(MsgType::ExecCmdline, ExecParams{config_.domid, 0, cmdline}),
+                   std::move(ends->second));
     });
 }
 
