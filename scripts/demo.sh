@@ -46,3 +46,5 @@ call work vault qubes.Gpg+sign
 
 bold "Who may call whom (qrexec-policy-graph, allow edges):"
 "$BIN/qrexec-policy-graph" --policy-dir "$POLICY" --system-info "$SYSINFO" | sed 's/^/    /'
+echo
+bash "$ROOT/scripts/qrexec-demo.sh"
