@@ -33,6 +33,9 @@ test.Sleep       *       work   vault  allow
 test.Forced      *       work   vault  allow
 qubes.ConnectTCP *       work   vault  allow
 test.Dom0        *       work   dom0   allow
+test.Whoami      *       work   solo   allow
+test.AsRoot      *       work   solo   allow  user=root
+test.Env         *       work   solo   allow
 *                *       @anyvm @anyvm deny
 """
 
@@ -40,7 +43,7 @@ test.Dom0        *       work   dom0   allow
 class QrexecEndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.world = World(BUILD, POLICY, [("work", 1), ("vault", 2), ("evil", 9)])
+        cls.world = World(BUILD, POLICY, [("work", 1), ("vault", 2), ("solo", 4), ("evil", 9)])
         w = cls.world
         vault = w.qubes["vault"]
         vault.add_service("test.Echo", '#!/bin/sh\necho "svc=$QREXEC_SERVICE_FULL_NAME src=$QREXEC_REMOTE_DOMAIN '
@@ -77,6 +80,17 @@ class QrexecEndToEnd(unittest.TestCase):
         for q in w.qubes.values():
             q.daemon_env = {"QREXEC_SERVICE_PATH": w.dom0_rpc}
         w.start(["work", "vault"])
+        # "solo" runs its agent unprivileged, with call variables planted in
+        # the agent's own environment that services must not inherit.
+        solo = w.qubes["solo"]
+        solo.add_service("test.Whoami", "#!/bin/sh\nid -un\n")
+        os.symlink("test.Whoami", os.path.join(solo.rpc_dir, "test.AsRoot"))
+        solo.add_service("test.Env", '#!/bin/sh\necho "arg=[$QREXEC_SERVICE_ARGUMENT] '
+                                     'target=[$QREXEC_REQUESTED_TARGET]"\n')
+        solo.start_agent(as_uid=65534, extra_env={"QREXEC_SERVICE_ARGUMENT": "planted",
+                                                  "QREXEC_REQUESTED_TARGET": "planted"})
+        wait_for(lambda: os.path.exists(solo.agent_socket))
+        solo.start_daemon(default_user="nobody")
 
     @classmethod
     def tearDownClass(cls):
@@ -159,6 +173,17 @@ class QrexecEndToEnd(unittest.TestCase):
 
     def test_call_to_dom0_runs_locally_on_the_admin_side(self):
         self.assertCall(self.call("work", "dom0", "test.Dom0"), 0, b"dom0 got work keyword adminvm\n")
+
+    # --- an unprivileged agent -------------------------------------------------
+
+    def test_unprivileged_agent_runs_services_as_itself(self):
+        self.assertCall(self.call("work", "solo", "test.Whoami"), 0, b"nobody\n")
+
+    def test_unprivileged_agent_refuses_another_user(self):
+        self.assertCall(self.call("work", "solo", "test.AsRoot"), 125, b"")
+
+    def test_agent_environment_does_not_leak_into_services(self):
+        self.assertCall(self.call("work", "solo", "test.Env"), 0, b"arg=[] target=[]\n")
 
     # --- service kinds ------------------------------------------------------
 

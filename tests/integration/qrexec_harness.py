@@ -78,17 +78,24 @@ class Qube:
         os.chmod(path, mode)
         return path
 
-    def start_agent(self):
-        self.agent = subprocess.Popen([self.world.bin("qrexec-agent"), "--agent-socket=" + self.agent_socket],
-                                      env=self.env(), stderr=self.world.log("agent-" + self.name))
+    def start_agent(self, as_uid=None, extra_env=None):
+        """Starts the agent; as_uid runs it unprivileged (its directories are given to that user)."""
+        cmd = [self.world.bin("qrexec-agent"), "--agent-socket=" + self.agent_socket]
+        if as_uid is not None:
+            os.chmod(self.world.root, 0o755)
+            for d in (self.dir, self.vchan_dir):
+                os.chown(d, as_uid, as_uid)
+            cmd = ["setpriv", "--reuid=%d" % as_uid, "--regid=%d" % as_uid, "--clear-groups"] + cmd
+        self.agent = subprocess.Popen(cmd, env={**self.env(), **(extra_env or {})},
+                                      stderr=self.world.log("agent-" + self.name))
         wait_for(lambda: os.path.exists(self.agent_socket))
 
-    def start_daemon(self, wait=True):
+    def start_daemon(self, wait=True, default_user=None):
         self.daemon = subprocess.Popen(
             [self.world.bin("qrexec-daemon"), "--direct", "--socket-dir=" + self.world.socket_dir,
              "--policy-socket=" + self.world.policy_socket,
              "--policy-program=" + self.world.bin("qrexec-policy-exec"),
-             str(self.domid), self.name, self.world.user],
+             str(self.domid), self.name, default_user or self.world.user],
             env={**self.env(), **self.daemon_env}, stderr=self.world.log("daemon-" + self.name))
         if wait:
             wait_for(lambda: os.path.exists(os.path.join(self.world.socket_dir, "qrexec." + self.name)))
