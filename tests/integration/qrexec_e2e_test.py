@@ -34,6 +34,8 @@ test.Forced      *       work   vault  allow
 qubes.ConnectTCP *       work   vault  allow
 test.Dom0        *       work   dom0   allow
 test.Whoami      *       work   solo   allow
+test.Echo        *       alt    vault  allow
+test.Denied      *       alt    vault  deny
 test.AsRoot      *       work   solo   allow  user=root
 test.Env         *       work   solo   allow
 *                *       @anyvm @anyvm deny
@@ -43,7 +45,7 @@ test.Env         *       work   solo   allow
 class QrexecEndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.world = World(BUILD, POLICY, [("work", 1), ("vault", 2), ("solo", 4), ("evil", 9)])
+        cls.world = World(BUILD, POLICY, [("work", 1), ("vault", 2), ("solo", 4), ("alt", 5), ("evil", 9)])
         w = cls.world
         vault = w.qubes["vault"]
         vault.add_service("test.Echo", '#!/bin/sh\necho "svc=$QREXEC_SERVICE_FULL_NAME src=$QREXEC_REMOTE_DOMAIN '
@@ -91,6 +93,16 @@ class QrexecEndToEnd(unittest.TestCase):
                                                   "QREXEC_REQUESTED_TARGET": "planted"})
         wait_for(lambda: os.path.exists(solo.agent_socket))
         solo.start_daemon(default_user="nobody")
+        # "alt"'s daemon has no policy daemon to ask: it runs the policy program.
+        alt = w.qubes["alt"]
+        wrapper = os.path.join(w.root, "policy-program")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\nexec %s --system-info %s --path %s "$@"\n'
+                    % (w.bin("qrexec-policy-exec"), w.system_info, w.policy_dir))
+        os.chmod(wrapper, 0o755)
+        alt.start_agent()
+        wait_for(lambda: os.path.exists(alt.agent_socket))
+        alt.start_daemon(policy_socket=os.path.join(w.root, "no-such.sock"), policy_program=wrapper)
 
     @classmethod
     def tearDownClass(cls):
@@ -173,6 +185,10 @@ class QrexecEndToEnd(unittest.TestCase):
 
     def test_call_to_dom0_runs_locally_on_the_admin_side(self):
         self.assertCall(self.call("work", "dom0", "test.Dom0"), 0, b"dom0 got work keyword adminvm\n")
+
+    def test_daemon_falls_back_to_the_policy_program(self):
+        self.assertCall(self.call("alt", "vault", "test.Echo", b"via program\n"), 3)
+        self.assertCall(self.call("alt", "vault", "test.Denied"), 126, b"")
 
     # --- an unprivileged agent -------------------------------------------------
 

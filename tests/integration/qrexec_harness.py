@@ -90,11 +90,11 @@ class Qube:
                                       stderr=self.world.log("agent-" + self.name))
         wait_for(lambda: os.path.exists(self.agent_socket))
 
-    def start_daemon(self, wait=True, default_user=None):
+    def start_daemon(self, wait=True, default_user=None, policy_socket=None, policy_program=None):
         self.daemon = subprocess.Popen(
             [self.world.bin("qrexec-daemon"), "--direct", "--socket-dir=" + self.world.socket_dir,
-             "--policy-socket=" + self.world.policy_socket,
-             "--policy-program=" + self.world.bin("qrexec-policy-exec"),
+             "--policy-socket=" + (policy_socket or self.world.policy_socket),
+             "--policy-program=" + (policy_program or self.world.bin("qrexec-policy-exec")),
              str(self.domid), self.name, default_user or self.world.user],
             env={**self.env(), **self.daemon_env}, stderr=self.world.log("daemon-" + self.name))
         if wait:
@@ -118,7 +118,7 @@ class Qube:
 
 class World:
     def __init__(self, build_dir, policy_text, qubes):
-        self.build_dir = build_dir
+        self.build_dir = os.path.abspath(build_dir)
         self.root = tempfile.mkdtemp(prefix="aerie-qrexec-")
         self.socket_dir = os.path.join(self.root, "qubes")
         self.policy_dir = os.path.join(self.root, "policy.d")
