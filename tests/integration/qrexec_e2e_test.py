@@ -35,6 +35,7 @@ qubes.ConnectTCP *       work   vault  allow
 test.Dom0        *       work   dom0   allow
 test.Whoami      *       work   solo   allow
 test.Echo        *       alt    vault  allow
+test.Echo        *       remote vault  allow
 test.Denied      *       alt    vault  deny
 test.AsRoot      *       work   solo   allow  user=root
 test.Env         *       work   solo   allow
@@ -45,7 +46,12 @@ test.Env         *       work   solo   allow
 class QrexecEndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.world = World(BUILD, POLICY, [("work", 1), ("vault", 2), ("solo", 4), ("alt", 5), ("evil", 9)])
+        cls.world = World(BUILD, POLICY, [("work", 1), ("vault", 2), ("solo", 4), ("alt", 5), ("relay", 6),
+                                          ("evil", 9)])
+        # A qube on another host, reached through "relay".
+        cls.world.write_system_info({"remote": {
+            "type": "RemoteVM", "tags": ["relayvm-relay"], "uuid": "00000000-0000-0000-0000-0000000000aa",
+            "power_state": "Running", "relayvm": "relay", "transport_rpc": "qubesair.SSHProxy"}})
         w = cls.world
         vault = w.qubes["vault"]
         vault.add_service("test.Echo", '#!/bin/sh\necho "svc=$QREXEC_SERVICE_FULL_NAME src=$QREXEC_REMOTE_DOMAIN '
@@ -81,7 +87,7 @@ class QrexecEndToEnd(unittest.TestCase):
         os.chmod(os.path.join(w.dom0_rpc, "test.Dom0"), 0o755)
         for q in w.qubes.values():
             q.daemon_env = {"QREXEC_SERVICE_PATH": w.dom0_rpc}
-        w.start(["work", "vault"])
+        w.start(["work", "vault", "relay"])
         # "solo" runs its agent unprivileged, with call variables planted in
         # the agent's own environment that services must not inherit.
         solo = w.qubes["solo"]
@@ -185,6 +191,14 @@ class QrexecEndToEnd(unittest.TestCase):
 
     def test_call_to_dom0_runs_locally_on_the_admin_side(self):
         self.assertCall(self.call("work", "dom0", "test.Dom0"), 0, b"dom0 got work keyword adminvm\n")
+
+    def test_relay_speaks_for_its_remote_qube(self):
+        r = self.call("relay", "vault", "test.Echo", b"relayed\n", extra=["--source-qube=remote"])
+        self.assertCall(r, 3, b"svc=test.Echo+ src=remote arg= argenv=\nrelayed\n")
+
+    def test_only_the_relay_may_speak_for_a_remote_qube(self):
+        self.assertCall(self.call("work", "vault", "test.Echo", extra=["--source-qube=remote"]), 126, b"")
+        self.assertCall(self.call("relay", "vault", "test.Echo", extra=["--source-qube=work"]), 126, b"")
 
     def test_daemon_falls_back_to_the_policy_program(self):
         self.assertCall(self.call("alt", "vault", "test.Echo", b"via program\n"), 3)
