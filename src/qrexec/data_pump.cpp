@@ -199,7 +199,10 @@ void DataPump::write_output(MsgType stream, std::string_view bytes) {
 void DataPump::pump_writer(Writer& w, MsgType stream) {
     if (w.writing || w.closed) return;
     if (w.queue.empty()) {
+        // Resuming may deliver more data (and start a write) or the EOF:
+        // decide only on the state after it.
         chan_->resume_reading();
+        if (w.writing || !w.queue.empty() || w.closed) return;
         if (w.closing) {
             w.closed = true;
             UniqueFd& fd = (&w == &errout_) ? local_.errors : local_.output;

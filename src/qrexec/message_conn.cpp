@@ -1,5 +1,7 @@
 #include "qrexec/message_conn.hpp"
 
+#include "qrexec/vchan.hpp"
+
 #include <fcntl.h>
 #include <sys/socket.h>
 
@@ -63,17 +65,11 @@ void MessageConn::on_readable() {
         msg.msg_controllen = sizeof control;
         ssize_t n = ::recvmsg(sd_.native_handle(), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
         if (n > 0) in_.commit(static_cast<size_t>(n));
-        if (n > 0 && msg.msg_controllen > 0) {
-            for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-                if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-                size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                for (size_t i = 0; i < count; ++i) {
-                    int received;
-                    std::memcpy(&received, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-                    UniqueFd owned(received);
-                    if (options_.accept_fds && in_fds_.size() < 16) in_fds_.push_back(std::move(owned));
-                }
-            }
+        if (n > 0) {
+            std::vector<UniqueFd> fds;
+            take_passed_fds(msg, options_.accept_fds ? &fds : nullptr);
+            for (auto& fd : fds)
+                if (in_fds_.size() < 16) in_fds_.push_back(std::move(fd));
         }
         if (n == 0) {
             // Deliver everything buffered first (reading may be paused).

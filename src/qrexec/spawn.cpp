@@ -63,6 +63,20 @@ Spawned spawn_process(const SpawnRequest& req) {
         se = make_pipe();
     }
     std::string user_name = req.user.value_or("");
+    // The child's stdin, stdout and stderr.
+    int fd0 = req.null_stdio ? devnull.get() : in.first.get();
+    int fd1 = req.null_stdio ? devnull.get() : so.second.get();
+    int fd2 = req.null_stdio ? devnull.get() : req.inherit_stderr ? 2 : se.second.get();
+    // Our ends of its pipes, once it runs.
+    auto started = [&](pid_t pid) {
+        out.pid = pid;
+        if (!req.null_stdio) {
+            out.stdin_w = std::move(in.second);
+            out.stdout_r = std::move(so.first);
+            if (!req.inherit_stderr) out.stderr_r = std::move(se.first);
+        }
+        return std::move(out);
+    };
 
     if (!switch_user) {
         // No identity change: posix_spawn (vfork-like) is much cheaper than
@@ -71,9 +85,6 @@ Spawned spawn_process(const SpawnRequest& req) {
         posix_spawnattr_t attr;
         posix_spawn_file_actions_init(&fa);
         posix_spawnattr_init(&attr);
-        int fd0 = req.null_stdio ? devnull.get() : in.first.get();
-        int fd1 = req.null_stdio ? devnull.get() : so.second.get();
-        int fd2 = req.null_stdio ? devnull.get() : req.inherit_stderr ? 2 : se.second.get();
         posix_spawn_file_actions_adddup2(&fa, fd0, 0);
         posix_spawn_file_actions_adddup2(&fa, fd1, 1);
         if (fd2 != 2) posix_spawn_file_actions_adddup2(&fa, fd2, 2);
@@ -91,22 +102,13 @@ Spawned spawn_process(const SpawnRequest& req) {
         posix_spawn_file_actions_destroy(&fa);
         posix_spawnattr_destroy(&attr);
         if (rc != 0) throw std::runtime_error("cannot run " + req.argv[0] + ": " + std::strerror(rc));
-        out.pid = pid;
-        if (!req.null_stdio) {
-            out.stdin_w = std::move(in.second);
-            out.stdout_r = std::move(so.first);
-            if (!req.inherit_stderr) out.stderr_r = std::move(se.first);
-        }
-        return out;
+        return started(pid);
     }
 
     pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
     if (pid == 0) {
         // Child: only async-signal-safe calls from here on.
-        int fd0 = req.null_stdio ? devnull.get() : in.first.get();
-        int fd1 = req.null_stdio ? devnull.get() : so.second.get();
-        int fd2 = req.null_stdio ? devnull.get() : req.inherit_stderr ? 2 : se.second.get();
         if (::dup2(fd0, 0) < 0 || ::dup2(fd1, 1) < 0 || (fd2 != 2 && ::dup2(fd2, 2) < 0)) ::_exit(125);
         ::setsid();
         sigset_t none;
@@ -122,13 +124,7 @@ Spawned spawn_process(const SpawnRequest& req) {
         ::execve(argv[0], argv.data(), envp.data());
         ::_exit(127);
     }
-    out.pid = pid;
-    if (!req.null_stdio) {
-        out.stdin_w = std::move(in.second);
-        out.stdout_r = std::move(so.first);
-        if (!req.inherit_stderr) out.stderr_r = std::move(se.first);
-    }
-    return out;
+    return started(pid);
 }
 
 }  // namespace aerie::qrexec

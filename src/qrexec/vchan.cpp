@@ -75,6 +75,20 @@ std::pair<UniqueFd, UniqueFd> channel_pair() {
     return {UniqueFd(sv[0]), UniqueFd(sv[1])};
 }
 
+void take_passed_fds(msghdr& msg, std::vector<UniqueFd>* keep) {
+    if (msg.msg_controllen == 0) return;
+    for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+        size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; ++i) {
+            int received;
+            std::memcpy(&received, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+            UniqueFd owned(received);
+            if (keep) keep->push_back(std::move(owned));
+        }
+    }
+}
+
 void set_bulk_buffers(int fd) {
     // Fewer wake-ups per byte on bulk streams (capped by net.core.*mem_max).
     int size = 4 << 20;
@@ -140,19 +154,7 @@ bool read_all_fds(int fd, void* data, size_t len, std::vector<UniqueFd>* fds) {
             if (errno == EINTR) continue;
             return false;
         }
-        for (cmsghdr* cm = msg.msg_controllen ? CMSG_FIRSTHDR(&msg) : nullptr; cm;
-             cm = CMSG_NXTHDR(&msg, cm)) {
-            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-            size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < count; ++i) {
-                int received;
-                std::memcpy(&received, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-                if (fds)
-                    fds->emplace_back(received);
-                else
-                    ::close(received);
-            }
-        }
+        if (n > 0) take_passed_fds(msg, fds);
         if (n == 0) return false;
         p += n;
         len -= static_cast<size_t>(n);

@@ -6,6 +6,8 @@
 // other's sockets.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <chrono>
 #include <string>
 #include <vector>
@@ -34,6 +36,10 @@ UniqueFd vchan_connect(const std::string& path, std::chrono::milliseconds timeou
 // A connected pair of stream sockets (close-on-exec): one end for each peer of
 // a data channel the admin side hands over.
 std::pair<UniqueFd, UniqueFd> channel_pair();
+
+// Takes the descriptors a recvmsg() received (SCM_RIGHTS) into *keep, or
+// closes them when keep is null.
+void take_passed_fds(msghdr& msg, std::vector<UniqueFd>* keep);
 
 // Raises a stream socket's kernel buffers for bulk transfer.
 void set_bulk_buffers(int fd);
