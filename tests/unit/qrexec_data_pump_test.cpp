@@ -66,7 +66,8 @@ TEST(QrexecDataPump, CallerWithoutInputStillEndsTheServiceStdin) {
     auto [caller_end, service_end] = channel_pair();
     asio::io_context io;
     auto pump = DataPump::create(io, std::move(caller_end), DataPump::Role::Caller, {});
-    pump->start([](int) {});
+    int code = 0;
+    pump->start([&code](int c) { code = c; });
     io.run_for(std::chrono::milliseconds(50));
     // The service side reads HELLO then an empty MSG_DATA_STDIN.
     char buf[12 + 8];
@@ -74,6 +75,12 @@ TEST(QrexecDataPump, CallerWithoutInputStillEndsTheServiceStdin) {
     Header h = decode_header(std::string_view(buf + 12, 8));
     EXPECT_EQ(h.type, static_cast<uint32_t>(MsgType::DataStdin));
     EXPECT_EQ(h.len, 0u);
+    // No service answers: end the call, which must release everything.
+    pump->abort();
+    pump.reset();
+    io.restart();
+    io.run();
+    EXPECT_EQ(code, 255);  // broken before an exit code came
 }
 
 }  // namespace
