@@ -298,6 +298,12 @@ class QrexecEndToEnd(unittest.TestCase):
                            timeout=30)
         self.assertCall(r, 4, b"as %s\nin\n" % self.world.user.encode())
 
+    def test_qrexec_client_reaches_a_qube_by_uuid(self):
+        vault = self.world.qubes["vault"]
+        r = subprocess.run([self.world.bin("qrexec-client"), "--socket-dir=" + self.world.socket_dir,
+                            "-d", "uuid:" + vault.uuid, "DEFAULT:echo by-uuid"], capture_output=True, timeout=30)
+        self.assertCall(r, 0, b"by-uuid\n")
+
     def test_qrexec_client_just_exec(self):
         marker = os.path.join(self.world.root, "just-exec")
         r = subprocess.run([self.world.bin("qrexec-client"), "--socket-dir=" + self.world.socket_dir, "-d", "vault",

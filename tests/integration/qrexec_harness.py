@@ -64,6 +64,7 @@ class Qube:
         self.agent = None
         self.daemon = None
         self.daemon_env = {}  # extra environment of the daemon (e.g. dom0's service path)
+        self.uuid = "00000000-0000-0000-0000-%012d" % domid
 
     def env(self):
         env = dict(os.environ)
@@ -95,7 +96,7 @@ class Qube:
             [self.world.bin("qrexec-daemon"), "--direct", "--socket-dir=" + self.world.socket_dir,
              "--policy-socket=" + (policy_socket or self.world.policy_socket),
              "--policy-program=" + (policy_program or self.world.bin("qrexec-policy-exec")),
-             str(self.domid), self.name, default_user or self.world.user],
+             "--uuid=" + self.uuid, str(self.domid), self.name, default_user or self.world.user],
             env={**self.env(), **self.daemon_env}, stderr=self.world.log("daemon-" + self.name))
         if wait:
             wait_for(lambda: os.path.exists(os.path.join(self.world.socket_dir, "qrexec." + self.name)))
@@ -150,7 +151,7 @@ class World:
                             "power_state": "Running", "default_dispvm": None, "template_for_dispvms": False,
                             "icon": "adminvm-black", "label": "black"}}
         for name, q in self.qubes.items():
-            domains[name] = {"type": "AppVM", "tags": [], "uuid": "00000000-0000-0000-0000-%012d" % q.domid,
+            domains[name] = {"type": "AppVM", "tags": [], "uuid": q.uuid,
                              "power_state": "Running", "default_dispvm": None, "template_for_dispvms": False,
                              "icon": "appvm-red", "label": "red"}
         domains.update(extra or {})
