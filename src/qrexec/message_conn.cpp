@@ -56,21 +56,12 @@ void MessageConn::on_readable() {
     size_t budget = 1 << 20;
     while (open_ && budget > 0) {
         size_t chunk = 256 * 1024;
-        iovec iov{in_.prepare(chunk), chunk};
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        ssize_t n = ::recvmsg(sd_.native_handle(), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        std::vector<UniqueFd> fds;
+        ssize_t n = recv_with_fds(sd_.native_handle(), in_.prepare(chunk), chunk, MSG_DONTWAIT,
+                                  options_.accept_fds ? &fds : nullptr);
         if (n > 0) in_.commit(static_cast<size_t>(n));
-        if (n > 0) {
-            std::vector<UniqueFd> fds;
-            take_passed_fds(msg, options_.accept_fds ? &fds : nullptr);
-            for (auto& fd : fds)
-                if (in_fds_.size() < 16) in_fds_.push_back(std::move(fd));
-        }
+        for (auto& fd : fds)
+            if (in_fds_.size() < 16) in_fds_.push_back(std::move(fd));
         if (n == 0) {
             // Deliver everything buffered first (reading may be paused).
             peer_eof_ = true;

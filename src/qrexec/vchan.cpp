@@ -75,8 +75,16 @@ std::pair<UniqueFd, UniqueFd> channel_pair() {
     return {UniqueFd(sv[0]), UniqueFd(sv[1])};
 }
 
-void take_passed_fds(msghdr& msg, std::vector<UniqueFd>* keep) {
-    if (msg.msg_controllen == 0) return;
+ssize_t recv_with_fds(int fd, void* buf, size_t len, int flags, std::vector<UniqueFd>* keep) {
+    iovec iov{buf, len};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = ::recvmsg(fd, &msg, flags | MSG_CMSG_CLOEXEC);
+    if (n <= 0 || msg.msg_controllen == 0) return n;
     for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
         if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
         size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -87,6 +95,7 @@ void take_passed_fds(msghdr& msg, std::vector<UniqueFd>* keep) {
             if (keep) keep->push_back(std::move(owned));
         }
     }
+    return n;
 }
 
 void set_bulk_buffers(int fd) {
@@ -138,23 +147,12 @@ bool read_all(int fd, void* data, size_t len) { return read_all_fds(fd, data, le
 bool read_all_fds(int fd, void* data, size_t len, std::vector<UniqueFd>* fds) {
     auto p = static_cast<char*>(data);
     while (len > 0) {
-        iovec iov{p, len};
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        ssize_t n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
-        if (n < 0 && errno == ENOTSOCK) {
-            n = ::read(fd, p, len);
-            msg.msg_controllen = 0;
-        }
+        ssize_t n = recv_with_fds(fd, p, len, 0, fds);
+        if (n < 0 && errno == ENOTSOCK) n = ::read(fd, p, len);
         if (n < 0) {
             if (errno == EINTR) continue;
             return false;
         }
-        if (n > 0) take_passed_fds(msg, fds);
         if (n == 0) return false;
         p += n;
         len -= static_cast<size_t>(n);

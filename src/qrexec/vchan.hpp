@@ -37,9 +37,9 @@ UniqueFd vchan_connect(const std::string& path, std::chrono::milliseconds timeou
 // a data channel the admin side hands over.
 std::pair<UniqueFd, UniqueFd> channel_pair();
 
-// Takes the descriptors a recvmsg() received (SCM_RIGHTS) into *keep, or
-// closes them when keep is null.
-void take_passed_fds(msghdr& msg, std::vector<UniqueFd>* keep);
+// One recvmsg(): up to len bytes, and the descriptors that came with them
+// (SCM_RIGHTS, close-on-exec) appended to *keep, or closed when keep is null.
+ssize_t recv_with_fds(int fd, void* buf, size_t len, int flags, std::vector<UniqueFd>* keep);
 
 // Raises a stream socket's kernel buffers for bulk transfer.
 void set_bulk_buffers(int fd);
