@@ -89,6 +89,24 @@ void DataPump::start(Done done) {
 
 void DataPump::on_message(const Header& h, std::string_view payload) {
     if (finished_) return;
+    // The bulk of a stream: data messages go straight from the receive
+    // buffer to their destination, without a decoded copy.
+    auto type = static_cast<MsgType>(h.type);
+    bool incoming_data = role_ == Role::Caller
+                             ? (type == MsgType::DataStdout || type == MsgType::DataStderr)
+                             : type == MsgType::DataStdin;
+    if (version_ != 0 && incoming_data && payload.size() <= kMaxDataChunk) {
+        if (!payload.empty()) {
+            write_output(type, payload);
+        } else if (role_ == Role::Caller) {
+            close_output(type);
+        } else {
+            peer_stdin_eof_ = true;
+            close_output(type);
+            maybe_finish();
+        }
+        return;
+    }
     Message m;
     try {
         m = decode_message(h, payload);
@@ -106,30 +124,10 @@ void DataPump::on_message(const Header& h, std::string_view payload) {
         if (version_ < 3) chunk_ = kMaxDataChunkV2;
         return;
     }
-    if (role_ == Role::Caller) {
-        if (auto* d = std::get_if<Data>(&m); d && d->stream != MsgType::DataStdin) {
-            if (d->bytes.empty())
-                close_output(d->stream);
-            else
-                write_output(d->stream, d->bytes);
-            return;
-        }
-        if (auto* e = std::get_if<ExitCode>(&m)) {
-            exit_code_ = static_cast<int>(e->code);
-            maybe_finish();
-            return;
-        }
-    } else {
-        if (auto* d = std::get_if<Data>(&m); d && d->stream == MsgType::DataStdin) {
-            if (d->bytes.empty()) {
-                peer_stdin_eof_ = true;
-                close_output(MsgType::DataStdin);
-                maybe_finish();
-            } else {
-                write_output(MsgType::DataStdin, d->bytes);
-            }
-            return;
-        }
+    if (auto* e = std::get_if<ExitCode>(&m); e && role_ == Role::Caller) {
+        exit_code_ = static_cast<int>(e->code);
+        maybe_finish();
+        return;
     }
     chan_->close(std::string("data channel: unexpected ") + msg_type_name(h.type));
 }
