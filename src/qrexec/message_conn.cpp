@@ -152,22 +152,8 @@ void MessageConn::flush() {
     auto self = shared_from_this();
     while (open_ && !out_.empty()) {
         Outgoing& o = out_.front();
-        iovec iov{o.bytes.data() + o.offset, o.bytes.size() - o.offset};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))]{};
-        if (o.fd) {
-            msg.msg_control = control;
-            msg.msg_controllen = sizeof control;
-            cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-            cm->cmsg_level = SOL_SOCKET;
-            cm->cmsg_type = SCM_RIGHTS;
-            cm->cmsg_len = CMSG_LEN(sizeof(int));
-            int raw = o.fd.get();
-            std::memcpy(CMSG_DATA(cm), &raw, sizeof(int));
-        }
-        ssize_t n = ::sendmsg(sd_.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = send_with_fd(sd_.native_handle(), o.bytes.data() + o.offset, o.bytes.size() - o.offset,
+                                 o.fd ? o.fd.get() : -1, MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {

@@ -120,23 +120,29 @@ bool write_all(int fd, const void* data, size_t len) {
     return true;
 }
 
-bool write_all_with_fd(int fd, const std::string& data, int fd_to_pass) {
-    if (fd_to_pass < 0) return write_all(fd, data.data(), data.size());
-    iovec iov{const_cast<char*>(data.data()), data.size()};
+ssize_t send_with_fd(int fd, const void* data, size_t len, int fd_to_pass, int flags) {
+    iovec iov{const_cast<void*>(data), len};
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))]{};
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cm), &fd_to_pass, sizeof(int));
+    if (fd_to_pass >= 0) {
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        std::memcpy(CMSG_DATA(cm), &fd_to_pass, sizeof(int));
+    }
+    return ::sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
+}
+
+bool write_all_with_fd(int fd, const std::string& data, int fd_to_pass) {
+    if (fd_to_pass < 0) return write_all(fd, data.data(), data.size());
     ssize_t n;
     do {
-        n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+        n = send_with_fd(fd, data.data(), data.size(), fd_to_pass, 0);
     } while (n < 0 && errno == EINTR);
     if (n < 0) return false;
     return write_all(fd, data.data() + n, data.size() - static_cast<size_t>(n));

@@ -41,6 +41,10 @@ std::pair<UniqueFd, UniqueFd> channel_pair();
 // (SCM_RIGHTS, close-on-exec) appended to *keep, or closed when keep is null.
 ssize_t recv_with_fds(int fd, void* buf, size_t len, int flags, std::vector<UniqueFd>* keep);
 
+// One sendmsg() of up to len bytes, with fd_to_pass attached (SCM_RIGHTS)
+// when it is >= 0. flags are added to MSG_NOSIGNAL.
+ssize_t send_with_fd(int fd, const void* data, size_t len, int fd_to_pass, int flags);
+
 // Raises a stream socket's kernel buffers for bulk transfer.
 void set_bulk_buffers(int fd);
 
