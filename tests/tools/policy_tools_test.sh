@@ -149,9 +149,12 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
     mkdir -p "$unreadable"
     printf 'qubes.Filecopy * @anyvm @anyvm allow\n' >"$unreadable/10-x.policy"
     chmod 000 "$unreadable/10-x.policy"
+    # The unprivileged run may not be able to enter the checkout: give it its own system info.
+    cp "$SYSINFO" "$WORK/system-info.json"
+    chmod 644 "$WORK/system-info.json"
     chmod 755 "$WORK"
     check "unreadable file" 1 "result=deny" -- setpriv --reuid=65534 --regid=65534 --clear-groups \
-        "$BIN/qrexec-policy-exec" --system-info "$SYSINFO" --path "$unreadable" work vault qubes.Filecopy
+        "$BIN/qrexec-policy-exec" --system-info "$WORK/system-info.json" --path "$unreadable" work vault qubes.Filecopy
     check_stderr "unreadable message" "cannot read $unreadable/10-x.policy"
 fi
 
