@@ -1,0 +1,130 @@
+#include "admin/api.hpp"
+
+#include "admin/api_call.hpp"
+
+namespace aerie::admin {
+
+namespace {
+
+bool is_ascii(std::string_view text) {
+    for (unsigned char c : text)
+        if (c >= 0x80) return false;
+    return true;
+}
+
+}  // namespace
+
+AdminApi::AdminApi(Model& model, Store& store, EventHub& events)
+    : model_(model), store_(store), events_(events) {
+    using P = Payload;
+    using A = Arg;
+    methods_ = {
+        {"admin.vmclass.List", {&AdminApi::vmclass_list, P::None, A::None}},
+        {"admin.vm.List", {&AdminApi::vm_list, P::None, A::None}},
+        {"admin.vm.Remove", {&AdminApi::vm_remove, P::None, A::None}},
+        {"admin.Events", {&AdminApi::events, P::None, A::None}},
+        {"admin.label.List", {&AdminApi::label_list, P::None, A::None}},
+        {"admin.label.Get", {&AdminApi::label_get, P::None, A::Required}},
+        {"admin.label.Index", {&AdminApi::label_index, P::None, A::Required}},
+        {"admin.label.Create", {&AdminApi::label_create, P::Required, A::Required}},
+        {"admin.label.Remove", {&AdminApi::label_remove, P::None, A::Required}},
+        {"admin.vm.feature.List", {&AdminApi::feature_list, P::None, A::None}},
+        {"admin.vm.feature.Get", {&AdminApi::feature_get, P::None, A::Required}},
+        {"admin.vm.feature.CheckWithTemplate", {&AdminApi::feature_check, P::None, A::Required}},
+        {"admin.vm.feature.CheckWithNetvm", {&AdminApi::feature_check, P::None, A::Required}},
+        {"admin.vm.feature.CheckWithAdminVM", {&AdminApi::feature_check, P::None, A::Required}},
+        {"admin.vm.feature.CheckWithTemplateAndAdminVM", {&AdminApi::feature_check, P::None, A::Required}},
+        {"admin.vm.feature.Set", {&AdminApi::feature_set, P::Optional, A::Required}},
+        {"admin.vm.feature.Remove", {&AdminApi::feature_remove, P::None, A::Required}},
+        {"admin.vm.tag.List", {&AdminApi::tag_list, P::None, A::None}},
+        {"admin.vm.tag.Get", {&AdminApi::tag_get, P::None, A::Optional}},
+        {"admin.vm.tag.Set", {&AdminApi::tag_set, P::None, A::Optional}},
+        {"admin.vm.tag.Remove", {&AdminApi::tag_remove, P::None, A::Optional}},
+        {"admin.vm.notes.Get", {&AdminApi::notes_get, P::None, A::None}},
+        {"admin.vm.notes.Set", {&AdminApi::notes_set, P::Optional, A::None}},
+    };
+    for (std::string holder : {"admin.vm.property.", "admin.property."}) {
+        methods_[holder + "List"] = {&AdminApi::property_list, P::None, A::None};
+        methods_[holder + "Get"] = {&AdminApi::property_get, P::None, A::Optional};
+        methods_[holder + "GetAll"] = {&AdminApi::property_get_all, P::None, A::None};
+        methods_[holder + "GetDefault"] = {&AdminApi::property_get_default, P::None, A::Optional};
+        methods_[holder + "Help"] = {&AdminApi::property_help, P::None, A::Optional};
+        methods_[holder + "Set"] = {&AdminApi::property_set, P::Optional, A::Optional};
+        methods_[holder + "Reset"] = {&AdminApi::property_reset, P::None, A::Optional};
+    }
+    for (std::string_view klass : kQubeClasses) {
+        methods_["admin.vm.Create." + std::string(klass)] = {&AdminApi::vm_create, P::Optional, A::Optional};
+        methods_["admin.vm.CreateInPool." + std::string(klass)] = {&AdminApi::vm_create, P::Optional, A::Optional};
+    }
+    internal_methods_ = {
+        {"internal.GetSystemInfo", {&AdminApi::system_info, P::None, A::None}},
+    };
+}
+
+std::vector<std::string> AdminApi::method_names() const {
+    std::vector<std::string> names;
+    for (const auto& [name, method] : methods_) names.push_back(name);
+    return names;
+}
+
+ApiResponse AdminApi::handle(const ApiRequest& request) { return dispatch(request, methods_); }
+
+ApiResponse AdminApi::handle_internal(const ApiRequest& request) { return dispatch(request, internal_methods_); }
+
+ApiResponse AdminApi::dispatch(const ApiRequest& request, const std::map<std::string, Method, std::less<>>& table) {
+    auto refuse = [&](const std::string& why) {
+        log("refused " + request.method + (request.arg.empty() ? "" : "+" + request.arg) + " (" + request.source +
+            " -> " + request.dest + "): " + why);
+        return ApiResponse::close();
+    };
+    try {
+        auto resolve = [&](const std::string& key) -> Qube* {
+            if (!is_ascii(key)) throw protocol_error("qube name is not ASCII");
+            if (key.substr(0, 5) == "uuid:") {
+                if (key.size() != 41) throw qubes_error("QubesVMInvalidUUIDError", "VM UUID is not valid: '" + key.substr(5) + "'");
+            } else if (auto why = invalid_qube_name_reason(key); !why.empty() && key != "dom0") {
+                throw ApiError("QubesValueError", why, true);
+            }
+            Qube* qube = model_.find(key);
+            if (!qube) throw qubes_error("QubesVMNotFoundError", "No such domain: '" + key + "'");
+            return qube;
+        };
+        Qube* src = resolve(request.source);
+        Qube* dest = resolve(request.dest);
+        auto it = table.find(request.method);
+        if (it == table.end()) return refuse("no such method: '" + request.method + "'");
+        const Method& method = it->second;
+        if (method.payload == Payload::None && !request.payload.empty()) return refuse("unexpected payload");
+        if (method.payload == Payload::Required && request.payload.empty()) return refuse("expected payload");
+        if (method.arg == Arg::None && !request.arg.empty()) return refuse("unexpected argument");
+        if (method.arg == Arg::Required && request.arg.empty()) return refuse("expected an argument");
+        if (!is_ascii(request.arg)) return refuse("argument is not ASCII");
+        Call call{request, src, dest};
+        std::string body = (this->*method.handler)(call);
+        if (call.stream) return ApiResponse::events(std::move(body));
+        return ApiResponse::reply(encode_success(body));
+    } catch (const ApiError& e) {
+        if (e.silent) return refuse(e.type + ": " + e.what());
+        return ApiResponse::reply(encode_exception(e.type, e.what()));
+    } catch (const StoreError& e) {
+        log(std::string("store error: ") + e.what());
+        return ApiResponse::reply(encode_exception("QubesException", std::string("Cannot save: ") + e.what()));
+    }
+}
+
+void AdminApi::publish(const Qube* subject, const std::string& event,
+                       std::vector<std::pair<std::string, std::string>> kwargs) {
+    events_.publish(subject ? subject->name : "", event, kwargs);
+}
+
+std::string AdminApi::events(Call& call) {
+    call.stream = true;
+    return encode_event("", "connection-established", {});
+}
+
+std::string AdminApi::system_info(Call& call) {
+    Call::enforce(call.dest_is_dom0(), "internal.GetSystemInfo targets dom0");
+    return model_.system_info_json();
+}
+
+}  // namespace aerie::admin

@@ -1,0 +1,91 @@
+// The Admin API: turns a parsed request into a change of the model (stored
+// first, durable before the reply), an answer, events, or a refusal, with
+// qubesd's method names, argument and payload rules and exception names.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "admin/model.hpp"
+#include "admin/server.hpp"
+#include "admin/store.hpp"
+#include "admin/wire.hpp"
+
+namespace aerie::admin {
+
+class AdminApi {
+public:
+    AdminApi(Model& model, Store& store, EventHub& events);
+
+    // The main socket (qubesd.sock) and, through qrexec, the qubes.
+    ApiResponse handle(const ApiRequest& request);
+    // The internal socket (qubesd.internal.sock): internal.* methods.
+    ApiResponse handle_internal(const ApiRequest& request);
+
+    // The methods `handle` knows (admin.vm.Create.<class> listed per class).
+    std::vector<std::string> method_names() const;
+
+    // Where errors that close a connection without a reply are reported.
+    std::function<void(const std::string&)> log = [](const std::string&) {};
+
+    struct Call;
+    using Handler = std::string (AdminApi::*)(Call&);
+    enum class Payload { None, Optional, Required };
+    enum class Arg { None, Optional, Required };
+    struct Method {
+        Handler handler;
+        Payload payload;
+        Arg arg;
+    };
+
+private:
+    ApiResponse dispatch(const ApiRequest& request, const std::map<std::string, Method, std::less<>>& table);
+    void publish(const Qube* subject, const std::string& event,
+                 std::vector<std::pair<std::string, std::string>> kwargs = {});
+
+    // global
+    std::string vmclass_list(Call&);
+    std::string vm_list(Call&);
+    std::string vm_create(Call&);
+    std::string vm_remove(Call&);
+    std::string events(Call&);
+    std::string system_info(Call&);
+    // properties (of a qube, or the globals when the method is admin.property.*)
+    std::string property_list(Call&);
+    std::string property_get(Call&);
+    std::string property_get_all(Call&);
+    std::string property_get_default(Call&);
+    std::string property_help(Call&);
+    std::string property_set(Call&);
+    std::string property_reset(Call&);
+    // features, tags, notes
+    std::string feature_list(Call&);
+    std::string feature_get(Call&);
+    std::string feature_check(Call&);
+    std::string feature_set(Call&);
+    std::string feature_remove(Call&);
+    std::string tag_list(Call&);
+    std::string tag_get(Call&);
+    std::string tag_set(Call&);
+    std::string tag_remove(Call&);
+    std::string notes_get(Call&);
+    std::string notes_set(Call&);
+    // labels
+    std::string label_list(Call&);
+    std::string label_get(Call&);
+    std::string label_index(Call&);
+    std::string label_create(Call&);
+    std::string label_remove(Call&);
+
+    std::string rename(Call&, const std::string& new_name);
+
+    Model& model_;
+    Store& store_;
+    EventHub& events_;
+    std::map<std::string, Method, std::less<>> methods_;
+    std::map<std::string, Method, std::less<>> internal_methods_;
+};
+
+}  // namespace aerie::admin

@@ -1,0 +1,149 @@
+// admin.vm.feature.*, admin.vm.tag.*, admin.vm.notes.*.
+#include "admin/api_call.hpp"
+
+namespace aerie::admin {
+
+namespace {
+
+constexpr size_t kMaxNotesBytes = 256000;
+
+ApiError feature_not_found(const Qube& qube, const std::string& feature) {
+    return qubes_error("QubesFeatureNotFoundError", "Feature not set for domain " + qube.name + ": " + feature);
+}
+
+void check_tag(const std::string& tag) {
+    if (!is_valid_tag(tag)) throw protocol_error("invalid tag: '" + tag + "'");
+}
+
+// Notes are UTF-8 text for display: anything that is not valid UTF-8 or is
+// a control character other than newline and tab becomes '_'.
+std::string sanitize_notes(std::string_view raw) {
+    std::string out;
+    out.reserve(raw.size());
+    size_t i = 0;
+    while (i < raw.size()) {
+        unsigned char c = static_cast<unsigned char>(raw[i]);
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+        bool valid = len > 0 && i + len <= raw.size();
+        for (size_t k = 1; valid && k < len; ++k) valid = (static_cast<unsigned char>(raw[i + k]) & 0xc0) == 0x80;
+        if (!valid) {
+            out += '_';
+            ++i;
+            continue;
+        }
+        if (len == 1 && ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f))
+            out += '_';
+        else
+            out.append(raw.substr(i, len));
+        i += len;
+    }
+    return out;
+}
+
+}  // namespace
+
+std::string AdminApi::feature_list(Call& call) {
+    std::string out;
+    for (const auto& [key, value] : call.dest->features) out += key + "\n";
+    return out;
+}
+
+std::string AdminApi::feature_get(Call& call) {
+    auto it = call.dest->features.find(call.arg());
+    if (it == call.dest->features.end()) throw feature_not_found(*call.dest, call.arg());
+    return it->second;
+}
+
+std::string AdminApi::feature_check(Call& call) {
+    const std::string& method = call.request.method;
+    std::string kind = method.substr(method.rfind('.') + 1);
+    bool tpl = kind == "CheckWithTemplate" || kind == "CheckWithTemplateAndAdminVM";
+    bool netvm = kind == "CheckWithNetvm";
+    bool admin = kind == "CheckWithAdminVM" || kind == "CheckWithTemplateAndAdminVM";
+    auto value = model_.feature_check_with(*call.dest, call.arg(), tpl, netvm, admin);
+    if (!value) throw feature_not_found(*call.dest, call.arg());
+    return *value;
+}
+
+std::string AdminApi::feature_set(Call& call) {
+    for (unsigned char c : call.payload())
+        if (c >= 0x80) throw protocol_error("feature value is not ASCII");
+    Qube& qube = *call.dest;
+    auto old = qube.features.find(call.arg());
+    std::optional<std::string> oldvalue;
+    if (old != qube.features.end()) oldvalue = old->second;
+    Store::Transaction txn(store_);
+    txn.set_feature(qube.uuid, call.arg(), call.payload());
+    txn.commit();
+    qube.features[call.arg()] = call.payload();
+    std::vector<std::pair<std::string, std::string>> kwargs = {{"feature", call.arg()}, {"value", call.payload()}};
+    if (oldvalue) kwargs.emplace_back("oldvalue", *oldvalue);
+    publish(&qube, "domain-feature-set:" + call.arg(), std::move(kwargs));
+    return {};
+}
+
+std::string AdminApi::feature_remove(Call& call) {
+    Qube& qube = *call.dest;
+    if (!qube.features.count(call.arg())) throw feature_not_found(qube, call.arg());
+    Store::Transaction txn(store_);
+    txn.remove_feature(qube.uuid, call.arg());
+    txn.commit();
+    qube.features.erase(call.arg());
+    publish(&qube, "domain-feature-delete:" + call.arg(), {{"feature", call.arg()}});
+    return {};
+}
+
+std::string AdminApi::tag_list(Call& call) {
+    std::string out;
+    for (const auto& tag : call.dest->tags) out += tag + "\n";
+    return out;
+}
+
+std::string AdminApi::tag_get(Call& call) {
+    check_tag(call.arg());
+    return call.dest->tags.count(call.arg()) ? "1" : "0";
+}
+
+std::string AdminApi::tag_set(Call& call) {
+    check_tag(call.arg());
+    Qube& qube = *call.dest;
+    if (qube.tags.count(call.arg())) return {};
+    Store::Transaction txn(store_);
+    txn.add_tag(qube.uuid, call.arg());
+    txn.commit();
+    qube.tags.insert(call.arg());
+    publish(&qube, "domain-tag-add:" + call.arg(), {{"tag", call.arg()}});
+    return {};
+}
+
+std::string AdminApi::tag_remove(Call& call) {
+    check_tag(call.arg());
+    Qube& qube = *call.dest;
+    if (!qube.tags.count(call.arg()))
+        throw qubes_error("QubesTagNotFoundError", "Tag not set for domain " + qube.name + ": " + call.arg());
+    Store::Transaction txn(store_);
+    txn.remove_tag(qube.uuid, call.arg());
+    txn.commit();
+    qube.tags.erase(call.arg());
+    publish(&qube, "domain-tag-delete:" + call.arg(), {{"tag", call.arg()}});
+    return {};
+}
+
+std::string AdminApi::notes_get(Call& call) {
+    Call::enforce(!call.dest_is_dom0(), "dom0 has no notes");
+    return call.dest->notes;
+}
+
+std::string AdminApi::notes_set(Call& call) {
+    Call::enforce(!call.dest_is_dom0(), "dom0 has no notes");
+    Call::enforce(call.payload().size() <= kMaxNotesBytes,
+                  "Maximum note size is 256000 bytes (" + std::to_string(call.payload().size()) + " bytes received)");
+    std::string notes = sanitize_notes(call.payload());
+    Store::Transaction txn(store_);
+    txn.set_notes(call.dest->uuid, notes);
+    txn.commit();
+    call.dest->notes = std::move(notes);
+    return {};
+}
+
+}  // namespace aerie::admin

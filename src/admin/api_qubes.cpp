@@ -1,0 +1,157 @@
+// admin.vmclass.List, admin.vm.List, admin.vm.Create.*, admin.vm.Remove.
+#include <fmt/format.h>
+
+#include <random>
+
+#include "admin/api_call.hpp"
+
+namespace aerie::admin {
+
+namespace {
+
+std::string new_uuid() {
+    std::random_device random;
+    unsigned char b[16];
+    for (auto& byte : b) byte = static_cast<unsigned char>(random());
+    b[6] = (b[6] & 0x0f) | 0x40;  // version 4
+    b[8] = (b[8] & 0x3f) | 0x80;  // RFC 4122 variant
+    return fmt::format("{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+                       b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+                       b[14], b[15]);
+}
+
+bool label_name_chars_ok(std::string_view name) {
+    if (name.empty()) return false;
+    bool digits = true;
+    for (char c : name) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                  c == '_' || c == '.';
+        if (!ok) return false;
+        digits = digits && c >= '0' && c <= '9';
+    }
+    return !digits;
+}
+
+StoredQube to_stored(const Qube& qube) {
+    return StoredQube{qube.uuid, qube.qid, qube.name, qube.klass, qube.properties, qube.features, qube.tags, qube.notes};
+}
+
+}  // namespace
+
+std::string AdminApi::vmclass_list(Call& call) {
+    Call::enforce(call.dest_is_dom0(), "admin.vmclass.List targets dom0");
+    std::string out;
+    for (std::string_view klass : kQubeClasses) out += std::string(klass) + "\n";
+    return out;
+}
+
+std::string AdminApi::vm_list(Call& call) {
+    auto line = [](const Qube& q) {
+        return q.name + " class=" + q.klass + " state=" + q.power_state + " uuid=" + q.uuid + "\n";
+    };
+    if (!call.dest_is_dom0()) return line(*call.dest);
+    std::string out;
+    for (const Qube* q : model_.qubes_by_name()) out += line(*q);
+    return out;
+}
+
+std::string AdminApi::vm_create(Call& call) {
+    Call::enforce(call.dest_is_dom0(), "admin.vm.Create targets dom0");
+    const std::string& method = call.request.method;
+    bool in_pool = method.rfind("admin.vm.CreateInPool.", 0) == 0;
+    std::string klass = method.substr(method.rfind('.') + 1);
+    Call::enforce(klass != "AdminVM", "cannot create an AdminVM");
+
+    Qube qube;
+    qube.klass = klass;
+    if (!call.arg().empty()) {
+        if (!qube.has_template()) throw value_error(klass + " cannot be based on template");
+        const Qube* tpl = model_.find(call.arg());
+        if (!tpl) throw qubes_error("QubesVMNotFoundError", "No such domain: '" + call.arg() + "'");
+        qube.properties["template"] = tpl->name;
+    }
+
+    std::string name, label;
+    bool pool_seen = false, per_volume_pool = false;
+    std::set<std::string> seen;
+    std::string_view payload = call.payload();
+    Call::enforce(!payload.empty(), "Missing name or label");
+    size_t pos = 0;
+    while (pos <= payload.size()) {
+        size_t end = payload.find(' ', pos);
+        if (end == std::string_view::npos) end = payload.size();
+        std::string_view param = payload.substr(pos, end - pos);
+        pos = end + 1;
+        size_t eq = param.find('=');
+        Call::enforce(eq != std::string_view::npos, "parameter without '='");
+        std::string key(param.substr(0, eq)), value(param.substr(eq + 1));
+        Call::enforce(seen.insert(key).second, "duplicated parameters");
+        if (key == "name") {
+            if (auto why = invalid_qube_name_reason(value); !why.empty())
+                throw ApiError("QubesPropertyValueError", why, true);
+            name = value;
+        } else if (key == "label") {
+            Call::enforce(label_name_chars_ok(value), "invalid label name");
+            const Label* found = model_.labels().find(value);
+            if (!found) throw value_error("no such label: " + value);
+            label = found->name;
+        } else if (in_pool && (key == "pool" || key.rfind("pool:", 0) == 0)) {
+            static const std::set<std::string> volumes = {"root", "private", "volatile", "kernel"};
+            if (key != "pool") Call::enforce(volumes.count(key.substr(5)) > 0, "unknown volume " + key.substr(5));
+            // One file pool exists so far; it answers to both names.
+            Call::enforce(value == "varlibqubes" || value == "default", "no such pool: " + value);
+            (key == "pool" ? pool_seen : per_volume_pool) = true;
+        } else {
+            Call::enforce(false, "Invalid param name");
+        }
+    }
+    Call::enforce(!name.empty() && !label.empty(), "Missing name or label");
+    Call::enforce(!(pool_seen && per_volume_pool), "Only one of 'pool=' and 'pool:volume=' can be used");
+    if (model_.find(name)) throw value_error("VM " + name + " already exists");
+
+    qube.name = name;
+    qube.properties["label"] = label;
+    qube.qid = model_.next_free_qid();
+    if (qube.qid == 0) throw qubes_error("QubesException", "No free QID to allocate");
+    qube.uuid = new_uuid();
+    if (qube.is_remote()) qube.power_state = "Running";
+    if (qube.has_template()) {
+        const PropertyDef* def = find_property(*class_properties(klass), "template");
+        std::string tpl = model_.get(&qube, *def).text;
+        if (tpl.empty())
+            throw qubes_error("QubesNoTemplateError", "Template for the domain '" + name + "' not found");
+        if (qube.properties.count("template")) model_.sanitize(&qube, *def, tpl);  // class rules (DispVM)
+    }
+    qube.tags.insert("created-by-" + call.src->name);
+
+    Store::Transaction txn(store_);
+    txn.add_qube(to_stored(qube));
+    txn.commit();
+    model_.add(std::move(qube));
+    publish(nullptr, "domain-add", {{"vm", name}});
+    return {};
+}
+
+std::string AdminApi::vm_remove(Call& call) {
+    Qube& vm = *call.dest;
+    if (vm.is_admin()) throw qubes_error("QubesVMInUseError", "'dom0' cannot be removed");
+    if (!vm.is_halted() && !vm.is_remote())
+        throw qubes_error("QubesVMNotHaltedError", "Domain is not powered off: '" + vm.name + "'");
+    if (model_.value_text(&vm, "installed_by_rpm") == "True")
+        throw qubes_error("QubesVMInUseError", "VM installed by package manager: " + vm.name);
+    auto users = model_.dependants(vm);
+    if (!users.empty()) {
+        std::string list;
+        for (const auto& u : users) list += (list.empty() ? "" : ", ") + u;
+        throw qubes_error("QubesVMInUseError", "Domain is in use: '" + vm.name + "'; used by: " + list);
+    }
+    std::string name = vm.name;
+    Store::Transaction txn(store_);
+    txn.remove_qube(vm.uuid);
+    txn.commit();
+    model_.remove(name);
+    publish(nullptr, "domain-delete", {{"vm", name}});
+    return {};
+}
+
+}  // namespace aerie::admin

@@ -1,0 +1,45 @@
+// One qube as the admin daemon knows it: class, identity, the properties set
+// on it (the rest are at their defaults), features, tags, notes and its
+// power state.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+
+namespace aerie::admin {
+
+inline constexpr std::string_view kAdminVmUuid = "00000000-0000-0000-0000-000000000000";
+
+// The qube classes, named as Qubes names them (admin.vmclass.List order).
+inline constexpr std::string_view kQubeClasses[] = {"AdminVM", "AppVM",    "DispVM",
+                                                     "RemoteVM", "StandaloneVM", "TemplateVM"};
+bool is_qube_class(std::string_view name);
+
+struct Qube {
+    std::string klass;
+    std::string name;
+    std::string uuid;
+    int qid = 0;
+    std::map<std::string, std::string> properties;  // explicitly set, as text ("" = None for vm)
+    std::map<std::string, std::string> features;
+    std::set<std::string> tags;
+    std::string notes;
+    std::string power_state = "Halted";
+
+    bool is_admin() const { return klass == "AdminVM"; }
+    bool is_remote() const { return klass == "RemoteVM"; }
+    bool is_halted() const { return power_state == "Halted"; }
+    // Classes with a `template` property.
+    bool has_template() const { return klass == "AppVM" || klass == "DispVM"; }
+};
+
+// Qubes' name rule (qubes.vm.validate_name): a letter, then letters, digits,
+// '_' or '-'; at most 31 characters; not "none" or "default". Returns the
+// reason when invalid, empty when fine.
+std::string invalid_qube_name_reason(std::string_view name);
+// Qubes' tag rule: [A-Za-z0-9_.-]+.
+bool is_valid_tag(std::string_view tag);
+
+}  // namespace aerie::admin

@@ -1,0 +1,95 @@
+// The Admin API socket server: accepts connections on a Unix socket, reads
+// one request to the client's EOF (qubesd framing, wire.hpp), hands the
+// parsed request to the dispatcher and writes its answer. An admin.Events
+// answer keeps the connection open and streams every published event to it.
+// One Asio event loop; nothing a client sends (garbage, oversized requests,
+// stalls, disconnects, a stream it never reads) blocks the other clients.
+#pragma once
+
+#include <asio.hpp>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "admin/wire.hpp"
+
+namespace aerie::admin {
+
+// What the dispatcher answers to one request.
+struct ApiResponse {
+    enum class Kind {
+        Reply,   // write `bytes` (an encoded reply), then close
+        Close,   // close without a reply (permission or protocol error)
+        Events,  // write `bytes` ("1\0" + initial events), then stream events
+    } kind = Kind::Close;
+    std::string bytes;
+
+    static ApiResponse reply(std::string bytes) { return {Kind::Reply, std::move(bytes)}; }
+    static ApiResponse close() { return {Kind::Close, {}}; }
+    static ApiResponse events(std::string initial) { return {Kind::Events, std::move(initial)}; }
+};
+
+using Dispatcher = std::function<ApiResponse(const ApiRequest&)>;
+
+// Fans events out to admin.Events streams. A subscriber that falls more than
+// kMaxBacklog bytes behind is dropped (its connection closed).
+class EventHub {
+public:
+    using Sink = std::function<bool(const std::string& encoded_event)>;  // false: drop me
+    static constexpr size_t kMaxBacklog = 16 << 20;
+
+    uint64_t subscribe(Sink sink);
+    void unsubscribe(uint64_t id);
+    // Encodes once (encode_event) and gives the bytes to every subscriber.
+    void publish(std::string_view subject, std::string_view event,
+                 const std::vector<std::pair<std::string, std::string>>& kwargs = {});
+    size_t subscribers() const { return sinks_.size() - removed_; }
+
+private:
+    struct Subscriber {
+        Sink sink;
+        bool removed = false;  // unsubscribed while publishing; erased afterwards
+    };
+    void deliver(const std::string& encoded);
+    void sweep();
+
+    uint64_t next_id_ = 1;
+    std::map<uint64_t, Subscriber> sinks_;
+    size_t removed_ = 0;
+    bool publishing_ = false;
+    std::deque<std::string> queued_;  // published from within a sink, delivered in order
+};
+
+struct ServerLimits {
+    size_t max_connections = 4096;
+    std::chrono::milliseconds read_timeout{60000};  // whole request, from connect to EOF
+};
+
+class ApiServer {
+public:
+    // Binds `socket_path` (an old socket file there is replaced) with `mode`.
+    // SOURCE is trusted on these sockets, as in qubesd: only root (and the
+    // qrexec daemon, which supplies the calling qube) can connect.
+    ApiServer(asio::io_context& io, std::filesystem::path socket_path, Dispatcher dispatcher,
+              EventHub* events, unsigned mode = 0600, ServerLimits limits = {});
+    ~ApiServer();  // also closes the open connections (no dispatcher or hub use after it)
+    ApiServer(const ApiServer&) = delete;
+    ApiServer& operator=(const ApiServer&) = delete;
+
+    void close();  // stops accepting and removes the socket file; open connections go on
+    size_t open_connections() const;
+
+private:
+    struct Impl;
+    struct Connection;
+    std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace aerie::admin
