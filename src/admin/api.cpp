@@ -101,7 +101,11 @@ ApiResponse AdminApi::dispatch(const ApiRequest& request, const std::map<std::st
         if (!is_ascii(request.arg)) return refuse("argument is not ASCII");
         Call call{request, src, dest};
         std::string body = (this->*method.handler)(call);
-        if (call.stream) return ApiResponse::events(std::move(body));
+        if (call.stream) {
+            auto response = ApiResponse::events(std::move(body));
+            if (!dest->is_admin()) response.event_subject = dest->name;
+            return response;
+        }
         return ApiResponse::reply(encode_success(body));
     } catch (const ApiError& e) {
         if (e.silent) return refuse(e.type + ": " + e.what());

@@ -130,7 +130,7 @@ private:
     void read_request();
     void on_request();
     void answer(ApiResponse response);
-    void start_stream(std::string initial);
+    void start_stream(std::string initial, const std::string& subject);
     bool push_event(const std::string& encoded);
     void watch_hangup();
     void send(std::string bytes);
@@ -203,17 +203,20 @@ void ApiServer::Connection::answer(ApiResponse response) {
         case ApiResponse::Kind::Close:
             return close();
         case ApiResponse::Kind::Events:
-            return start_stream(std::move(response.bytes));
+            return start_stream(std::move(response.bytes), response.event_subject);
     }
 }
 
-void ApiServer::Connection::start_stream(std::string initial) {
+void ApiServer::Connection::start_stream(std::string initial, const std::string& subject) {
     send(std::move(initial));
     if (!open) return;
     if (impl->events) {
         std::weak_ptr<Connection> weak = shared_from_this();
-        subscription = impl->events->subscribe([weak](const std::string& encoded) {
+        // Events start "1\0SUBJECT\0": a stream about one qube skips the others'.
+        std::string prefix = subject.empty() ? std::string() : std::string("1\0", 2) + subject + '\0';
+        subscription = impl->events->subscribe([weak, prefix](const std::string& encoded) {
             auto self = weak.lock();
+            if (!prefix.empty() && encoded.compare(0, prefix.size(), prefix) != 0) return bool(self);
             return self && self->push_event(encoded);
         });
     }

@@ -30,10 +30,12 @@ struct ApiResponse {
         Events,  // write `bytes` ("1\0" + initial events), then stream events
     } kind = Kind::Close;
     std::string bytes;
+    // Events: only events of this subject (a qube's name); empty for all.
+    std::string event_subject;
 
-    static ApiResponse reply(std::string bytes) { return {Kind::Reply, std::move(bytes)}; }
-    static ApiResponse close() { return {Kind::Close, {}}; }
-    static ApiResponse events(std::string initial) { return {Kind::Events, std::move(initial)}; }
+    static ApiResponse reply(std::string bytes) { return {Kind::Reply, std::move(bytes), {}}; }
+    static ApiResponse close() { return {Kind::Close, {}, {}}; }
+    static ApiResponse events(std::string initial) { return {Kind::Events, std::move(initial), {}}; }
 };
 
 using Dispatcher = std::function<ApiResponse(const ApiRequest&)>;

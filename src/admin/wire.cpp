@@ -72,7 +72,7 @@ std::string encode_exception(std::string_view type, std::string_view message, st
 
 std::string encode_event(std::string_view subject, std::string_view event,
                          const std::vector<std::pair<std::string, std::string>>& kwargs) {
-    std::string out;
+    std::string out("1\0", 2);
     auto field = [&out](std::string_view s) {
         out += s;
         out.push_back('\0');

@@ -35,11 +35,11 @@ std::string encode_request(const ApiRequest& request);
 std::string encode_success(std::string_view body);
 std::string encode_exception(std::string_view type, std::string_view message,
                              std::string_view traceback = {});
-// One event in an admin.Events stream (after a single "1\0" prefix). SUBJECT
-// is empty for events of the system itself.
+// One event of an admin.Events stream: qubesd sends the "1\0" header before
+// every event, then "SUBJECT\0EVENT\0(KEY\0VALUE\0)*\0". SUBJECT is empty
+// for events of the system itself.
 std::string encode_event(std::string_view subject, std::string_view event,
                          const std::vector<std::pair<std::string, std::string>>& kwargs);
-inline constexpr std::string_view kEventStreamPrefix{"1\0", 2};
 
 // A reply as a client sees it.
 struct ApiReply {

@@ -29,6 +29,7 @@
 
 #include "policy/loader.hpp"
 #include "qrexec/policy_request.hpp"
+#include "qrexec/system_info_source.hpp"
 #include "tools/cli_support.hpp"
 
 using namespace aerie;
@@ -59,6 +60,7 @@ struct Options {
     std::string socket_path = qrexec::kDefaultPolicySocket;
     std::vector<std::string> policy_dirs;
     std::string system_info_path;
+    std::string internal_socket = qrexec::default_internal_socket();
     std::chrono::milliseconds read_timeout{10000};
 };
 
@@ -284,8 +286,11 @@ private:
         }
     }
 
-    // Re-reads the system info when its file changed (a failure is logged once).
+    // Re-reads the system info when its file changed (a failure is logged once);
+    // without a file, asks the admin daemon every time, so that a change made
+    // through the Admin API counts at once.
     void refresh_system_info() {
+        if (options_.system_info_path.empty()) return fetch_live_system_info();
         auto stamp = stamp_of(options_.system_info_path);
         if (system_checked_ && stamp == system_stamp_) return;
         system_checked_ = true;
@@ -300,7 +305,20 @@ private:
         }
     }
 
+    void fetch_live_system_info() {
+        try {
+            system_ = policy::SystemInfo::from_json(
+                qrexec::fetch_system_info_json(options_.internal_socket, std::chrono::seconds(2)));
+            live_failure_reported_ = false;
+        } catch (const std::exception& e) {
+            system_.reset();
+            if (!live_failure_reported_) report("error getting system info: {}", e.what());
+            live_failure_reported_ = true;
+        }
+    }
+
     const Options& options_;
+    bool live_failure_reported_ = false;
     policy::LoadOptions load_options_;
     std::vector<std::string> watch_dirs_;
     PolicyWatcher watcher_;
@@ -527,8 +545,10 @@ int main(int argc, char** argv) {
     app.add_option("--path", options.policy_dirs,
                    "Policy directory (repeatable; the first wins a name clash)")
         ->allow_extra_args(false);
-    app.add_option("--system-info", options.system_info_path, "System info JSON file")
-        ->required();
+    app.add_option("--system-info", options.system_info_path,
+                   "System info JSON file (else asked of the admin daemon for every request)");
+    app.add_option("--internal-socket", options.internal_socket, "The admin daemon's internal socket")
+        ->capture_default_str();
     app.add_option("--read-timeout", timeout_seconds,
                    "Seconds a client may take to send its request")
         ->capture_default_str()
@@ -543,7 +563,8 @@ int main(int argc, char** argv) {
     asio::io_context io(1);
     PolicyState state(io, options);
     state.start();
-    if (!state.has_system_info()) return 1;  // reported by the state
+    // A file must be usable at start; the live source may come up later.
+    if (!options.system_info_path.empty() && !state.has_system_info()) return 1;
 
     Server server(io, options, state, connection_cap());
     if (!server.listen()) return 1;

@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "policy/evaluate.hpp"
+#include "qrexec/system_info_source.hpp"
 #include "tools/cli_support.hpp"
 
 using namespace aerie;
@@ -13,11 +14,14 @@ int main(int argc, char** argv) {
     bool just_evaluate = false, assume_yes = false;
     std::vector<std::string> paths;
     std::string system_info_path, requested_source, source, target, service_and_arg;
+    std::string internal_socket = qrexec::default_internal_socket();
     app.add_flag("--just-evaluate", just_evaluate, "Only evaluate; exit 0 means allow");
     app.add_flag("--assume-yes-for-ask", assume_yes, "Answer 'ask' as if the user agreed");
     app.add_option("--path", paths, "Policy directory (repeatable; the first wins a name clash)")
         ->allow_extra_args(false);
-    app.add_option("--system-info", system_info_path, "System info JSON file (else ask aeried)");
+    app.add_option("--system-info", system_info_path, "System info JSON file (else ask the admin daemon)");
+    app.add_option("--internal-socket", internal_socket, "The admin daemon's internal socket")
+        ->capture_default_str();
     app.add_option("--requested-source", requested_source,
                    "RemoteVM the calling relay speaks for");
     app.add_option("source", source, "Calling qube")->required();
@@ -34,9 +38,9 @@ int main(int argc, char** argv) {
 
     policy::SystemInfo system;
     try {
-        if (system_info_path.empty())
-            return deny("no system info: pass --system-info FILE");
-        system = tools::load_system_info_file(system_info_path);
+        system = system_info_path.empty()
+                     ? policy::SystemInfo::from_json(qrexec::fetch_system_info_json(internal_socket))
+                     : tools::load_system_info_file(system_info_path);
     } catch (const std::exception& e) {
         return deny(std::string("error getting system info: ") + e.what());
     }

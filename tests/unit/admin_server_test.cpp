@@ -175,7 +175,7 @@ std::string echo_body(const ApiRequest& r) {
 }
 
 const std::string kInitialEvents =
-    std::string(kEventStreamPrefix) + encode_event("", "connection-established", {});
+    encode_event("", "connection-established", {});
 
 // --- the server -----------------------------------------------------------------
 

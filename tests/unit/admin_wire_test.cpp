@@ -49,8 +49,8 @@ TEST(AdminWire, EncodesRepliesAsQubesd) {
     EXPECT_EQ(encode_exception("QubesNoSuchPropertyError", "Invalid property name: foo"),
               "2\0QubesNoSuchPropertyError\0\0Invalid property name: foo\0"s);
     EXPECT_EQ(encode_event("work", "property-set:label", {{"name", "label"}, {"newvalue", "blue"}}),
-              "work\0property-set:label\0name\0label\0newvalue\0blue\0\0"s);
-    EXPECT_EQ(encode_event("", "domain-add", {{"vm", "work"}}), "\0domain-add\0vm\0work\0\0"s);
+              "1\0work\0property-set:label\0name\0label\0newvalue\0blue\0\0"s);
+    EXPECT_EQ(encode_event("", "domain-add", {{"vm", "work"}}), "1\0\0domain-add\0vm\0work\0\0"s);
 }
 
 TEST(AdminWire, RequestAndReplyRoundTrip) {
