@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Aerie's qrexec on one host: two qubes ("work" and "vault"), each with its own
-# socket directory, domain number, qrexec-agent and qrexec-daemon, and one
-# qrexec-policy-daemon deciding every call from a policy file.
+# Aerie on one host: the admin daemon aeried on its own state folder, qubes
+# created and changed with the qvm-* tools, and qrexec calls between two
+# qubes ("work" and "vault", each with its own socket directory, domain,
+# qrexec-agent and qrexec-daemon) decided by the policy daemon from a policy
+# file and the live system info aeried gives it.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/build/bin
@@ -16,23 +18,45 @@ trap cleanup EXIT
 
 bold() { printf '\033[1m%s\033[0m\n' "$*"; }
 wait_for() { for _ in $(seq 200); do [ -e "$1" ] && return 0; sleep 0.05; done; echo "timed out waiting for $1" >&2; exit 1; }
+run() {  # shows a dom0 command and its output
+    local shown=("${1##*/}" "${@:2}")
+    bold "dom0\$ ${shown[*]}"
+    "$@" 2>&1 | sed 's/^/    /'
+}
+
+export QUBESD_SOCKET=$STATE/qubesd.sock
+"$BIN/aeried" --state-dir "$STATE/aeried" --socket "$QUBESD_SOCKET" \
+    --internal-socket "$STATE/qubesd.internal.sock" 2>>"$STATE/log" &
+PIDS+=($!)
+wait_for "$STATE/qubesd.internal.sock"
+
+bold "The admin daemon (state in $STATE/aeried/qubes.db)"
+echo
+run "$BIN/qvm-create" --class TemplateVM --label black debian-12
+run "$BIN/qvm-create" --template debian-12 --label red work
+run "$BIN/qvm-create" --template debian-12 --label blue vault
+run "$BIN/qvm-ls"
+run "$BIN/qvm-prefs" work label green
+run "$BIN/qvm-prefs" debian-12 memory 800
+run "$BIN/qvm-prefs" work memory
+run "$BIN/qvm-label" create pink 0xff69b4
+run "$BIN/qvm-prefs" vault label pink
+run "$BIN/qvm-features" vault service.crypto 1
+run "$BIN/qvm-ls"
+run "$BIN/qvm-remove" -f debian-12
+echo
 
 mkdir -p "$STATE/policy.d" "$STATE/qubes"
 cat >"$STATE/policy.d/30-demo.policy" <<'POLICY'
-# SERVICE      ARGUMENT  SOURCE  TARGET  ACTION
-demo.Greet     *         work    vault   allow
-demo.ReadKeys  *         work    vault   deny
-*              *         @anyvm  @anyvm  deny
+# SERVICE      ARGUMENT  SOURCE          TARGET  ACTION
+demo.Greet     *         @tag:trusted    vault   allow
+demo.ReadKeys  *         @anyvm          vault   deny
+*              *         @anyvm          @anyvm  deny
 POLICY
-cat >"$STATE/system-info.json" <<'JSON'
-{"domains": {
-  "dom0":  {"type": "AdminVM", "tags": [], "uuid": "00000000-0000-0000-0000-000000000000", "power_state": "Running"},
-  "work":  {"type": "AppVM", "tags": [], "uuid": "6f1c0d4e-2a7b-4c38-9a51-3c1e8f0b7d21", "power_state": "Running"},
-  "vault": {"type": "AppVM", "tags": [], "uuid": "0b5d6f3a-9c2e-4d71-8e44-7a2b1c9d0e53", "power_state": "Running"}}}
-JSON
 
+# No --system-info: the policy daemon asks aeried for every decision.
 "$BIN/qrexec-policy-daemon" --socket "$STATE/policy.sock" --path "$STATE/policy.d" \
-    --system-info "$STATE/system-info.json" 2>>"$STATE/log" &
+    --internal-socket "$STATE/qubesd.internal.sock" 2>>"$STATE/log" &
 PIDS+=($!)
 wait_for "$STATE/policy.sock"
 
@@ -68,5 +92,9 @@ call() {
     echo "    (exit code $rc: $([ "$rc" = 0 ] && echo allowed || echo refused by policy))"
     echo
 }
+call demo.Greet
+run "$BIN/qvm-tags" work add trusted
+echo "    (the policy daemon sees the new tag at once: no reload, no restart)"
+echo
 call demo.Greet
 call demo.ReadKeys
