@@ -406,7 +406,7 @@ std::string Store::check_integrity() const {
         });
         each_row(db_, path_, "PRAGMA foreign_key_check", [&](Query& row) {
             problems.push_back(
-                fmt::format("a row of {} refers to a missing {} row", row.text(0), row.text(2)));
+                fmt::format("row {} of {} refers to a missing {} row", row.integer(1), row.text(0), row.text(2)));
         });
         // The UNIQUE indexes guarantee these unless the file is damaged, so read the table itself.
         each_row(db_, path_, "SELECT name FROM qubes NOT INDEXED GROUP BY name HAVING count(*) > 1",

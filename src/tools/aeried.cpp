@@ -63,11 +63,12 @@ int main(int argc, char** argv) {
     try {
         fs::create_directories(options.state_dir);
         ::chmod(options.state_dir.c_str(), 0700);
-        Store store(fs::path(options.state_dir) / "qubes.db");
-        StoredState state = store.load();
-        ensure_admin_vm_stored(store, state);
+        fs::path db = fs::path(options.state_dir) / "qubes.db";
+        Store store(db);
+        // Checked before anything is written: a damaged store is left as found.
         if (std::string problem = store.check_integrity(); !problem.empty())
-            throw StoreError("integrity check failed: " + problem);
+            throw StoreError(db.string() + ": integrity check failed: " + problem);
+        ensure_admin_vm_stored(store, store.load());
 
         Model model;
         model.load(store.load());
