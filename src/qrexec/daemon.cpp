@@ -145,11 +145,19 @@ void Daemon::on_policy_answer(const ServiceRequest& request, const PolicyAnswer&
     std::string source = answer.fields.count("policy_source") ? answer.get("policy_source") : config_.name;
     std::string user = answer.get("user").empty() ? "DEFAULT" : answer.get("user");
     if (target == "dom0" || target == "@adminvm") {
+        // As Qubes: the last two tokens are the target the caller asked for
+        // (as normalised by the policy), not dom0, so that a call about a
+        // qube (qrexec-client-vm work admin.vm.property.Get+label, redirected
+        // with target=dom0) reaches the Admin API with that qube as DEST.
         std::string requested = answer.get("requested_target");
-        bool keyword = requested.empty() || requested[0] == '@';
-        std::string cmd = "QUBESRPC " + service + " " + source + " " +
-                          (keyword ? "keyword adminvm" : "name dom0");
-        run_in_dom0(request, cmd);
+        std::string requested_part;
+        if (requested.empty() || requested == "@")
+            requested_part = "keyword adminvm";
+        else if (requested[0] == '@')
+            requested_part = "keyword " + requested.substr(1);
+        else
+            requested_part = "name " + requested;
+        run_in_dom0(request, "QUBESRPC " + service + " " + source + " " + requested_part);
         return;
     }
     if (target.rfind("@dispvm:", 0) == 0) {
