@@ -204,6 +204,15 @@ void ApiServer::Connection::answer(ApiResponse response) {
             return close();
         case ApiResponse::Kind::Events:
             return start_stream(std::move(response.bytes), response.event_subject);
+        case ApiResponse::Kind::Later: {
+            std::weak_ptr<Connection> weak = shared_from_this();
+            auto work = std::move(response.later);
+            work([weak](ApiResponse done) {
+                auto self = weak.lock();
+                if (self && self->open && done.kind != ApiResponse::Kind::Later) self->answer(std::move(done));
+            });
+            return;
+        }
     }
 }
 

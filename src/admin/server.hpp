@@ -28,14 +28,23 @@ struct ApiResponse {
         Reply,   // write `bytes` (an encoded reply), then close
         Close,   // close without a reply (permission or protocol error)
         Events,  // write `bytes` ("1\0" + initial events), then stream events
+        Later,   // `later` is called with a completion; the answer comes through it
     } kind = Kind::Close;
     std::string bytes;
     // Events: only events of this subject (a qube's name); empty for all.
     std::string event_subject;
+    // Later: work that ends on the event loop (a qube starting); it calls the
+    // completion once, with the real answer. The work goes on if the client
+    // leaves meanwhile.
+    using Completion = std::function<void(ApiResponse)>;
+    std::function<void(Completion)> later;
 
-    static ApiResponse reply(std::string bytes) { return {Kind::Reply, std::move(bytes), {}}; }
-    static ApiResponse close() { return {Kind::Close, {}, {}}; }
-    static ApiResponse events(std::string initial) { return {Kind::Events, std::move(initial), {}}; }
+    static ApiResponse reply(std::string bytes) { return {Kind::Reply, std::move(bytes), {}, {}}; }
+    static ApiResponse close() { return {Kind::Close, {}, {}, {}}; }
+    static ApiResponse events(std::string initial) { return {Kind::Events, std::move(initial), {}, {}}; }
+    static ApiResponse deferred(std::function<void(Completion)> work) {
+        return {Kind::Later, {}, {}, std::move(work)};
+    }
 };
 
 using Dispatcher = std::function<ApiResponse(const ApiRequest&)>;

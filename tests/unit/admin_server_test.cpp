@@ -197,6 +197,15 @@ protected:
         if (r.method == "test.Close") return ApiResponse::close();
         if (r.method == "test.Throw") throw std::runtime_error("dispatcher failure");
         if (r.method == "admin.Events") return ApiResponse::events(kInitialEvents);
+        if (r.method == "test.Later") {
+            // Answers 50 ms later, from a timer on the loop.
+            return ApiResponse::deferred([this, body = echo_body(r)](ApiResponse::Completion done) {
+                auto timer = std::make_shared<asio::steady_timer>(io_, 50ms);
+                timer->async_wait([timer, done, body](const asio::error_code&) {
+                    done(ApiResponse::reply(encode_success(body)));
+                });
+            });
+        }
         return ApiResponse::reply(encode_success(echo_body(r)));
     }
 
@@ -441,6 +450,25 @@ TEST_F(ApiServerTest, CloseStopsAcceptingButKeepsOpenStreams) {
     on_loop([this] { server_.reset(); });
     EXPECT_EQ(stream.read_all(), "");
     EXPECT_EQ(subscribers(), 0u);
+}
+
+TEST_F(ApiServerTest, DeferredAnswerArrivesLaterWhileOthersAreServed) {
+    start();
+    Client slow(path_);
+    slow.request(request_bytes("test.Later"));
+    // The loop is free meanwhile: another client is answered first.
+    EXPECT_EQ(call(request_bytes("test.Echo")), encode_success("test.Echo||dom0|dom0|"));
+    EXPECT_EQ(slow.read_all(), encode_success("test.Later||dom0|dom0|"));
+}
+
+TEST_F(ApiServerTest, DeferredWorkGoesOnWhenTheClientLeaves) {
+    start();
+    {
+        Client gone(path_);
+        gone.request(request_bytes("test.Later"));
+    }
+    std::this_thread::sleep_for(100ms);
+    EXPECT_EQ(call(request_bytes("test.Echo")), encode_success("test.Echo||dom0|dom0|"));
 }
 
 }  // namespace
