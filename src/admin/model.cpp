@@ -217,10 +217,14 @@ std::string Model::sanitize(const Qube* qube, const PropertyDef& def, std::strin
             break;
         }
         case PropType::Vm: {
-            if (value.empty() || value == "None") {
+            // Only the empty string is None (qubes.vm.VMProperty): "None"
+            // is a valid qube name. Anything else must be a qube name.
+            if (value.empty()) {
                 if (!def.allow_none) throw value_error("property " + def.name + " cannot be None");
-                value.clear();
                 break;
+            }
+            if (value.substr(0, 5) != "uuid:") {
+                if (auto why = invalid_qube_name_reason(value); !why.empty()) throw value_error(why);
             }
             const Qube* target = find(value);
             if (!target) throw qubes_error("QubesVMNotFoundError", "No such domain: '" + value + "'");
@@ -230,6 +234,11 @@ std::string Model::sanitize(const Qube* qube, const PropertyDef& def, std::strin
             break;
         }
         case PropType::Str:
+            // qubes.property.sanitize: string.printable only.
+            for (unsigned char c : value) {
+                if ((c < 0x20 || c > 0x7e) && c != '\t' && c != '\n' && c != '\r' && c != '\v' && c != '\f')
+                    throw value_error("Invalid characters in property value");
+            }
             if (def.name == "name") {
                 if (auto why = invalid_qube_name_reason(value); !why.empty())
                     throw ApiError("QubesPropertyValueError", why, true);
@@ -308,7 +317,9 @@ std::string Model::icon(const Qube& qube) const {
     if (qube.klass == "StandaloneVM") return "standalonevm-" + label;
     if (qube.klass == "DispVM") return "dispvm-" + label;
     if (qube.klass == "RemoteVM") return "remotevm-" + label;
-    if (value_text(&qube, "provides_network") == "True") return "servicevm-" + label;
+    // qubes.vm.qubesvm.QubesVM.icon: the "servicevm" feature (non-empty) marks a service qube.
+    if (auto it = qube.features.find("servicevm"); it != qube.features.end() && !it->second.empty())
+        return "servicevm-" + label;
     return "appvm-" + label;
 }
 

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <charconv>
 #include <map>
+#include <set>
 
 #include "admin/model.hpp"
 
@@ -30,13 +31,26 @@ std::optional<bool> parse_bool(std::string_view text) {
 
 std::optional<long long> parse_int(std::string_view text) {
     auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
+    auto digit = [](char c) { return c >= '0' && c <= '9'; };
     while (!text.empty() && space(text.front())) text.remove_prefix(1);
     while (!text.empty() && space(text.back())) text.remove_suffix(1);
-    if (!text.empty() && text.front() == '+') text.remove_prefix(1);
-    if (text.empty()) return std::nullopt;
+    std::string digits;
+    if (!text.empty() && (text.front() == '+' || text.front() == '-')) {
+        if (text.front() == '-') digits.push_back('-');
+        text.remove_prefix(1);
+    }
+    // Python's int(): digits, with single underscores between them.
+    for (size_t i = 0; i < text.size(); ++i) {
+        if (digit(text[i])) {
+            digits.push_back(text[i]);
+        } else if (text[i] != '_' || i == 0 || i + 1 == text.size() || !digit(text[i - 1]) || !digit(text[i + 1])) {
+            return std::nullopt;
+        }
+    }
+    if (digits.empty() || digits == "-") return std::nullopt;
     long long value = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
     return value;
 }
 
@@ -79,18 +93,51 @@ std::string non_negative(const Model&, const Qube*, const std::string& value) {
 std::string virt_mode_check(const Model&, const Qube*, const std::string& value) {
     return value == "hvm" || value == "pv" || value == "pvh" ? "" : "virt_mode must be one of: hvm, pv, pvh";
 }
-// A netvm must provide network and must not create a loop.
+// Whether following the netvm chain from `start` (itself included) reaches
+// `target`. Ends on a loop that does not pass through `target`.
+bool netvm_chain_reaches(const Model& model, const Qube* start, const Qube* target) {
+    std::set<const Qube*> seen;
+    for (const Qube* hop = start; hop && seen.insert(hop).second; hop = model.find(model.value_text(hop, "netvm")))
+        if (hop == target) return true;
+    return false;
+}
+// A netvm must provide network and must not create a loop
+// (qubes.vm.mix.net._setter_netvm).
 std::string netvm_check(const Model& model, const Qube* self, const std::string& value) {
     if (value.empty()) return "";
     const Qube* target = model.find(value);
     if (!target) return "";
     if (model.value_text(target, "provides_network") != "True")
         return "VM " + value + " does not provide network";
-    for (const Qube* hop = target; hop; hop = model.find(model.value_text(hop, "netvm"))) {
-        if (self && hop == self) return "Loops in network are unsupported";
-        if (model.value_text(hop, "netvm").empty()) break;
+    if (self && netvm_chain_reaches(model, target, self)) return "Loops in network are unsupported";
+    return "";
+}
+// The global default netvm: a network provider, and no qube that follows the
+// default may be it or lie behind it (qubes.app._setter_default_netvm).
+std::string default_netvm_check(const Model& model, const Qube*, const std::string& value) {
+    if (auto why = netvm_check(model, nullptr, value); !why.empty() || value.empty()) return why;
+    const Qube* target = model.find(value);
+    if (!target) return "";
+    for (const Qube* qube : model.qubes_by_name()) {
+        if (qube->properties.count("netvm") || !find_property(model.properties_of(*qube), "netvm")) continue;
+        if (netvm_chain_reaches(model, target, qube)) return "Network loop on '" + qube->name + "'";
     }
     return "";
+}
+// A qube stays a network provider while qubes use it
+// (qubes.vm.mix.net._setter_provides_network).
+std::string provides_network_check(const Model& model, const Qube* self, const std::string& value) {
+    if (!self || value != "False") return "";
+    for (const Qube* qube : model.qubes_by_name()) {
+        if (qube != self && model.value_text(qube, "netvm") == self->name)
+            return "The qube is still used by other qubes, change theirs 'netvm' first";
+    }
+    return "";
+}
+std::string default_template_check(const Model& model, const Qube*, const std::string& value) {
+    const Qube* target = model.find(value);
+    if (!target || target->klass == "TemplateVM") return "";
+    return "VM " + value + " is not a template";
 }
 std::string template_check(const Model& model, const Qube* self, const std::string& value) {
     const Qube* target = model.find(value);
@@ -156,9 +203,15 @@ std::vector<PropertyDef> qubesvm_properties(std::string_view klass) {
     add(nullable(checked(prop("netvm", PropType::Vm, dispvm ? template_or(global("default_netvm")) : global("default_netvm"),
                               "VM that provides network connection to this domain. When `None`, machine is disconnected."),
                          netvm_check)));
-    add(prop("provides_network", PropType::Bool, constant("False"),
-             "If this domain can act as network provider (formerly known as NetVM or ProxyVM)"));
-    add(nullable(checked(prop("default_dispvm", PropType::Vm, dispvm ? template_or(global("default_dispvm")) : global("default_dispvm"),
+    add(checked(prop("provides_network", PropType::Bool, constant("False"),
+                     "If this domain can act as network provider (formerly known as NetVM or ProxyVM)"),
+                provides_network_check));
+    // A disposable's default disposable is its own template (qubes.vm.dispvm).
+    add(nullable(checked(prop("default_dispvm", PropType::Vm,
+                              dispvm ? computed([](const Model& m, const Qube* q) -> std::optional<std::string> {
+                                  return q ? m.value_text(q, "template") : std::string();
+                              })
+                                     : global("default_dispvm"),
                               "Default VM to be used as Disposable VM for service calls."),
                          dispvm_template_check)));
     add(nullable(prop("management_dispvm", PropType::Vm, template_or(global("management_dispvm")),
@@ -175,7 +228,13 @@ std::vector<PropertyDef> qubesvm_properties(std::string_view klass) {
     add(checked(prop("shutdown_timeout", PropType::Int, template_or(global("default_shutdown_timeout")), "Time in seconds for shutdown of the VM, after which VM may be forcefully powered off."), positive));
     add(prop("default_user", PropType::Str, template_or(constant("user")), "Default user to start applications as."));
     add(prop("autostart", PropType::Bool, constant("False"), "Setting this to `True` means that VM should be autostarted on dom0 boot."));
-    add(prop("include_in_backups", PropType::Bool, constant(dispvm ? "False" : "True"), "If this domain is to be included in default backup."));
+    // A disposable is backed up unless it removes itself on shutdown.
+    add(prop("include_in_backups", PropType::Bool,
+             dispvm ? computed([](const Model& m, const Qube* q) -> std::optional<std::string> {
+                 return m.value_text(q, "auto_cleanup") == "True" ? "False" : "True";
+             })
+                    : constant("True"),
+             "If this domain is to be included in default backup."));
     add(prop("debug", PropType::Bool, constant("False"), "Turns on debugging features."));
     add(prop("installed_by_rpm", PropType::Bool, constant("False"), "If this domain's image was installed from package tracked by package manager."));
     add(read_only(prop("updateable", PropType::Bool, constant(updateable ? "True" : "False"), "True if this machine may be updated on its own.")));
@@ -204,7 +263,7 @@ std::vector<PropertyDef> qubesvm_properties(std::string_view klass) {
                        }),
                        "Secondary DNS server set up for this domain.")));
     if (klass == "AppVM" || klass == "DispVM")
-        add(checked(prop("template", PropType::Vm, klass == "AppVM" ? global("default_template") : none(), "Template, on which this AppVM is based."),
+        add(checked(prop("template", PropType::Vm, none(), "Template, on which this AppVM is based."),
                     template_check));
     if (klass == "AppVM" || klass == "StandaloneVM" || klass == "TemplateVM")
         add(prop("template_for_dispvms", PropType::Bool, constant("False"), "Should this VM be allowed to start as Disposable VM"));
@@ -254,11 +313,11 @@ std::vector<PropertyDef> build_globals() {
         nullable(checked(prop("default_dispvm", PropType::Vm, none(), "Default DispVM base for service calls"), dispvm_template_check)),
         nullable(prop("default_guivm", PropType::Vm, constant("dom0"), "Default GuiVM for VMs.")),
         prop("default_kernel", PropType::Str, constant("aerie-ns"), "Which kernel to use when not overriden in VM"),
-        nullable(checked(prop("default_netvm", PropType::Vm, none(), "Default NetVM for AppVMs. Initial state is `None`, which means that AppVMs are not connected to the Internet."), netvm_check)),
+        nullable(checked(prop("default_netvm", PropType::Vm, none(), "Default NetVM for AppVMs. Initial state is `None`, which means that AppVMs are not connected to the Internet."), default_netvm_check)),
         prop("default_pool", PropType::Str, constant("varlibqubes"), "Default storage pool"),
         checked(prop("default_qrexec_timeout", PropType::Int, constant("60"), "Default time in seconds after which qrexec connection attempt is deemed failed"), positive),
         checked(prop("default_shutdown_timeout", PropType::Int, constant("60"), "Default time in seconds for VM shutdown to complete"), positive),
-        nullable(prop("default_template", PropType::Vm, none(), "Default template for new AppVMs")),
+        nullable(checked(prop("default_template", PropType::Vm, none(), "Default template for new AppVMs"), default_template_check)),
         nullable(prop("management_dispvm", PropType::Vm, none(), "Default DVM template for Disposable VM for managing other VMs.")),
         checked(prop("stats_interval", PropType::Int, constant("3"), "Interval in seconds for VM stats reporting (memory, CPU usage)"), positive),
         nullable(prop("updatevm", PropType::Vm, none(), "Which VM to use as `yum` proxy for updating AdminVM and TemplateVMs")),
