@@ -66,8 +66,17 @@ std::string AdminApi::feature_check(Call& call) {
 }
 
 std::string AdminApi::feature_set(Call& call) {
+    // Qubes R4.3's admin.vm.feature.Set: a name of [a-zA-Z0-9_.-]+ and a
+    // value of printable ASCII only (QubesValueError: no reply).
     for (unsigned char c : call.payload())
         if (c >= 0x80) throw protocol_error("feature value is not ASCII");
+    for (char c : call.arg()) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                  c == '.' || c == '-';
+        if (!ok) throw value_error("feature name contains illegal characters");
+    }
+    for (unsigned char c : call.payload())
+        if (c < 0x20 || c > 0x7e) throw value_error(call.arg() + " value contains illegal characters");
     Qube& qube = *call.dest;
     auto old = qube.features.find(call.arg());
     std::optional<std::string> oldvalue;

@@ -33,6 +33,14 @@ std::string serialize(const Model& model, const Qube* qube, const PropertyDef& d
     return std::string("default=") + (value.is_default ? "True" : "False") + " type=" + type + " " + value.text;
 }
 
+// The "oldvalue" of a property-set/-reset event, if it has one: a qube
+// property that may be None and has no value reads as None in qubesd.
+std::optional<std::string> old_value(const PropertyDef& def, const PropertyValue& old) {
+    if (old.has_value) return event_value(def, old.text);
+    if (def.type == PropType::Vm && def.allow_none) return std::string("None");
+    return std::nullopt;
+}
+
 std::string escape_line(const std::string& text) {
     std::string out;
     for (char c : text) {
@@ -70,6 +78,8 @@ std::string AdminApi::property_get_default(Call& call) {
     Qube* qube = holder(call);
     const PropertyDef& def = lookup(model_, qube, call.arg());
     auto value = model_.default_of(qube, def);
+    // A qube property that may be None has None as its default in qubesd.
+    if (!value && def.type == PropType::Vm && def.allow_none) value = std::string();
     if (!value) return {};
     return "type=" + std::string(type_name(def.type)) + " " + *value;
 }
@@ -86,7 +96,7 @@ std::string AdminApi::property_set(Call& call) {
     std::string value = model_.sanitize(qube, def, call.payload());
     if (qube && def.name == "name") return rename(call, value);
     if (qube && def.name == "template" && !qube->is_halted())
-        throw qubes_error("QubesVMNotHaltedError", "Domain is not powered off: '" + qube->name + "'");
+        throw qubes_error("QubesVMNotHaltedError", "Cannot change template while qube is running");
 
     PropertyValue old = model_.get(qube, def);
     Store::Transaction txn(store_);
@@ -99,7 +109,7 @@ std::string AdminApi::property_set(Call& call) {
 
     std::vector<std::pair<std::string, std::string>> kwargs = {{"name", def.name},
                                                                 {"newvalue", event_value(def, value)}};
-    if (old.has_value) kwargs.emplace_back("oldvalue", event_value(def, old.text));
+    if (auto oldvalue = old_value(def, old)) kwargs.emplace_back("oldvalue", *oldvalue);
     publish(qube, "property-set:" + def.name, std::move(kwargs));
     return {};
 }
@@ -108,8 +118,8 @@ std::string AdminApi::property_reset(Call& call) {
     Qube* qube = holder(call);
     const PropertyDef& def = lookup(model_, qube, call.arg());
     Call::enforce(def.writable && def.name != "name" && def.name != "label", "property " + def.name + " cannot be reset");
-    if (qube && def.name == "template" && !qube->is_halted())
-        throw qubes_error("QubesVMNotHaltedError", "Domain is not powered off: '" + qube->name + "'");
+    // qubes.vm.appvm / qubes.vm.dispvm: property-pre-reset:template.
+    if (qube && def.name == "template") throw value_error("Cannot unset template");
     PropertyValue old = model_.get(qube, def);
     Store::Transaction txn(store_);
     if (qube)
@@ -120,7 +130,7 @@ std::string AdminApi::property_reset(Call& call) {
     model_.reset(qube, def.name);
 
     std::vector<std::pair<std::string, std::string>> kwargs = {{"name", def.name}};
-    if (old.has_value) kwargs.emplace_back("oldvalue", event_value(def, old.text));
+    if (auto oldvalue = old_value(def, old)) kwargs.emplace_back("oldvalue", *oldvalue);
     publish(qube, "property-reset:" + def.name, std::move(kwargs));
     return {};
 }

@@ -93,13 +93,16 @@ std::string AdminApi::vm_create(Call& call) {
         } else if (key == "label") {
             Call::enforce(label_name_chars_ok(value), "invalid label name");
             const Label* found = model_.labels().find(value);
-            if (!found) throw value_error("no such label: " + value);
+            // Qubes R4.3: get_label() raises QubesLabelNotFoundError, which is answered.
+            if (!found) throw qubes_error("QubesLabelNotFoundError", "Label does not exist: " + value);
             label = found->name;
         } else if (in_pool && (key == "pool" || key.rfind("pool:", 0) == 0)) {
             static const std::set<std::string> volumes = {"root", "private", "volatile", "kernel"};
             if (key != "pool") Call::enforce(volumes.count(key.substr(5)) > 0, "unknown volume " + key.substr(5));
-            // One file pool exists so far; it answers to both names.
-            Call::enforce(value == "varlibqubes" || value == "default", "no such pool: " + value);
+            // One file pool exists so far; it answers to both names. Any
+            // other is unknown (qubes.app.Qubes.get_pool).
+            if (value != "varlibqubes" && value != "default")
+                throw qubes_error("QubesException", "Unknown storage pool " + value);
             (key == "pool" ? pool_seen : per_volume_pool) = true;
         } else {
             Call::enforce(false, "Invalid param name");
@@ -116,11 +119,23 @@ std::string AdminApi::vm_create(Call& call) {
     qube.uuid = new_uuid();
     if (qube.is_remote()) qube.power_state = "Running";
     if (qube.has_template()) {
+        // Without an argument the template is the global default (the
+        // default disposable template for a DispVM), set explicitly as
+        // qubes.app.Qubes.add_new_vm does: a later change of the default
+        // does not move the qube.
+        if (!qube.properties.count("template")) {
+            std::string tpl = model_.value_text(nullptr, qube.klass == "DispVM" ? "default_dispvm" : "default_template");
+            if (tpl.empty()) throw value_error("Template for the qube not specified, nor default template set.");
+            qube.properties["template"] = tpl;
+        }
         const PropertyDef* def = find_property(*class_properties(klass), "template");
-        std::string tpl = model_.get(&qube, *def).text;
-        if (tpl.empty())
-            throw qubes_error("QubesNoTemplateError", "Template for the domain '" + name + "' not found");
-        if (qube.properties.count("template")) model_.sanitize(&qube, *def, tpl);  // class rules (DispVM)
+        model_.sanitize(&qube, *def, qube.properties["template"]);  // the class's rules
+    }
+    if (qube.klass == "DispVM") {
+        // A disposable starts with its template's features and tags (qubes.vm.dispvm).
+        const Qube* tpl = model_.find(qube.properties["template"]);
+        qube.features = tpl->features;
+        qube.tags = tpl->tags;
     }
     qube.tags.insert("created-by-" + call.src->name);
 
