@@ -15,9 +15,13 @@
 
 namespace aerie::admin {
 
+class Lifecycle;
+
 class AdminApi {
 public:
     AdminApi(Model& model, Store& store, EventHub& events);
+    // Enables admin.vm.{Start,Shutdown,Kill,Pause,Unpause,CurrentState}.
+    void set_lifecycle(Lifecycle* lifecycle);
 
     // The main socket (qubesd.sock) and, through qrexec, the qubes.
     ApiResponse handle(const ApiRequest& request);
@@ -78,12 +82,20 @@ private:
     std::string label_index(Call&);
     std::string label_create(Call&);
     std::string label_remove(Call&);
+    // lifecycle
+    std::string vm_start(Call&);
+    std::string vm_shutdown(Call&);
+    std::string vm_kill(Call&);
+    std::string vm_pause(Call&);
+    std::string vm_unpause(Call&);
+    std::string vm_current_state(Call&);
 
     std::string rename(Call&, const std::string& new_name);
 
     Model& model_;
     Store& store_;
     EventHub& events_;
+    Lifecycle* lifecycle_ = nullptr;
     std::map<std::string, Method, std::less<>> methods_;
     std::map<std::string, Method, std::less<>> internal_methods_;
 };

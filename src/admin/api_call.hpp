@@ -12,6 +12,8 @@ struct AdminApi::Call {
     Qube* src;
     Qube* dest;
     bool stream = false;  // admin.Events: keep the connection for events
+    // Set by a handler whose answer comes later (a qube starting).
+    std::function<void(ApiResponse::Completion)> later;
 
     const std::string& arg() const { return request.arg; }
     const std::string& payload() const { return request.payload; }

@@ -156,8 +156,11 @@ std::string AdminApi::vm_remove(Call& call) {
         throw qubes_error("QubesVMInUseError", "VM installed by package manager: " + vm.name);
     auto users = model_.dependants(vm);
     if (!users.empty()) {
+        // Named, but not endlessly: a template of a thousand qubes would say it all.
+        constexpr size_t kShown = 10;
         std::string list;
-        for (const auto& u : users) list += (list.empty() ? "" : ", ") + u;
+        for (size_t i = 0; i < users.size() && i < kShown; ++i) list += (list.empty() ? "" : ", ") + users[i];
+        if (users.size() > kShown) list += " and " + std::to_string(users.size() - kShown) + " more";
         throw qubes_error("QubesVMInUseError", "Domain is in use: '" + vm.name + "'; used by: " + list);
     }
     std::string name = vm.name;

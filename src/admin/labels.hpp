@@ -29,7 +29,7 @@ public:
     LabelSet();  // the eight defaults
 
     const Label* find(std::string_view name_or_index) const;  // a name, or its index as digits
-    std::vector<const Label*> by_name() const;                 // sorted by name (admin.label.List)
+    std::vector<const Label*> by_name() const;                 // sorted by name
     const std::map<int, Label>& all() const { return labels_; }
 
     // admin.label.Create+NAME with payload COLOR. On success *created is set.
