@@ -12,9 +12,26 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <sys/types.h>
 #include <vector>
 
 namespace aerie::backend {
+
+// User namespaces. Every qube runs in its own user namespace whose ids
+// 0..65535 map to the host ids
+//     qube_uid_base(qid) .. qube_uid_base(qid) + 65535,   qube_uid_base(qid) = 0x10000000 + qid * 65536
+// (the same numbers for gids). So root inside qube 3 is host uid 0x10030000,
+// and user 1000 inside it host uid 0x100303e8. Nothing a qube owns on the host
+// side is owned by host root: whoever prepares what a qube must write (its
+// private volume, a TemplateVM's own root) chowns it into the qube's range,
+// e.g. `chown -R 0x10030000:0x10030000 private/` for qube root, or base + 1000
+// for the qube's user. Files owned by host ids outside the range (the host's
+// /usr, a shared template root) appear inside as nobody:nogroup (65534) and
+// only their "other" permission bits apply, even to the qube's root.
+constexpr uid_t kQubeUidBase = 0x10000000;
+constexpr uid_t kQubeIdsPerQube = 65536;
+constexpr int kMaxQid = static_cast<int>((0xFFFFFFFFu - kQubeUidBase) / kQubeIdsPerQube) - 1;  // 61438
+constexpr uid_t qube_uid_base(int qid) { return kQubeUidBase + static_cast<uid_t>(qid) * kQubeIdsPerQube; }
 
 struct BackendError : std::runtime_error {
     using std::runtime_error::runtime_error;
@@ -43,6 +60,14 @@ struct QubeSpec {
     std::vector<std::string> init_argv;         // PID 1 inside, path inside the qube
     std::map<std::string, std::string> env;     // PID 1's environment
     std::filesystem::path runtime_dir;          // host-side per-qube folder the backend owns
+                                                // (the ns driver: empty = <runtime base>/<name>)
+    // Mount the root read-only (a root shared with other qubes, e.g. the host
+    // template's folder itself; a copy-on-write view or a TemplateVM's own root
+    // stays writable).
+    bool root_read_only = false;
+    // Where PID 1's stdout and stderr go (appended); its stdin is /dev/null.
+    // Empty: <runtime_dir>/console.log (removed with the runtime folder).
+    std::filesystem::path console_log;
 };
 
 enum class PowerState { Halted, Running, Paused, Crashed };
@@ -78,6 +103,12 @@ public:
     virtual std::vector<RunningQube> adopt() = 0;
     // Removes what a dead qube left behind (mounts, cgroups, runtime files).
     virtual void cleanup(const std::string& name) = 0;
+    // A descriptor that becomes readable when the qube's PID 1 has ended (for
+    // an event loop); owned by the backend, valid until cleanup(). -1: none.
+    virtual int exit_fd(const std::string& /*name*/) { return -1; }
+    // How PID 1 ended (exit code, or 128 + signal), once it has ended and the
+    // backend saw it (not for adopted qubes, whose parent is gone).
+    virtual std::optional<int> exit_status(const std::string& /*name*/) { return std::nullopt; }
 };
 
 }  // namespace aerie::backend
