@@ -12,6 +12,32 @@ bool is_ascii(std::string_view text) {
     return true;
 }
 
+// 8-4-4-4-12 lowercase hex digits, as qubesd's decode_vm checks.
+bool is_uuid_text(std::string_view text) {
+    if (text.size() != 36) return false;
+    for (size_t i = 0; i < text.size(); ++i) {
+        char c = text[i];
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    }
+    return true;
+}
+
+// Request text for the log: bytes a qube chose never reach it raw.
+std::string printable(std::string_view text) {
+    std::string out;
+    for (unsigned char c : text.substr(0, 200)) {
+        if (c >= 0x20 && c < 0x7f) {
+            out += static_cast<char>(c);
+        } else {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02x", c);
+            out += buf;
+        }
+    }
+    return out;
+}
+
 }  // namespace
 
 AdminApi::AdminApi(Model& model, Store& store, EventHub& events)
@@ -73,15 +99,16 @@ ApiResponse AdminApi::handle_internal(const ApiRequest& request) { return dispat
 
 ApiResponse AdminApi::dispatch(const ApiRequest& request, const std::map<std::string, Method, std::less<>>& table) {
     auto refuse = [&](const std::string& why) {
-        log("refused " + request.method + (request.arg.empty() ? "" : "+" + request.arg) + " (" + request.source +
-            " -> " + request.dest + "): " + why);
+        log("refused " + printable(request.method) + (request.arg.empty() ? "" : "+" + printable(request.arg)) +
+            " (" + printable(request.source) + " -> " + printable(request.dest) + "): " + printable(why));
         return ApiResponse::close();
     };
     try {
         auto resolve = [&](const std::string& key) -> Qube* {
             if (!is_ascii(key)) throw protocol_error("qube name is not ASCII");
             if (key.substr(0, 5) == "uuid:") {
-                if (key.size() != 41) throw qubes_error("QubesVMInvalidUUIDError", "VM UUID is not valid: '" + key.substr(5) + "'");
+                if (!is_uuid_text(key.substr(5)))
+                    throw qubes_error("QubesVMInvalidUUIDError", "VM UUID is not valid: '" + key.substr(5) + "'");
             } else if (auto why = invalid_qube_name_reason(key); !why.empty() && key != "dom0") {
                 throw ApiError("QubesValueError", why, true);
             }

@@ -57,8 +57,7 @@ std::string AdminApi::label_remove(Call& call) {
     Call::enforce(call.dest_is_dom0(), "labels live on dom0");
     const Label& label = existing(model_, call.arg());
     Call::enforce(label.index > kMaxDefaultLabel, "default labels cannot be removed");
-    if (model_.label_in_use(label.index))
-        throw qubes_error("QubesLabelInUseError", "Label is still in use: '" + label.name + "'");
+    if (model_.label_in_use(label.index)) throw qubes_error("QubesException", "label still in use");
     int index = label.index;
     Store::Transaction txn(store_);
     txn.remove_label(index);

@@ -39,7 +39,7 @@ struct Qube {
 // '_' or '-'; at most 31 characters; not "none" or "default". Returns the
 // reason when invalid, empty when fine.
 std::string invalid_qube_name_reason(std::string_view name);
-// Qubes' tag rule: [A-Za-z0-9_.-]+.
+// Qubes' tag rule: [A-Za-z0-9_-]+.
 bool is_valid_tag(std::string_view tag);
 
 }  // namespace aerie::admin

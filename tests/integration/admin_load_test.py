@@ -175,7 +175,7 @@ class AdminLoad(unittest.TestCase):
                         if got != "default=False type=label " + label_of(i):
                             fail(k, "label of %s: %r" % (qube_name(i), got))
                         got = ok(call(self.socket, "admin.vm.property.Get+template", qube_name(i)), "template.Get")
-                        if got != "default=True type=vm " + TEMPLATE:
+                        if got != "default=False type=vm " + TEMPLATE:
                             fail(k, "template of %s: %r" % (qube_name(i), got))
                         kind = "get"
                     elif r < 0.50:

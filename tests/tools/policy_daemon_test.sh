@@ -292,9 +292,18 @@ DAEMON_PID=
 rc=$?
 [ "$rc" = 1 ] && ok || bad "missing system info: exit $rc"
 [ -e "$SOCK" ] && bad "socket created without system info" || ok
-"$BIN/qrexec-policy-daemon" --socket "$SOCK" --path "$POLICY" 2>"$WORK/err.log"
-rc=$?
-[ "$rc" = 2 ] && ok || bad "--system-info is required: exit $rc"
+
+# Without --system-info it asks the admin daemon for every request; with no
+# admin daemon there, it still serves, and denies with the reason logged.
+"$BIN/qrexec-policy-daemon" --socket "$SOCK" --path "$POLICY" \
+    --internal-socket "$WORK/no-aeried.sock" 2>"$WORK/err.log" &
+DAEMON_PID=$!
+for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
+[ -S "$SOCK" ] && ok || bad "live mode: no socket"
+check_reply "live mode without an admin daemon denies" "$DENY" "$REQ_VAULT\n"
+grep -q "error getting system info: admin daemon at $WORK/no-aeried.sock" "$WORK/err.log" && ok ||
+    bad "live mode: reason not logged: $(cat "$WORK/err.log")"
+kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID"; DAEMON_PID=
 
 echo "policy_daemon: $pass passed, $fail failed"
 [ "$fail" = 0 ]
