@@ -31,7 +31,9 @@
 // CLONE_NEWUSER) is refused with EPERM; clone3, whose flags a filter cannot
 // read, answers ENOSYS, so C libraries fall back to clone. The 32-bit x86
 // and x32 system call tables get the same rules; other architectures are
-// killed.
+// killed. Other namespaces stay creatable inside (a qube's root may unshare a
+// network namespace of its own), so kernel code such as netfilter is within
+// a qube's reach as it is for any user namespace's root.
 #pragma once
 
 #include <linux/filter.h>

@@ -24,6 +24,7 @@
 #include <climits>
 #include <cstring>
 #include <deque>
+#include <exception>
 
 namespace aerie::backend::ns {
 
@@ -57,7 +58,7 @@ struct Step {
 };
 
 struct ChildPlan {
-    int go_fd = -1;        // read: one byte once the parent is done with us
+    int go_fd = -1;        // read: a byte once the maps are written, another once the cgroups are joined
     int go_fd_other = -1;  // the parent's end, closed at once
     int err_fd = -1;       // write: ErrorReport on failure (close-on-exec)
     int err_fd_other = -1;
@@ -232,6 +233,14 @@ void bring_up_lo() {
     ::close(s);
 }
 
+void wait_for_parent(const ChildPlan& plan) {
+    char go = 0;
+    ssize_t n;
+    do n = ::read(plan.go_fd, &go, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1) ::_exit(1);  // the parent gave up on us
+}
+
 [[noreturn]] void child_main(const ChildPlan& plan) {
     ::close(plan.go_fd_other);
     ::close(plan.err_fd_other);
@@ -243,20 +252,11 @@ void bring_up_lo() {
     }
     ::umask(0);
 
-    char go = 0;
-    ssize_t n;
-    do n = ::read(plan.go_fd, &go, 1);
-    while (n < 0 && errno == EINTR);
-    if (n != 1) ::_exit(1);  // the parent gave up on us
-    ::close(plan.go_fd);
-
+    wait_for_parent(plan);
     // Root of the new user namespace (the parent has written the maps).
     if (::setgroups(0, nullptr) < 0) child_fail(plan, "setgroups in the qube's user namespace", errno);
     if (::setresgid(0, 0, 0) < 0) child_fail(plan, "setresgid to the qube's root", errno);
     if (::setresuid(0, 0, 0) < 0) child_fail(plan, "setresuid to the qube's root", errno);
-    // Our cgroup (the parent moved us) becomes the root of the qube's view.
-    if (::unshare(CLONE_NEWCGROUP) < 0) child_fail(plan, "unshare of the cgroup namespace", errno);
-
     // Nothing mounted here reaches the host.
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) < 0)
         child_fail(plan, "making the mounts slaves", errno);
@@ -277,6 +277,12 @@ void bring_up_lo() {
     if (plan.hostname && ::sethostname(plan.hostname, std::strlen(plan.hostname)) < 0)
         child_fail(plan, "sethostname", errno);
     bring_up_lo();
+
+    // The parent moves us into our cgroups meanwhile (slow on cgroup v1);
+    // our cgroup then becomes the root of the qube's view.
+    wait_for_parent(plan);
+    ::close(plan.go_fd);
+    if (::unshare(CLONE_NEWCGROUP) < 0) child_fail(plan, "unshare of the cgroup namespace", errno);
 
     int null_fd = ::open("/dev/null", O_RDWR);
     if (null_fd < 0) child_fail(plan, "opening /dev/null in the qube", errno);
@@ -501,17 +507,27 @@ Launched launch(const LaunchRequest& req) {
         while (::waitpid(out.pid, &st, __WALL) < 0 && errno == EINTR) {
         }
     };
+    auto send_go = [&] {
+        char one = 1;
+        if (::write(go_w.get(), &one, 1) != 1) throw_errno("starting the qube's first process", errno);
+    };
     try {
         write_map(out.pid, "uid_map", req.id_base, req.id_count);
         write_map(out.pid, "gid_map", req.id_base, req.id_count);
-        if (req.attach) req.attach(out.pid);
-        char one = 1;
-        if (::write(go_w.get(), &one, 1) != 1) throw_errno("starting the qube's first process", errno);
-        go_w.reset();
+        send_go();
     } catch (...) {
         abandon();
         throw;
     }
+    // The child builds its file system while we put it into its cgroups.
+    std::exception_ptr attach_error;
+    try {
+        if (req.attach) req.attach(out.pid);
+        send_go();
+    } catch (...) {
+        attach_error = std::current_exception();
+    }
+    go_w.reset();  // without the second byte the child gives up
 
     ErrorReport report;
     size_t got = 0;
@@ -533,6 +549,10 @@ Launched launch(const LaunchRequest& req) {
         abandon();
         report.step[kStepText - 1] = 0;
         throw BackendError(errno_text(report.step, report.err));
+    }
+    if (attach_error) {
+        abandon();
+        std::rethrow_exception(attach_error);
     }
     auto t2 = Clock::now();
     out.prepare = std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0);

@@ -7,17 +7,19 @@
 // the qube's root never needs to reach host paths its own uids could not, the
 // compiled seccomp filter, the capability sets, every string. The child then
 // only makes system calls (no allocation: the daemon may be multithreaded),
-// waits until the parent has written its uid/gid maps and put it into its
-// cgroups, and sets itself up:
+// waits until the parent has written its uid/gid maps, and sets itself up
+// while the parent puts it into its cgroups (slow on cgroup v1: each move
+// waits for an RCU grace period):
 //
-//   root ids in the new user namespace; a cgroup namespace rooted at its
-//   cgroup; every mount made a slave; the root tree attached; inside it (paths
-//   resolved with RESOLVE_IN_ROOT, so symbolic links in the root cannot point
-//   mounts elsewhere): a fresh /proc, a read-only /sys, a /dev tmpfs with the
-//   host's null, zero, full, random, urandom and tty bound in, a new devpts
-//   instance with /dev/ptmx, /dev/shm, /dev/mqueue; tmpfs /run and /tmp; the
-//   spec's bind mounts; pivot_root and the old root detached; hostname; lo up;
-//   stdio; capabilities, no_new_privs, seccomp; execve.
+// root ids in the new user namespace; every mount made a slave; the root
+// tree attached; inside it (paths resolved with RESOLVE_IN_ROOT, so symbolic
+// links in the root cannot point mounts elsewhere) a fresh /proc, a
+// read-only /sys, a /dev tmpfs with the host's null, zero, full, random,
+// urandom and tty bound in, a new devpts instance with /dev/ptmx, /dev/shm,
+// /dev/mqueue, tmpfs /run and /tmp, the spec's bind mounts; pivot_root and
+// the old root detached; hostname; lo up; once in its cgroups, a cgroup
+// namespace rooted at its cgroup; stdio; capabilities, no_new_privs,
+// seccomp; execve.
 //
 // Mount flags are not locked: the qube's own root made these mounts in its
 // own mount namespace, so it may remount a read-only bind writable or unmount
@@ -59,8 +61,9 @@ struct LaunchRequest {
     int console_fd = -1;  // PID 1's stdout and stderr
     const std::vector<sock_filter>* seccomp = nullptr;
     const CapabilityPlan* caps = nullptr;
-    // Called in the parent once the child exists, before it may go on (puts
-    // it into its cgroups). May throw; the child is then killed.
+    // Called in the parent once the child exists and runs its setup (puts it
+    // into its cgroups); the child executes nothing of the qube before it
+    // returns. May throw; the child is then killed.
     std::function<void(pid_t)> attach;
 };
 
