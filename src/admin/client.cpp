@@ -1,5 +1,6 @@
 #include "admin/client.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -35,6 +36,12 @@ public:
     Socket(const Socket&) = delete;
     Socket& operator=(const Socket&) = delete;
     int fd() const { return fd_; }
+    // Hands the descriptor over to the caller.
+    int release() {
+        int fd = fd_;
+        fd_ = -1;
+        return fd;
+    }
 
 private:
     int fd_;
@@ -119,6 +126,33 @@ bool AdminError::is_key_error() const {
     return type_ == "QubesVMNotFoundError" || type_ == "QubesFeatureNotFoundError" ||
            type_ == "QubesTagNotFoundError" || type_ == "QubesLabelNotFoundError" ||
            type_ == "DeviceAlreadyAttached" || type_ == "KeyError";
+}
+
+bool AdminError::is_instance_of(std::string_view cls) const {
+    // qubesadmin.exc: each class and its base (QubesException at the top).
+    static const std::map<std::string, std::string, std::less<>> kParent = {
+        {"QubesVMError", "QubesException"},
+        {"QubesVMInUseError", "QubesVMError"},
+        {"QubesVMNotStartedError", "QubesVMError"},
+        {"QubesVMNotRunningError", "QubesVMNotStartedError"},
+        {"QubesVMNotPausedError", "QubesVMNotStartedError"},
+        {"QubesVMNotSuspendedError", "QubesVMError"},
+        {"QubesVMNotHaltedError", "QubesVMError"},
+        {"QubesVMShutdownTimeoutError", "QubesVMError"},
+        {"QubesNoTemplateError", "QubesVMError"},
+        {"QubesPropertyValueError", "QubesValueError"},
+        {"QubesDaemonAccessError", "QubesDaemonCommunicationError"},
+        {"QubesPropertyAccessError", "QubesDaemonAccessError"},
+    };
+    if (cls == "QubesException") return true;
+    std::string current = type_;
+    for (int depth = 0; depth < 8; ++depth) {
+        if (current == cls) return true;
+        auto it = kParent.find(current);
+        if (it == kParent.end()) return false;
+        current = it->second;
+    }
+    return false;
 }
 
 bool AdminError::is_attribute_error() const {
@@ -305,6 +339,186 @@ void AdminClient::create_label(std::string_view name, std::string_view color) co
 
 void AdminClient::remove_label(std::string_view name) const {
     call(kGlobalDest, "admin.label.Remove", name);
+}
+
+namespace {
+
+// "KEY=VALUE" words (CurrentState) or lines (volume Info) into a map.
+std::map<std::string, std::string> key_values(std::string_view text, char separator) {
+    std::map<std::string, std::string> out;
+    while (!text.empty()) {
+        size_t end = text.find(separator);
+        std::string_view item = text.substr(0, end);
+        text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
+        if (item.empty()) continue;
+        size_t eq = item.find('=');
+        if (eq == std::string_view::npos)
+            throw communication_error("Invalid response format: " + std::string(item));
+        out[std::string(item.substr(0, eq))] = std::string(item.substr(eq + 1));
+    }
+    return out;
+}
+
+std::vector<std::string> nonempty_lines(std::string_view text) {
+    auto lines = split_lines(text);
+    std::erase(lines, std::string());
+    return lines;
+}
+
+}  // namespace
+
+std::map<std::string, std::string> AdminClient::current_state(std::string_view vm) const {
+    return key_values(call(vm, "admin.vm.CurrentState"), ' ');
+}
+
+std::string AdminClient::power_state(std::string_view vm) const {
+    try {
+        auto state = current_state(vm);
+        auto it = state.find("power_state");
+        if (it == state.end()) throw communication_error("Invalid response format: no power_state");
+        return it->second;
+    } catch (const AdminError& e) {
+        if (e.is_access_error() || e.type() == "QubesVMNotFoundError") return "NA";
+        throw;
+    }
+}
+
+void AdminClient::start(std::string_view vm) const {
+    call(vm, "admin.vm.Start");
+}
+
+void AdminClient::shutdown(std::string_view vm, bool force, bool wait) const {
+    std::string arg = force && wait ? "force+wait" : force ? "force" : wait ? "wait" : "";
+    call(vm, "admin.vm.Shutdown", arg);
+}
+
+void AdminClient::kill(std::string_view vm) const {
+    call(vm, "admin.vm.Kill");
+}
+
+void AdminClient::pause(std::string_view vm) const {
+    call(vm, "admin.vm.Pause");
+}
+
+void AdminClient::unpause(std::string_view vm) const {
+    call(vm, "admin.vm.Unpause");
+}
+
+void AdminClient::suspend(std::string_view vm) const {
+    call(vm, "admin.vm.Suspend");
+}
+
+void AdminClient::resume(std::string_view vm) const {
+    call(vm, "admin.vm.Resume");
+}
+
+std::vector<std::string> AdminClient::volume_names(std::string_view vm) const {
+    return nonempty_lines(call(vm, "admin.vm.volume.List"));
+}
+
+std::map<std::string, std::string> AdminClient::volume_info(std::string_view vm, std::string_view volume) const {
+    return key_values(call(vm, "admin.vm.volume.Info", volume), '\n');
+}
+
+std::vector<std::string> AdminClient::volume_revisions(std::string_view vm, std::string_view volume) const {
+    return nonempty_lines(call(vm, "admin.vm.volume.ListSnapshots", volume));
+}
+
+void AdminClient::volume_revert(std::string_view vm, std::string_view volume, std::string_view revision) const {
+    call(vm, "admin.vm.volume.Revert", volume, revision);
+}
+
+void AdminClient::volume_set(std::string_view vm, std::string_view volume, std::string_view property,
+                             std::string_view value) const {
+    call(vm, "admin.vm.volume.Set." + std::string(property), volume, value);
+}
+
+void AdminClient::volume_resize(std::string_view vm, std::string_view volume, uint64_t size) const {
+    call(vm, "admin.vm.volume.Resize", volume, std::to_string(size));
+}
+
+EventStream AdminClient::events(std::string_view vm) const {
+    return EventStream(socket_path_, vm.empty() ? kGlobalDest : vm);
+}
+
+EventStream::EventStream(const std::string& socket_path, std::string_view dest) {
+    Socket sock;
+    connect_to(sock, socket_path);
+    ApiRequest req{"admin.Events", "", "dom0", std::string(dest), ""};
+    if (send_all(sock, encode_request(req))) ::shutdown(sock.fd(), SHUT_WR);
+    fd_ = sock.release();
+}
+
+EventStream::~EventStream() {
+    if (fd_ >= 0) ::close(fd_);
+}
+
+EventStream::EventStream(EventStream&& other) noexcept
+    : fd_(other.fd_), buffer_(std::move(other.buffer_)), any_data_(other.any_data_) {
+    other.fd_ = -1;
+}
+
+// One complete event from the front of the buffer, if there is one.
+bool EventStream::take_event(Event& out) {
+    std::string_view data = buffer_;
+    size_t pos = 0;
+    auto field = [&](std::string& value) {
+        size_t nul = data.find('\0', pos);
+        if (nul == std::string_view::npos) return false;
+        value.assign(data.substr(pos, nul - pos));
+        pos = nul + 1;
+        return true;
+    };
+    std::string kind;
+    if (!field(kind)) return false;
+    if (kind != "1") {
+        // An exception reply instead of events ("2\0TYPE\0TRACEBACK\0MESSAGE\0").
+        if (kind == "2") {
+            auto reply = parse_reply(data);
+            if (reply) throw AdminError(reply->exc_type, reply->message);
+            return false;  // not complete yet
+        }
+        throw communication_error("Non-event received on events connection: " + kind);
+    }
+    Event event;
+    if (!field(event.subject) || !field(event.name)) return false;
+    for (;;) {
+        std::string key, value;
+        if (!field(key)) return false;
+        if (key.empty()) break;
+        if (!field(value)) return false;
+        event.kwargs.emplace_back(std::move(key), std::move(value));
+    }
+    buffer_.erase(0, pos);
+    out = std::move(event);
+    return true;
+}
+
+std::optional<Event> EventStream::next(std::chrono::steady_clock::time_point deadline) {
+    for (;;) {
+        Event event;
+        if (take_event(event)) return event;
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return std::nullopt;
+        pollfd pfd{fd_, POLLIN, 0};
+        int rc = ::poll(&pfd, 1, static_cast<int>(std::min<long long>(left.count(), 60000)));
+        if (rc < 0 && errno == EINTR) continue;
+        if (rc < 0) throw communication_error("Failed to read events: " + os_error_text(errno));
+        if (rc == 0) continue;
+        char buf[65536];
+        ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            if (!any_data_) throw AdminError("QubesDaemonAccessError", std::string(kEmptyResponseMessage));
+            if (!buffer_.empty() && buffer_[0] == '2') {
+                auto reply = parse_reply(buffer_);
+                if (reply) throw AdminError(reply->exc_type, reply->message);
+            }
+            throw communication_error("Events connection closed");
+        }
+        any_data_ = true;
+        buffer_.append(buf, static_cast<size_t>(n));
+    }
 }
 
 }  // namespace aerie::admin

@@ -5,6 +5,8 @@
 // call) becomes QubesDaemonAccessError with qubesadmin's message.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -30,6 +32,11 @@ public:
     bool is_attribute_error() const;
     // The daemon closed the connection without a reply.
     bool is_access_error() const { return type_ == "QubesDaemonAccessError"; }
+    // Whether qubesadmin's exception of this type is an instance of class
+    // `cls` (its exception hierarchy: e.g. QubesVMNotRunningError is a
+    // QubesVMNotStartedError, which is a QubesVMError). Every type is a
+    // QubesException.
+    bool is_instance_of(std::string_view cls) const;
 
 private:
     std::string type_;
@@ -64,6 +71,39 @@ struct LabelInfo {
     std::string name;
     int index = 0;
     std::string color;  // "0xRRGGBB"
+};
+
+// One event of an admin.Events stream. `subject` is empty for events of the
+// system itself (e.g. connection-established).
+struct Event {
+    std::string subject;
+    std::string name;
+    std::vector<std::pair<std::string, std::string>> kwargs;
+};
+
+// An admin.Events stream: one connection that stays open, the daemon sending
+// "1\0SUBJECT\0EVENT\0(KEY\0VALUE\0)*\0" for every event, the first one being
+// connection-established (as qubesadmin's EventsDispatcher reads it).
+class EventStream {
+public:
+    // Connects and sends the request; throws AdminError as AdminClient::call.
+    EventStream(const std::string& socket_path, std::string_view dest);
+    ~EventStream();
+    EventStream(EventStream&& other) noexcept;
+    EventStream& operator=(EventStream&&) = delete;
+    EventStream(const EventStream&) = delete;
+    EventStream& operator=(const EventStream&) = delete;
+
+    // The next event, waiting until `deadline`; nullopt when it passed.
+    // Throws AdminError when the stream ends or carries something else: an
+    // exception reply, or a refusal (no reply: QubesDaemonAccessError).
+    std::optional<Event> next(std::chrono::steady_clock::time_point deadline);
+
+private:
+    bool take_event(Event& out);
+    int fd_ = -1;
+    std::string buffer_;
+    bool any_data_ = false;
 };
 
 class AdminClient {
@@ -110,6 +150,41 @@ public:
     LabelInfo get_label(std::string_view name) const;
     void create_label(std::string_view name, std::string_view color) const;
     void remove_label(std::string_view name) const;
+
+    // --- lifecycle
+    // admin.vm.CurrentState as KEY=VALUE pairs (mem, mem_static_max, cputime,
+    // power_state).
+    std::map<std::string, std::string> current_state(std::string_view vm) const;
+    // QubesVM.get_power_state(): CurrentState's power_state, "NA" when the
+    // qube is gone or the daemon refuses to say.
+    std::string power_state(std::string_view vm) const;
+    void start(std::string_view vm) const;
+    // admin.vm.Shutdown with the argument qubesadmin sends: none, "force",
+    // "wait" or "force+wait".
+    void shutdown(std::string_view vm, bool force = false, bool wait = false) const;
+    void kill(std::string_view vm) const;
+    void pause(std::string_view vm) const;
+    void unpause(std::string_view vm) const;
+    void suspend(std::string_view vm) const;
+    void resume(std::string_view vm) const;
+
+    // --- volumes (admin.vm.volume.*; the argument is the volume's name)
+    std::vector<std::string> volume_names(std::string_view vm) const;
+    // admin.vm.volume.Info as KEY=VALUE lines (pool, vid, size, usage, rw,
+    // source, path, save_on_stop, snap_on_start, revisions_to_keep,
+    // ephemeral, is_outdated).
+    std::map<std::string, std::string> volume_info(std::string_view vm, std::string_view volume) const;
+    // admin.vm.volume.ListSnapshots, oldest first.
+    std::vector<std::string> volume_revisions(std::string_view vm, std::string_view volume) const;
+    void volume_revert(std::string_view vm, std::string_view volume, std::string_view revision) const;
+    // admin.vm.volume.Set.PROPERTY (rw, revisions_to_keep, ephemeral).
+    void volume_set(std::string_view vm, std::string_view volume, std::string_view property,
+                    std::string_view value) const;
+    void volume_resize(std::string_view vm, std::string_view volume, uint64_t size) const;
+
+    // --- events: an admin.Events stream (all qubes' events when `vm` is
+    // empty, else that qube's).
+    EventStream events(std::string_view vm = {}) const;
 
 private:
     std::string socket_path_;

@@ -254,6 +254,47 @@ public:
         std::fflush(stderr);
     }
 
+    // QubesArgumentParser.print_error(): "Error: MSG" on stderr.
+    void print_error(const std::string& message) const {
+        fmt::print(stderr, "Error: {}\n", message);
+        std::fflush(stderr);
+    }
+
+    // A logging.info() through qubesadmin's console handler, which is only
+    // installed at verbosity 1 and above (Python's last-resort handler shows
+    // nothing below WARNING).
+    void log_info(std::string_view logger, const std::string& message) const {
+        if (verbosity() < 1) return;
+        fmt::print(stderr, "{}: {}\n", logger, message);
+        std::fflush(stderr);
+    }
+
+    // For a tool that reads (some of) its arguments itself: its -v and -q.
+    void add_verbosity(int more, int less) {
+        verbose_ += more;
+        quiet_ += less;
+    }
+
+    // Parses the options up to the first positional word (or an option this
+    // parser does not know) and returns that word and all after it, for a
+    // tool whose later arguments are read by hand (sub-commands, a command
+    // line to run). --help and argument errors as parse().
+    std::vector<std::string> parse_prefix(int argc, char** argv) {
+        if (argc > 0 && argv[0] && *argv[0]) prog_ = basename_of(argv[0]);
+        app.prefix_command();
+        try {
+            app.parse(argc, argv);
+        } catch (const CLI::CallForHelp&) {
+            std::fputs(app.help().c_str(), stdout);
+            throw ExitStatus{0};
+        } catch (const CLI::ArgumentMismatch& e) {
+            usage_error(mismatch_message(e.what()));
+        } catch (const CLI::ParseError& e) {
+            usage_error(e.what());
+        }
+        return app.remaining();
+    }
+
     // argparse's "the following arguments are required: A, B".
     void require_positionals(const std::vector<std::pair<std::string, bool>>& name_given) const {
         std::vector<std::string> missing;
@@ -328,6 +369,53 @@ private:
                            many ? "at least one argument" : "one argument");
     }
 };
+
+// QubesArgumentParser's VmNameGroup: --all, --exclude (repeatable) and
+// VMNAME..., --all and VMNAME being mutually exclusive.
+struct VmNames {
+    bool all = false;
+    std::vector<std::string> exclude;
+    std::vector<std::string> names;
+};
+
+// Declares the group's options (after the common ones, as upstream's usage
+// shows them); the tool adds its own after it and sets usage_positionals.
+inline void add_vm_names(ToolCli& cli, VmNames& v, const std::string& all_help = "perform the action on all qubes") {
+    cli.app.add_flag("--all", v.all, all_help);
+    cli.app.add_option("--exclude", v.exclude, "exclude the qube from --all")
+        ->take_all()
+        ->expected(1)
+        ->allow_extra_args(false);
+    cli.app.add_option("VMNAME", v.names, "one or more domain names");
+    cli.usage_optionals.insert(cli.usage_optionals.end(), {"[--all]", "[--exclude EXCLUDE]"});
+}
+
+// The group's parse-time checks: --all with VMNAME, and (when required)
+// neither of them.
+inline void check_vm_names(const ToolCli& cli, const VmNames& v, bool required = true) {
+    cli.check_exclusive({{cli.app.get_option("--all"), "--all"}, {cli.app.get_option("VMNAME"), "VMNAME"}});
+    if (required && !v.all && v.names.empty()) cli.usage_error("one of the arguments --all VMNAME is required");
+}
+
+// VmNameAction's choice: with --all every qube but the AdminVM and the
+// excluded ones, in name order; else the named ones (wildcards matched),
+// each of which must exist.
+inline std::vector<admin::QubeInfo> chosen_qubes(const ToolCli& cli, const VmNames& v,
+                                                 const std::vector<admin::QubeInfo>& qubes) {
+    std::vector<admin::QubeInfo> out;
+    if (v.all) {
+        for (const auto& q : qubes)
+            if (q.klass != "AdminVM" && std::find(v.exclude.begin(), v.exclude.end(), q.name) == v.exclude.end())
+                out.push_back(q);
+        std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+        return out;
+    }
+    if (!v.exclude.empty()) cli.usage_error("--exclude can only be used with --all");
+    for (const auto& name : cli.resolve_qubes(v.names, qubes))
+        for (const auto& q : qubes)
+            if (q.name == name) out.push_back(q);
+    return out;
+}
 
 // A sub-command of a tool (argparse sub-parser with aliases): its names,
 // how many arguments it takes, and how its usage shows them.

@@ -1,0 +1,528 @@
+#!/usr/bin/env bash
+# The lifecycle and volume tools (qvm-start, qvm-shutdown, qvm-kill,
+# qvm-pause, qvm-unpause, qvm-check, qvm-run, qvm-volume): exact output,
+# exit codes and the Admin API requests they send, as Qubes' qubesadmin
+# tools give them.
+#
+# They run against fake_qubesd.py (a stand-in daemon that logs every request
+# and keeps a small model of power states and volumes), and qvm-run against a
+# fake qrexec-client that logs its command line.
+set -u
+BIN=$1
+HERE=$(cd "$(dirname "$0")" && pwd)
+WORK=$(mktemp -d)
+FAKE_PID=
+cleanup() {
+    for pid in $FAKE_PID; do
+        kill "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+pass=0
+fail=0
+export COLUMNS=80  # argparse wraps usage at $COLUMNS - 2
+EMPTY="Got empty response from qubesd. See journalctl in dom0 for details."
+
+check() {  # NAME EXPECTED_RC EXPECTED_STDOUT -- COMMAND...
+    local name=$1 want_rc=$2 want_out=$3
+    shift 4
+    local out rc
+    out=$("$@" 2>"$WORK/stderr" <"${STDIN:-/dev/null}")
+    rc=$?
+    if [ "$rc" = "$want_rc" ] && [ "$out" = "$want_out" ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: $name (rc=$rc, want $want_rc)"
+        diff <(printf '%s\n' "$want_out") <(printf '%s\n' "$out") | sed 's/^/    /'
+        sed 's/^/    stderr: /' "$WORK/stderr"
+    fi
+}
+
+check_stderr_is() {  # NAME TEXT: the last command's stderr must be exactly TEXT
+    local got
+    got=$(cat "$WORK/stderr")
+    if [ "$got" = "$2" ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: $1: stderr differs"
+        diff <(printf '%s\n' "$2") <(printf '%s\n' "$got") | sed 's/^/    /'
+    fi
+}
+
+check_file() {  # NAME FILE TEXT: FILE must hold exactly TEXT; then it is emptied
+    local got
+    got=$(cat "$2")
+    if [ "$got" = "$3" ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: $1: $(basename "$2") differs"
+        diff <(printf '%s\n' "$3") <(printf '%s\n' "$got") | sed 's/^/    /'
+    fi
+    : >"$2"
+}
+
+# The requests since the last look.
+check_requests() {  # NAME TEXT
+    check_file "$1: requests" "$WORK/requests" "$2"
+}
+
+wait_for_socket() {  # PATH PID
+    for _ in $(seq 200); do
+        [ -S "$1" ] && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+cat >"$WORK/state.json" <<'EOF'
+{"qubes": {
+  "dom0": {"class": "AdminVM", "state": "Running"},
+  "work": {"class": "AppVM", "state": "Halted",
+           "properties": {"netvm": "vm sys-net", "provides_network": "bool False"},
+           "volumes": {
+             "private": {"info": {"pool": "varlibqubes", "vid": "appvms/work/private", "size": "2147483648",
+                                  "usage": "4096", "rw": "True", "source": "",
+                                  "path": "/var/lib/qubes/appvms/work/private", "save_on_stop": "True",
+                                  "snap_on_start": "False", "revisions_to_keep": "2", "ephemeral": "False",
+                                  "is_outdated": "False"},
+                         "revisions": ["1700000000-back", "1700000100-back"]},
+             "root": {"info": {"pool": "varlibqubes", "vid": "appvms/work/root", "size": "10737418240",
+                               "usage": "0", "rw": "False", "source": "vm-templates/fedora/root",
+                               "path": "/var/lib/qubes/appvms/work/root", "save_on_stop": "False",
+                               "snap_on_start": "True", "revisions_to_keep": "0", "ephemeral": "False",
+                               "is_outdated": "True"}}}},
+  "sys-net": {"class": "StandaloneVM", "state": "Running", "properties": {"provides_network": "bool True"}},
+  "fedora": {"class": "TemplateVM", "state": "Halted",
+             "properties": {"provides_network": "bool False", "netvm": "vm "},
+             "volumes": {
+               "root": {"info": {"pool": "varlibqubes", "vid": "vm-templates/fedora/root", "size": "10737418240",
+                                 "usage": "1000", "rw": "True", "source": "",
+                                 "path": "/var/lib/qubes/vm-templates/fedora/root", "save_on_stop": "True",
+                                 "snap_on_start": "False", "revisions_to_keep": "1", "ephemeral": "False"}}}},
+  "stuck": {"class": "AppVM", "state": "Running"},
+  "idle": {"class": "AppVM", "state": "Paused"},
+  "sys-internal": {"class": "AppVM", "state": "Paused", "features": {"internal": "1"}}
+ },
+ "replies": {"sys-net admin.vm.Pause": "2\u0000QubesException\u0000\u0000Pausing sys-net is not allowed\u0000"},
+ "stuck": ["stuck"], "shutdown_delay": 0.3}
+EOF
+python3 "$HERE/fake_qubesd.py" --socket "$WORK/fake.sock" --log "$WORK/requests" \
+    --state "$WORK/state.json" >"$WORK/fake.log" 2>&1 &
+FAKE_PID=$!
+if ! wait_for_socket "$WORK/fake.sock" "$FAKE_PID"; then
+    echo "FAIL: the fake daemon did not start"
+    cat "$WORK/fake.log"
+    exit 1
+fi
+export QUBESD_SOCKET=$WORK/fake.sock
+: >"$WORK/requests"
+
+# --- qvm-start -----------------------------------------------------------------
+check "start" 0 "" -- "$BIN/qvm-start" work
+check_requests "start" "dom0 admin.vm.List
+work admin.vm.CurrentState
+work admin.vm.Start"
+check "start a running qube" 1 "" -- "$BIN/qvm-start" work
+check_stderr_is "start a running qube: message" "Error: domain work is already running"
+: >"$WORK/requests"
+check "start --skip-if-running" 0 "" -- "$BIN/qvm-start" --skip-if-running work fedora
+check_requests "start --skip-if-running" "dom0 admin.vm.List
+fedora admin.vm.CurrentState
+fedora admin.vm.Start
+work admin.vm.CurrentState"
+check "start the AdminVM (refused)" 1 "" -- "$BIN/qvm-start" dom0
+check_stderr_is "start the AdminVM: message" "Error: domain dom0 is already running"
+check "start: an unknown qube" 2 "" -- "$BIN/qvm-start" nosuch
+check_stderr_is "start: an unknown qube: message" "usage: qvm-start [--verbose] [--quiet] [--help] [--all] [--exclude EXCLUDE]
+                 [--skip-if-running]
+                 [VMNAME ...]
+qvm-start: error: no such domain: 'nosuch'"
+check "start: no qube" 2 "" -- "$BIN/qvm-start"
+check_stderr_is "start: no qube: message" "usage: qvm-start [--verbose] [--quiet] [--help] [--all] [--exclude EXCLUDE]
+                 [--skip-if-running]
+                 [VMNAME ...]
+qvm-start: error: one of the arguments --all VMNAME is required"
+check "start: --all with a name" 2 "" -- "$BIN/qvm-start" --all work
+check_stderr_is "start: --all with a name: message" "usage: qvm-start [--verbose] [--quiet] [--help] [--all] [--exclude EXCLUDE]
+                 [--skip-if-running]
+                 [VMNAME ...]
+qvm-start: error: argument VMNAME: not allowed with argument --all"
+check "start: --exclude without --all" 2 "" -- "$BIN/qvm-start" --exclude work fedora
+check_stderr_is "start: --exclude without --all: message" "usage: qvm-start [--verbose] [--quiet] [--help] [--all] [--exclude EXCLUDE]
+                 [--skip-if-running]
+                 [VMNAME ...]
+qvm-start: error: --exclude can only be used with --all"
+: >"$WORK/requests"
+check "start --all: the first running one ends it" 1 "" -- "$BIN/qvm-start" --all --exclude dom0
+check_stderr_is "start --all: message" "Error: domain fedora is already running"
+
+# --- qvm-check -----------------------------------------------------------------
+check "check: exists" 0 "" -- "$BIN/qvm-check" work fedora
+check_stderr_is "check: exists: log" "qvm-check: fedora: exists
+qvm-check: work: exists"
+check "check -q: exists, silently" 0 "" -- "$BIN/qvm-check" -q work
+check_stderr_is "check -q: nothing said" ""
+check "check: one name unknown" 1 "" -- "$BIN/qvm-check" work nosuch aaa
+check_stderr_is "check: one name unknown: log" "qvm-check: work: exists
+qvm-check: aaa: non-existent!
+qvm-check: nosuch: non-existent!"
+check "check -q: unknown names still warned" 1 "" -- "$BIN/qvm-check" -q nosuch
+check_stderr_is "check -q: warning without the logger's name" "nosuch: non-existent!"
+: >"$WORK/requests"
+check "check --running: all" 0 "" -- "$BIN/qvm-check" --running work fedora idle stuck
+check_stderr_is "check --running: all: log" "qvm-check: fedora: running
+qvm-check: idle: running
+qvm-check: stuck: running
+qvm-check: work: running"
+check_requests "check --running" "dom0 admin.vm.List
+fedora admin.vm.CurrentState
+idle admin.vm.CurrentState
+stuck admin.vm.CurrentState
+work admin.vm.CurrentState"
+check "check --paused: none" 1 "" -- "$BIN/qvm-check" --paused work
+check_stderr_is "check --paused: none: log" "qvm-check: None of qubes: paused"
+check "check --paused --running" 3 "" -- "$BIN/qvm-check" --paused --running idle work
+check_stderr_is "check --paused --running: log" "qvm-check: idle: running, paused"
+check "check --template" 0 "" -- "$BIN/qvm-check" --template fedora
+check_stderr_is "check --template: log" "qvm-check: fedora: template"
+check "check --networked --all" 3 "" -- "$BIN/qvm-check" --networked --all
+check_stderr_is "check --networked --all: log" "qvm-check: sys-net: networked
+qvm-check: work: networked"
+: >"$WORK/requests"
+
+# --- qvm-pause / qvm-unpause ---------------------------------------------------
+check "pause" 0 "" -- "$BIN/qvm-pause" work
+check_requests "pause" "dom0 admin.vm.List
+work admin.vm.Pause"
+check "pause: refused for one, the others paused" 1 "" -- "$BIN/qvm-pause" sys-net stuck fedora
+check_stderr_is "pause: refused: message" "Error: Pausing sys-net is not allowed"
+check "pause: an unknown qube" 2 "" -- "$BIN/qvm-pause" --suspend nosuch
+check_stderr_is "pause: unknown" "usage: qvm-pause [--verbose] [--quiet] [--help] [--all] [--exclude EXCLUDE]
+                 [--suspend]
+                 [VMNAME ...]
+qvm-pause: error: no such domain: 'nosuch'"
+: >"$WORK/requests"
+check "unpause --all: internal qubes left out" 1 "" -- "$BIN/qvm-unpause" --all
+check_requests "unpause --all" "dom0 admin.vm.List
+fedora admin.vm.feature.Get+internal
+idle admin.vm.feature.Get+internal
+stuck admin.vm.feature.Get+internal
+sys-internal admin.vm.feature.Get+internal
+sys-net admin.vm.feature.Get+internal
+work admin.vm.feature.Get+internal
+fedora admin.vm.CurrentState
+fedora admin.vm.Unpause
+idle admin.vm.CurrentState
+idle admin.vm.Unpause
+stuck admin.vm.CurrentState
+stuck admin.vm.Unpause
+sys-net admin.vm.CurrentState
+sys-net admin.vm.Unpause
+work admin.vm.CurrentState
+work admin.vm.Unpause"
+check_stderr_is "unpause --all: the one not paused" "Error: Domain is not paused: 'sys-net'"
+check "check: sys-internal still paused" 0 "" -- "$BIN/qvm-check" -q --paused sys-internal
+check "unpause a running qube" 1 "" -- "$BIN/qvm-unpause" work
+check_stderr_is "unpause a running qube: message" "Error: Domain is not paused: 'work'"
+
+# --- qvm-kill ------------------------------------------------------------------
+: >"$WORK/requests"
+check "kill, one of them halted already" 0 "" -- "$BIN/qvm-kill" idle work
+check_requests "kill" "dom0 admin.vm.List
+idle admin.vm.Kill
+work admin.vm.Kill"
+check "kill a halted qube: no error" 0 "" -- "$BIN/qvm-kill" work
+check "kill the AdminVM" 1 "" -- "$BIN/qvm-kill" dom0
+check_stderr_is "kill the AdminVM: message" "Error: Failed to kill 'dom0': Cannot kill Dom0 fake domain!"
+
+# --- qvm-shutdown --------------------------------------------------------------
+"$BIN/qvm-start" work idle 2>/dev/null
+: >"$WORK/requests"
+check "shutdown" 0 "" -- "$BIN/qvm-shutdown" work
+check_requests "shutdown" "dom0 admin.vm.List
+work admin.vm.Shutdown"
+check "shutdown a halted qube: no error" 0 "" -- "$BIN/qvm-shutdown" fedora work
+: >"$WORK/requests"
+check "shutdown --wait" 0 "" -- "$BIN/qvm-shutdown" --wait idle
+check_requests "shutdown --wait" "dom0 admin.vm.List
+idle admin.vm.Shutdown
+dom0 admin.Events
+idle admin.vm.CurrentState
+idle admin.vm.CurrentState"
+check "check: idle halted" 1 "" -- "$BIN/qvm-check" -q --running idle
+"$BIN/qvm-start" work idle 2>/dev/null
+: >"$WORK/requests"
+check "shutdown --wait --force --timeout: the stuck one killed" 0 "" -- \
+    "$BIN/qvm-shutdown" --wait --force --timeout 1.5 stuck work
+check_requests "shutdown --wait --timeout" "dom0 admin.vm.List
+stuck admin.vm.Shutdown+force
+work admin.vm.Shutdown+force
+dom0 admin.Events
+stuck admin.vm.CurrentState
+work admin.vm.CurrentState
+stuck admin.vm.Kill
+work admin.vm.Kill
+stuck admin.vm.CurrentState
+work admin.vm.CurrentState"
+check "shutdown --dry-run" 0 "" -- "$BIN/qvm-shutdown" --dry-run idle
+check_requests "shutdown --dry-run" "dom0 admin.vm.List"
+check "shutdown --dry-run --wait: not halted" 1 "" -- "$BIN/qvm-shutdown" --dry-run --wait --timeout 0.3 idle
+check_stderr_is "shutdown --dry-run --wait: message" "qvm-shutdown: error: Failed to shut down: idle"
+: >"$WORK/requests"
+check "shutdown --all: forced" 0 "" -- "$BIN/qvm-shutdown" --all --exclude sys-net --exclude sys-internal
+check_requests "shutdown --all" "dom0 admin.vm.List
+fedora admin.vm.Shutdown+force
+idle admin.vm.Shutdown+force
+stuck admin.vm.Shutdown+force
+work admin.vm.Shutdown+force"
+check "shutdown --wait: one that does not stop is killed" 0 "" -- "$BIN/qvm-shutdown" --wait --timeout 0.5 stuck
+check "check --running: some" 3 "" -- "$BIN/qvm-check" --running work sys-net
+check_stderr_is "check --running: some: log" "qvm-check: sys-net: running"
+check "check --running: none" 1 "" -- "$BIN/qvm-check" --running work stuck
+check_stderr_is "check --running: none: log" "qvm-check: None of qubes: running"
+check "shutdown --timeout x" 2 "" -- "$BIN/qvm-shutdown" --timeout x work
+check_stderr_is "shutdown --timeout x: message" "usage: qvm-shutdown [--verbose] [--quiet] [--help] [--all] [--exclude EXCLUDE]
+                    [--wait] [--timeout TIMEOUT] [--force] [--dry-run]
+                    [VMNAME ...]
+qvm-shutdown: error: argument --timeout: invalid float value: 'x'"
+
+# --- qvm-run -------------------------------------------------------------------
+# qvm-run calls the qrexec-client next to it: a copy of it, next to a fake
+# that logs its command line and input.
+mkdir "$WORK/runbin"
+cp "$BIN/qvm-run" "$WORK/runbin/"
+cat >"$WORK/runbin/qrexec-client" <<'END'
+#!/bin/bash
+printf '%s\n' "$*" >>"$FAKE_QREXEC_LOG"
+input=$(cat)
+[ -z "$input" ] || printf 'stdin: %s\n' "$input" >>"$FAKE_QREXEC_LOG"
+printf 'out \033[31mred\033[0m\n'
+printf 'err \033]0;title\007\n' >&2
+exit "${FAKE_RC:-0}"
+END
+chmod +x "$WORK/runbin/qrexec-client"
+export FAKE_QREXEC_LOG=$WORK/qrexec-client.log QREXEC_SOCKET_DIR=$WORK/qrexec
+: >"$FAKE_QREXEC_LOG"
+RUN=$WORK/runbin/qvm-run
+SD="--socket-dir=$WORK/qrexec"
+RUN_USAGE="usage: qvm-run [--verbose] [--quiet] [--help] [--user USER] [--autostart]
+               [--no-autostart] [--pass-io] [--localcmd COMMAND] [--gui]
+               [--no-gui] [--colour-output COLOUR] [--colour-stderr COLOUR]
+               [--no-colour-output] [--no-colour-stderr]
+               [--filter-escape-chars] [--no-filter-escape-chars] [--service]
+               [--no-shell] [--dispvm [BASE_APPVM] | --all]
+               [--exclude EXCLUDE]
+               [VMNAME] COMMAND ..."
+REMOTE_OUT=$(printf 'out \033[31mred\033[0m')
+: >"$WORK/requests"
+check "run: starts the qube, output discarded" 0 "" -- "$RUN" work 'echo hi'
+check_stderr_is "run: message" "Running 'echo hi' on work"
+check_requests "run" "dom0 admin.vm.List
+work admin.vm.CurrentState
+work admin.vm.Start"
+check_file "run: qrexec-client" "$FAKE_QREXEC_LOG" "$SD -d work DEFAULT:echo hi"
+check "run -q: no message" 0 "" -- "$RUN" -q work 'echo hi'
+check_stderr_is "run -q: message" ""
+: >"$FAKE_QREXEC_LOG"
+STDIN=$WORK/state.json check "run -p: stdio passed" 0 "$REMOTE_OUT" -- "$RUN" -p work cat
+check_stderr_is "run -p: remote stderr" "$(printf 'err \033]0;title\007')"
+check_file "run -p: qrexec-client" "$FAKE_QREXEC_LOG" "$SD -d work DEFAULT:cat
+stdin: $(cat "$WORK/state.json")"
+FAKE_RC=3 check "run -p: the remote exit code" 3 "$REMOTE_OUT" -- "$RUN" -p work false
+check_stderr_is "run -p: no message" "$(printf 'err \033]0;title\007')"
+FAKE_RC=3 check "run: the remote exit code" 3 "" -- "$RUN" work false
+check_stderr_is "run: failure reported" "Running 'false' on work
+work: command failed with code: 3"
+: >"$FAKE_QREXEC_LOG"
+check "run -p --filter-escape-chars: filtered, coloured" 0 "$(printf '\033[0;31mout _[31mred_[0m\n\033[0m')" -- \
+    "$RUN" -p --filter-escape-chars work x
+check_stderr_is "run -p --filter-escape-chars: stderr filtered" "$(printf 'err _]0;title\007')"
+check "run -p --filter-escape-chars --no-colour-output" 0 "out _[31mred_[0m" -- \
+    "$RUN" -p --filter-escape-chars --no-colour-output work x
+check_file "run -p --filter-escape-chars: qrexec-client" "$FAKE_QREXEC_LOG" "$SD -d work -t -T DEFAULT:x
+$SD -d work -t -T DEFAULT:x"
+check "run --colour-output without filtering" 2 "" -- "$RUN" --colour-output 32 --no-filter-escape-chars work x
+check_stderr_is "run --colour-output without filtering: message" "$RUN_USAGE
+qvm-run: error: --color-output must be used with --filter-escape-chars"
+check "run --service: only started" 0 "" -- "$RUN" --service work qubes.Filecopy+x
+check "run --service -p" 0 "$REMOTE_OUT" -- "$RUN" --service -p -u user work qubes.Echo
+check "run: a command with arguments" 0 "" -- "$RUN" -u root work ls -l "a b" "it's" --all
+check "run --no-shell" 0 "" -- "$RUN" --no-shell -a work 'my prog'
+check "run: options before the command, -- ending them" 0 "" -- "$RUN" work -q -- -x
+check_file "run: qrexec-client command lines" "$FAKE_QREXEC_LOG" "$SD -d work -e DEFAULT:QUBESRPC qubes.Filecopy+x dom0
+$SD -d work user:QUBESRPC qubes.Echo dom0
+$SD -d work root:ls -l 'a b' 'it'\"'\"'s' --all
+$SD -d work DEFAULT:'my prog'
+$SD -d work DEFAULT:-x"
+check "run --localcmd" 0 "" -- "$RUN" -p --localcmd "echo local-says; exec cat >$WORK/local.out" work prog
+check_file "run --localcmd: remote output to the local program" "$WORK/local.out" "$REMOTE_OUT"
+check_file "run --localcmd: local output to the remote command" "$FAKE_QREXEC_LOG" "$SD -d work DEFAULT:prog
+stdin: local-says"
+: >"$WORK/requests"
+check "run --no-autostart: a halted qube" 1 "" -- "$RUN" --no-autostart fedora ls
+check_stderr_is "run --no-autostart: message" "Qube 'fedora' not started"
+check_requests "run --no-autostart" "dom0 admin.vm.List
+fedora admin.vm.CurrentState"
+"$BIN/qvm-start" idle && "$BIN/qvm-pause" idle
+check "run -n: a paused qube" 1 "" -- "$RUN" -n idle ls
+check_stderr_is "run -n: a paused qube: message" "Qube 'idle' is paused"
+: >"$WORK/requests"
+check "run: a paused qube is unpaused" 0 "" -- "$RUN" idle ls
+check_requests "run: unpause" "dom0 admin.vm.List
+idle admin.vm.CurrentState
+idle admin.vm.Unpause
+idle admin.vm.Start"
+"$BIN/qvm-pause" idle
+: >"$FAKE_QREXEC_LOG"
+check "run --all: running qubes only" 0 "" -- "$RUN" --all --exclude sys-net uname
+check_stderr_is "run --all: messages" "Running 'uname' on work"
+check_file "run --all: qrexec-client" "$FAKE_QREXEC_LOG" "$SD -d work DEFAULT:uname"
+check "run --all -p" 2 "" -- "$RUN" --all -p uname
+check_stderr_is "run --all -p: message" "$RUN_USAGE
+qvm-run: error: --passio cannot be used when more than 1 qube is chosen and no --localcmd is used"
+check "run --localcmd without -p" 2 "" -- "$RUN" --localcmd cat work x
+check_stderr_is "run --localcmd without -p: message" "$RUN_USAGE
+qvm-run: error: --localcmd have no effect without --pass-io"
+check "run --service --no-shell" 2 "" -- "$RUN" --service --no-shell work x
+check_stderr_is "run --service --no-shell: message" "$RUN_USAGE
+qvm-run: error: --no-shell does not apply to --service"
+check "run --dispvm" 1 "" -- "$RUN" --dispvm xterm
+check_stderr_is "run --dispvm: message" "qvm-run: error: --dispvm is not supported yet"
+check "run --dispvm --all" 2 "" -- "$RUN" --dispvm --all xterm
+check_stderr_is "run --dispvm --all: message" "$RUN_USAGE
+qvm-run: error: argument --all: not allowed with argument --dispvm"
+check "run: no command" 2 "" -- "$RUN" work
+check_stderr_is "run: no command: message" "$RUN_USAGE
+qvm-run: error: the following arguments are required: COMMAND"
+check "run: nothing" 2 "" -- "$RUN"
+check_stderr_is "run: nothing: message" "$RUN_USAGE
+qvm-run: error: the following arguments are required: COMMAND, ARG"
+check "run: an unknown qube" 2 "" -- "$RUN" nosuch ls
+check_stderr_is "run: an unknown qube: message" "$RUN_USAGE
+qvm-run: error: no such domain: 'nosuch'"
+check "run: an unknown option" 2 "" -- "$RUN" --bogus work ls
+check_stderr_is "run: an unknown option: message" "$RUN_USAGE
+qvm-run: error: unrecognized arguments: --bogus"
+check "run: --user without its value" 2 "" -- "$RUN" --user
+check_stderr_is "run: --user without its value: message" "$RUN_USAGE
+qvm-run: error: argument --user/-u: expected one argument"
+check "run: a start that fails" 255 "" -- "$RUN" dom0 ls
+check_stderr_is "run: a start that fails: message" "Running 'ls' on dom0
+dom0: Cannot start Dom0 fake domain!"
+
+# --- qvm-volume ----------------------------------------------------------------
+: >"$WORK/requests"
+check "volume: list (the default)" 0 "POOL:VOLUME                           VMNAME  VOLUME_NAME  REVERT_POSSIBLE
+varlibqubes:appvms/work/private       work    private      Yes
+varlibqubes:appvms/work/root          work    root         No
+varlibqubes:vm-templates/fedora/root  fedora  root         No" -- "$BIN/qvm-volume"
+check "volume ls VMNAME" 0 "POOL:VOLUME                      VMNAME  VOLUME_NAME  REVERT_POSSIBLE
+varlibqubes:appvms/work/private  work    private      Yes
+varlibqubes:appvms/work/root     work    root         No" -- "$BIN/qvm-volume" ls work
+check "volume list --all --exclude" 0 "POOL:VOLUME                           VMNAME  VOLUME_NAME  REVERT_POSSIBLE
+varlibqubes:vm-templates/fedora/root  fedora  root         No" -- "$BIN/qvm-volume" list --all --exclude work
+check "volume list: --all with a name" 2 "" -- "$BIN/qvm-volume" list --all work
+check_stderr_is "volume list: --all with a name: message" "usage: qvm-volume list [--verbose] [--quiet] [--help] [-p POOL_NAME] [--full]
+                       [--all] [--exclude EXCLUDE]
+                       [VMNAME ...]
+qvm-volume list: error: argument VMNAME: not allowed with argument --all"
+: >"$WORK/requests"
+check "volume info" 0 "pool               varlibqubes
+vid                appvms/work/private
+rw                 True
+source             
+save_on_stop       True
+snap_on_start      False
+size               2147483648
+usage              4096
+revisions_to_keep  2
+ephemeral          False
+is_outdated        False
+List of available revisions (for revert):
+  1700000000-back
+  1700000100-back" -- "$BIN/qvm-volume" info work:private
+check "volume info: no revisions" 0 "pool               varlibqubes
+vid                vm-templates/fedora/root
+rw                 True
+source             
+save_on_stop       True
+snap_on_start      False
+size               10737418240
+usage              1000
+revisions_to_keep  1
+ephemeral          False
+is_outdated        False
+List of available revisions (for revert): none" -- "$BIN/qvm-volume" i fedora:root
+check "volume info PROPERTY" 0 "vm-templates/fedora/root" -- "$BIN/qvm-volume" info work:root source
+check "volume info is_outdated" 0 "True" -- "$BIN/qvm-volume" info work:root is_outdated
+check "volume info revisions" 0 "1700000000-back
+1700000100-back" -- "$BIN/qvm-volume" info work:private revisions
+check "volume info: an unknown property" 1 "" -- "$BIN/qvm-volume" info work:private colour
+check_stderr_is "volume info: an unknown property: message" "Error: No such property: colour"
+: >"$WORK/requests"
+check "volume revert: the newest" 0 "" -- "$BIN/qvm-volume" revert work:private
+check "volume revert REVISION" 0 "" -- "$BIN/qvm-volume" rv work:private 1700000000-back
+check_requests "volume revert" "dom0 admin.vm.List
+work admin.vm.volume.List
+work admin.vm.volume.ListSnapshots+private
+work admin.vm.volume.Revert+private 1700000100-back
+dom0 admin.vm.List
+work admin.vm.volume.List
+work admin.vm.volume.Revert+private 1700000000-back"
+check "volume revert: nothing to revert to" 1 "" -- "$BIN/qvm-volume" revert work:root
+check_stderr_is "volume revert: nothing: message" "Error: No snapshots available"
+check "volume revert: refused" 1 "" -- "$BIN/qvm-volume" revert work:private nosuch
+check_stderr_is "volume revert: refused: message" "Error: $EMPTY"
+: >"$WORK/requests"
+check "volume config revisions_to_keep" 0 "" -- "$BIN/qvm-volume" config work:private revisions_to_keep 5
+check "volume set rw" 0 "" -- "$BIN/qvm-volume" set work:private rw False
+check_requests "volume config" "dom0 admin.vm.List
+work admin.vm.volume.List
+work admin.vm.volume.Set.revisions_to_keep+private 5
+dom0 admin.vm.List
+work admin.vm.volume.List
+work admin.vm.volume.Set.rw+private False"
+check "volume config: not a setting" 1 "" -- "$BIN/qvm-volume" config work:private size 1
+check_stderr_is "volume config: not a setting: message" "Error: Invalid property: size"
+: >"$WORK/requests"
+check "volume resize" 0 "" -- "$BIN/qvm-volume" resize work:private 3GiB
+check_requests "volume resize" "dom0 admin.vm.List
+work admin.vm.volume.List
+work admin.vm.volume.Info+private
+work admin.vm.volume.Resize+private 3221225472"
+check "volume extend: shrinking refused" 1 "" -- "$BIN/qvm-volume" extend work:private 1G
+check_stderr_is "volume extend: shrinking: message" "Error: For your own safety, shrinking of private is disabled (1000000000 < 3221225472). If you really know what you are doing, resize filesystem manually first, then use \`-f\` option."
+check "volume resize -f: shrinking" 0 "" -- "$BIN/qvm-volume" resize -f work:private 1G
+check "volume resize: a bad size" 1 "" -- "$BIN/qvm-volume" resize work:private 2x
+check_stderr_is "volume resize: a bad size: message" "Error: Invalid size: 2X."
+check "volume: an unknown command" 2 "" -- "$BIN/qvm-volume" frob
+check_stderr_is "volume: an unknown command: message" "usage: qvm-volume [--verbose] [--quiet] [--help]
+                  {info,i,config,c,set,s,resize,extend,list,ls,l,revert,rv,r}
+                  ...
+qvm-volume: error: argument command: invalid choice: 'frob' (choose from 'info', 'i', 'config', 'c', 'set', 's', 'resize', 'extend', 'list', 'ls', 'l', 'revert', 'rv', 'r')"
+check "volume info: no volume named" 2 "" -- "$BIN/qvm-volume" info
+check_stderr_is "volume info: no volume named: message" "usage: qvm-volume info [--verbose] [--quiet] [--help] VM:VOLUME [property]
+qvm-volume info: error: the following arguments are required: VM:VOLUME"
+check "volume info: not VM:VOLUME" 2 "" -- "$BIN/qvm-volume" info work
+check "volume info: no such qube" 1 "" -- "$BIN/qvm-volume" info nosuch:private
+check_stderr_is "volume info: no such qube: message" "qvm-volume: error: no vm 'nosuch'"
+check "volume info: no such volume" 1 "" -- "$BIN/qvm-volume" info work:swap
+check_stderr_is "volume info: no such volume: message" "qvm-volume: error: vm 'work' has no volume 'swap'"
+check "volume info: too many words" 2 "" -- "$BIN/qvm-volume" info work:private size extra
+check_stderr_is "volume info: too many words: message" "usage: qvm-volume [--verbose] [--quiet] [--help]
+                  {info,i,config,c,set,s,resize,extend,list,ls,l,revert,rv,r}
+                  ...
+qvm-volume: error: unrecognized arguments: extra"
+check "volume config: missing value" 2 "" -- "$BIN/qvm-volume" config work:private rw
+check_stderr_is "volume config: missing value: message" "usage: qvm-volume config [--verbose] [--quiet] [--help]
+                         VM:VOLUME property value
+qvm-volume config: error: the following arguments are required: value"
+
+echo "qvm lifecycle tools: $pass passed, $fail failed"
+[ "$fail" = 0 ]
