@@ -1,0 +1,217 @@
+#include "storage/mounts.hpp"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+namespace aerie::storage {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct HelperArgs {
+    int read_fd;
+    int write_fd;
+};
+
+// The helper only waits for the end of the pipe: it lives so that its
+// namespace's maps can be written. It shares our memory, so it does nothing
+// that could touch errno or locks (close of a valid descriptor, read).
+int userns_helper(void* arg) {
+    auto* a = static_cast<HelperArgs*>(arg);
+    ::close(a->write_fd);
+    char c;
+    while (::read(a->read_fd, &c, 1) > 0) {
+    }
+    return 0;
+}
+
+void write_map(pid_t pid, const char* file, const std::string& map) {
+    std::string path = "/proc/" + std::to_string(pid) + "/" + file;
+    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) throw_storage_errno("opening " + path, errno);
+    ssize_t n = ::write(fd, map.data(), map.size());
+    int err = errno;
+    ::close(fd);
+    if (n != static_cast<ssize_t>(map.size())) throw_storage_errno("writing " + path, n < 0 ? err : EIO);
+}
+
+std::string escape_overlay(const fs::path& p) {
+    std::string out;
+    for (char c : p.string()) {
+        if (c == '\\' || c == ',' || c == ':') out += '\\';
+        out += c;
+    }
+    return out;
+}
+
+std::string unescape_mountinfo(const std::string& s) {
+    std::string out;
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '\\' && i + 3 < s.size() && std::isdigit(static_cast<unsigned char>(s[i + 1])) &&
+            std::isdigit(static_cast<unsigned char>(s[i + 2])) && std::isdigit(static_cast<unsigned char>(s[i + 3]))) {
+            out += static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
+            i += 3;
+        } else {
+            out += s[i];
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+int make_userns_fd(uid_t base, uint32_t count) {
+    int pipefd[2];
+    if (::pipe2(pipefd, O_CLOEXEC) < 0) throw_storage_errno("pipe", errno);
+    HelperArgs args{pipefd[0], pipefd[1]};
+    constexpr size_t kStack = 64 * 1024;
+    void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        int err = errno;
+        ::close(pipefd[0]);
+        ::close(pipefd[1]);
+        throw_storage_errno("allocating a stack", err);
+    }
+    // No exit signal: a SIGCHLD handler reaping every child leaves it alone.
+    pid_t pid = ::clone(userns_helper, static_cast<char*>(stack) + kStack, CLONE_NEWUSER | CLONE_VM, &args);
+    int clone_err = errno;
+    int fd = -1;
+    std::string error;
+    int err = 0;
+    if (pid < 0) {
+        error = "creating a user namespace";
+        err = clone_err;
+    } else {
+        try {
+            std::string map = "0 " + std::to_string(base) + " " + std::to_string(count) + "\n";
+            write_map(pid, "uid_map", map);
+            write_map(pid, "gid_map", map);
+            std::string ns = "/proc/" + std::to_string(pid) + "/ns/user";
+            fd = ::open(ns.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                error = "opening " + ns;
+                err = errno;
+            }
+        } catch (const StorageError& e) {
+            error = e.what();
+        }
+    }
+    ::close(pipefd[1]);  // the helper ends
+    if (pid > 0) {
+        while (::waitpid(pid, nullptr, __WALL) < 0 && errno == EINTR) {
+        }
+    }
+    ::close(pipefd[0]);
+    ::munmap(stack, kStack);
+    if (!error.empty()) {
+        if (err) throw_storage_errno(error, err);
+        throw StorageError(error);
+    }
+    return fd;
+}
+
+void idmapped_bind(const fs::path& source, const fs::path& target, int userns_fd) {
+    int tree = ::open_tree(AT_FDCWD, source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (tree < 0) throw_storage_errno("cloning " + source.string(), errno);
+    struct mount_attr attr {};
+    attr.attr_set = MOUNT_ATTR_IDMAP;
+    attr.userns_fd = static_cast<uint64_t>(userns_fd);
+    int rc = ::mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr);
+    int err = errno;
+    if (rc < 0) {
+        ::close(tree);
+        throw_storage_errno("id-mapping " + source.string(), err);
+    }
+    rc = ::move_mount(tree, "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH);
+    err = errno;
+    ::close(tree);
+    if (rc < 0) throw_storage_errno("mounting " + source.string() + " on " + target.string(), err);
+}
+
+void plain_bind(const fs::path& source, const fs::path& target) {
+    if (::mount(source.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) < 0)
+        throw_storage_errno("binding " + source.string() + " on " + target.string(), errno);
+}
+
+bool idmapped_mounts_work(const fs::path& dir) {
+    fs::path probe = dir / (".idmap-probe-" + std::to_string(::getpid()));
+    std::error_code ec;
+    fs::remove_all(probe, ec);
+    if (::mkdir(probe.c_str(), 0700) < 0) return false;
+    bool ok = false;
+    if (::mkdir((probe / "m").c_str(), 0700) == 0) {
+        try {
+            int userns = make_userns_fd(0x7ff00000u, 1);
+            try {
+                idmapped_bind(probe / "m", probe / "m", userns);
+                ok = true;
+            } catch (const StorageError&) {
+            }
+            ::close(userns);
+        } catch (const StorageError&) {
+        }
+        if (ok) ::umount2((probe / "m").c_str(), MNT_DETACH);
+    }
+    fs::remove_all(probe, ec);
+    return ok;
+}
+
+void mount_overlay(const fs::path& lower, const fs::path& upper, const fs::path& work, const fs::path& target) {
+    const std::string layers = "lowerdir=" + escape_overlay(lower) + ",upperdir=" + escape_overlay(upper) +
+                               ",workdir=" + escape_overlay(work);
+    for (const char* extra : {",volatile,redirect_dir=on", ",volatile", ""}) {
+        std::string opts = layers + extra;
+        if (::mount("overlay", target.c_str(), "overlay", 0, opts.c_str()) == 0) return;
+        if (errno != EINVAL) break;
+    }
+    throw_storage_errno("mounting an overlay on " + target.string(), errno);
+}
+
+bool unmount_all(const fs::path& target) {
+    bool any = false;
+    for (int i = 0; i < 64; ++i) {
+        if (::umount2(target.c_str(), UMOUNT_NOFOLLOW | MNT_DETACH) == 0) {
+            any = true;
+            continue;
+        }
+        if (errno == EINVAL || errno == ENOENT || errno == ENOTDIR) return any;
+        throw_storage_errno("unmounting " + target.string(), errno);
+    }
+    return any;
+}
+
+std::vector<fs::path> mounts_under(const fs::path& dir) {
+    std::ifstream in("/proc/self/mountinfo");
+    const std::string top = dir.lexically_normal().string();
+    std::vector<fs::path> found;
+    std::string line;
+    while (std::getline(in, line)) {
+        // id parent major:minor root mount-point ...
+        size_t pos = 0;
+        for (int field = 0; field < 4 && pos != std::string::npos; ++field) {
+            pos = line.find(' ', pos);
+            if (pos != std::string::npos) ++pos;
+        }
+        if (pos == std::string::npos) continue;
+        size_t end = line.find(' ', pos);
+        std::string mp = unescape_mountinfo(line.substr(pos, end == std::string::npos ? end : end - pos));
+        if (mp == top || (mp.size() > top.size() && mp.compare(0, top.size(), top) == 0 && mp[top.size()] == '/'))
+            found.emplace_back(mp);
+    }
+    std::reverse(found.begin(), found.end());  // the last made first
+    return found;
+}
+
+}  // namespace aerie::storage

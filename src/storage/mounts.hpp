@@ -1,0 +1,50 @@
+// The mounts storage makes for a running qube: overlays (copy-on-write views)
+// and id-mapped binds (a qube's volumes shown in its uid range).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "storage/error.hpp"
+
+namespace aerie::storage {
+
+// A user namespace whose ids 0..count-1 are the host's base..base+count-1,
+// as a descriptor for MOUNT_ATTR_IDMAP. Costs well under a millisecond (a
+// short-lived helper sharing our memory, no fork of the daemon's pages).
+int make_userns_fd(uid_t base, uint32_t count);
+
+// Mounts `source` at `target` (an existing folder) with the ids of the user
+// namespace `userns_fd` (make_userns_fd(base, count)): what is owned by id u
+// (< count) on disk shows as base + u, and a file made through it by base + u
+// is stored as u; host ids outside the range cannot make files there
+// (EOVERFLOW). Throws StorageError.
+void idmapped_bind(const std::filesystem::path& source, const std::filesystem::path& target, int userns_fd);
+void plain_bind(const std::filesystem::path& source, const std::filesystem::path& target);
+
+// Whether id-mapped mounts of folders under `dir` work here (kernel and
+// filesystem); tried once with a throw-away mount.
+bool idmapped_mounts_work(const std::filesystem::path& dir);
+
+// An overlay at `target`: `lower` read-only below, changes in `upper`
+// (`work` is overlayfs' scratch folder, on the same filesystem as `upper`).
+// For layers thrown away at stop: "volatile" (no syncs of the upper layer,
+// which would make every unmount wait for a journal commit) and
+// redirect_dir=on where the kernel has it.
+void mount_overlay(const std::filesystem::path& lower, const std::filesystem::path& upper,
+                   const std::filesystem::path& work, const std::filesystem::path& target);
+
+// Unmounts everything stacked on `target`, detached (MNT_DETACH: at once even
+// if busy; and without waiting for an RCU grace period on recent kernels).
+// Returns whether anything was mounted there.
+bool unmount_all(const std::filesystem::path& target);
+
+// Mount points at or below `dir`, as /proc/self/mountinfo lists them,
+// deepest first.
+std::vector<std::filesystem::path> mounts_under(const std::filesystem::path& dir);
+
+}  // namespace aerie::storage

@@ -1,0 +1,929 @@
+#include "storage/pool.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "storage/debootstrap.hpp"
+#include "storage/mounts.hpp"
+#include "storage/tree.hpp"
+
+namespace aerie::storage {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+enum class Klass { Template, Standalone, App, Disp, Remote, Admin };
+
+Klass parse_klass(const std::string& klass) {
+    if (klass == "TemplateVM") return Klass::Template;
+    if (klass == "StandaloneVM") return Klass::Standalone;
+    if (klass == "AppVM") return Klass::App;
+    if (klass == "DispVM") return Klass::Disp;
+    if (klass == "RemoteVM") return Klass::Remote;
+    if (klass == "AdminVM") return Klass::Admin;
+    throw StorageError("unknown qube class: " + klass);
+}
+
+bool has_own_root(Klass k) { return k == Klass::Template || k == Klass::Standalone; }
+bool has_volumes(Klass k) { return k != Klass::Remote && k != Klass::Admin; }
+// A private volume of its own, kept across starts (save_on_stop).
+bool has_own_private(Klass k) { return k == Klass::Template || k == Klass::Standalone || k == Klass::App; }
+
+// A qube's uuid names folders: nothing that could climb out of them.
+void check_uuid(const std::string& uuid) {
+    bool ok = !uuid.empty() && uuid.size() <= 64 && uuid[0] != '.' && uuid[0] != '-';
+    for (char c : uuid)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_')) ok = false;
+    if (!ok) throw StorageError("not a qube uuid: '" + uuid + "'");
+}
+
+void check_volume(const std::string& volume) {
+    if (volume != "root" && volume != "private" && volume != "volatile")
+        throw StorageError("no volume '" + volume + "'");
+}
+
+// A folder with this mode and owner; an existing one is only changed where
+// it differs (no metadata write, no journal commit to wait for).
+void make_dir(const fs::path& p, mode_t mode, uid_t uid = 0, gid_t gid = 0) {
+    struct stat st;
+    if (::mkdir(p.c_str(), mode) < 0 && errno != EEXIST) throw_storage_errno("creating " + p.string(), errno);
+    if (::lstat(p.c_str(), &st) < 0) throw_storage_errno("creating " + p.string(), errno);
+    if (!S_ISDIR(st.st_mode)) throw StorageError("creating " + p.string() + ": not a folder");
+    if ((st.st_uid != uid || st.st_gid != gid) && ::lchown(p.c_str(), uid, gid) < 0)
+        throw_storage_errno("setting the owner of " + p.string(), errno);
+    // After chown, which drops set-id bits; mkdir's mode went through the umask.
+    if (((st.st_mode & 07777) != mode || ((st.st_uid != uid || st.st_gid != gid) && (mode & 06000))) &&
+        ::chmod(p.c_str(), mode) < 0)
+        throw_storage_errno("setting the mode of " + p.string(), errno);
+}
+
+bool present(const fs::path& p) {
+    struct stat st;
+    return ::lstat(p.c_str(), &st) == 0;
+}
+
+bool is_dir(const fs::path& p) {
+    struct stat st;
+    return ::lstat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::optional<uid_t> owner_of(const fs::path& p) {
+    struct stat st;
+    if (::lstat(p.c_str(), &st) < 0) return std::nullopt;
+    return st.st_uid;
+}
+
+bool is_empty_dir(const fs::path& p) {
+    std::error_code ec;
+    return fs::is_directory(fs::symlink_status(p, ec)) && fs::is_empty(p, ec);
+}
+
+// Small files of the pool: written to a temporary name and renamed.
+void write_small(const fs::path& path, const std::string& text) {
+    fs::path tmp = path;
+    tmp += ".tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) throw_storage_errno("writing " + path.string(), errno);
+    ssize_t n = ::write(fd, text.data(), text.size());
+    int err = errno;
+    ::close(fd);
+    if (n != static_cast<ssize_t>(text.size())) throw_storage_errno("writing " + path.string(), n < 0 ? err : EIO);
+    if (::rename(tmp.c_str(), path.c_str()) < 0) throw_storage_errno("writing " + path.string(), errno);
+}
+
+std::optional<std::string> read_small(const fs::path& path) {
+    std::ifstream in(path);
+    if (!in) return std::nullopt;
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+// ---- change stamps -----------------------------------------------------------
+
+std::optional<fs::file_time_type> stamp_time(const fs::path& stamp) {
+    std::error_code ec;
+    auto t = fs::last_write_time(stamp, ec);
+    if (ec) return std::nullopt;
+    return t;
+}
+
+int64_t stamp_ns(const fs::path& stamp) {
+    struct stat st;
+    if (::stat(stamp.c_str(), &st) < 0) return 0;
+    return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+// Moves the stamp's mtime to now, and at least a nanosecond past its last
+// value: every change gives a new time, however close.
+void bump_stamp(const fs::path& stamp) {
+    int64_t old = stamp_ns(stamp);
+    int fd = ::open(stamp.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) throw_storage_errno("writing " + stamp.string(), errno);
+    struct timespec now;
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    int64_t ns = static_cast<int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec;
+    if (ns <= old) ns = old + 1;
+    struct timespec times[2] = {{ns / 1000000000, ns % 1000000000}, {ns / 1000000000, ns % 1000000000}};
+    int rc = ::futimens(fd, times);
+    int err = errno;
+    ::close(fd);
+    if (rc < 0) throw_storage_errno("writing " + stamp.string(), err);
+}
+
+// ---- revision names ----------------------------------------------------------
+
+// Qubes' revision name: the UTC time of the saved state, to the second,
+// ISO 8601 with a Z (qubes.storage.isodate(...) + 'Z').
+std::string iso_name(time_t t) {
+    struct tm tm;
+    ::gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+std::optional<time_t> parse_iso_name(const std::string& name) {
+    struct tm tm {};
+    char z = 0;
+    if (name.size() != 20 || std::sscanf(name.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%c", &tm.tm_year, &tm.tm_mon,
+                                         &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &z) != 7 ||
+        z != 'Z')
+        return std::nullopt;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return ::timegm(&tm);
+}
+
+bool is_revision_name(const std::string& name) { return parse_iso_name(name).has_value(); }
+
+std::vector<std::string> all_revisions(const fs::path& dir) {
+    std::vector<std::string> names;
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        std::string n = it->path().filename().string();
+        if (is_revision_name(n)) names.push_back(n);
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+}  // namespace
+
+// ---- the run state -----------------------------------------------------------
+
+// What start() did, for stop() and for answers while the qube runs; kept in
+// <pool>/run/<uuid>/state, so it outlives a restart of the daemon.
+struct FilePool::RunState {
+    std::string klass;
+    uid_t owner = 0;
+    bool idmap = false;
+    std::string root_source, private_source;  // uuids of the snapshots' sources
+    int64_t root_stamp = 0, private_stamp = 0;
+
+    std::string text() const {
+        std::ostringstream o;
+        o << "klass=" << klass << "\nowner=" << owner << "\nidmap=" << (idmap ? 1 : 0)
+          << "\nroot_source=" << root_source << "\nroot_stamp=" << root_stamp
+          << "\nprivate_source=" << private_source << "\nprivate_stamp=" << private_stamp << "\n";
+        return o.str();
+    }
+    static std::optional<RunState> read(const fs::path& file) {
+        auto text = read_small(file);
+        if (!text) return std::nullopt;
+        RunState s;
+        std::istringstream in(*text);
+        std::string line;
+        while (std::getline(in, line)) {
+            size_t eq = line.find('=');
+            if (eq == std::string::npos) continue;
+            std::string k = line.substr(0, eq), v = line.substr(eq + 1);
+            try {
+                if (k == "klass") s.klass = v;
+                else if (k == "owner") s.owner = static_cast<uid_t>(std::stoul(v));
+                else if (k == "idmap") s.idmap = v == "1";
+                else if (k == "root_source") s.root_source = v;
+                else if (k == "root_stamp") s.root_stamp = std::stoll(v);
+                else if (k == "private_source") s.private_source = v;
+                else if (k == "private_stamp") s.private_stamp = std::stoll(v);
+            } catch (const std::exception&) {
+            }
+        }
+        return s;
+    }
+};
+
+std::string format_volume_info(const VolumeInfo& i) {
+    auto b = [](bool v) { return v ? "True" : "False"; };
+    std::ostringstream o;
+    o << "pool=" << i.pool << "\nvid=" << i.vid << "\nsize=" << i.size << "\nusage=" << i.usage << "\nrw=" << b(i.rw)
+      << "\nsource=" << i.source << "\npath=" << i.path << "\nsave_on_stop=" << b(i.save_on_stop)
+      << "\nsnap_on_start=" << b(i.snap_on_start) << "\nrevisions_to_keep=" << i.revisions_to_keep
+      << "\nephemeral=" << b(i.ephemeral) << "\nis_outdated=" << b(i.is_outdated) << "\n";
+    return o.str();
+}
+
+FilePool::FilePool(fs::path dir, std::string name) : FilePool(std::move(dir), PoolOptions{std::move(name)}) {}
+
+FilePool::FilePool(fs::path dir, PoolOptions options) : dir_(fs::absolute(dir).lexically_normal()), options_(std::move(options)) {
+    if (!dir_.has_filename()) dir_ = dir_.parent_path();
+    std::error_code ec;
+    fs::create_directories(dir_, ec);
+    if (ec) throw StorageError("creating the pool folder " + dir_.string() + ": " + ec.message());
+    // Template roots hold set-uid programs of host root: no way in for others.
+    if (::chmod(dir_.c_str(), 0700) < 0) throw_storage_errno("setting the mode of " + dir_.string(), errno);
+    make_dir(dir_ / "vm", 0700);
+    make_dir(dir_ / "run", 0700);
+    make_dir(dir_ / "trash", 0700);
+    // Left by an earlier run: revisions still to keep, things to delete.
+    std::lock_guard lock(bg_mutex_);
+    ec.clear();
+    for (fs::directory_iterator it(dir_ / "vm", ec), end; !ec && it != end; it.increment(ec))
+        if (present(it->path() / "revisions.pending")) bg_jobs_.push_back(it->path().filename().string());
+    bg_trash_ = !fs::is_empty(dir_ / "trash", ec);
+    if (!bg_jobs_.empty() || bg_trash_) start_worker();
+}
+
+fs::path FilePool::vm_dir(const std::string& uuid) const {
+    check_uuid(uuid);
+    return dir_ / "vm" / uuid;
+}
+
+fs::path FilePool::run_dir(const std::string& uuid) const {
+    check_uuid(uuid);
+    return dir_ / "run" / uuid;
+}
+
+fs::path FilePool::volume_path(const std::string& uuid, const std::string& volume) const {
+    check_volume(volume);
+    return vm_dir(uuid) / volume;
+}
+
+FilePool::~FilePool() {
+    {
+        std::lock_guard lock(bg_mutex_);
+        bg_stop_ = true;
+    }
+    bg_cv_.notify_all();
+    if (bg_thread_.joinable()) bg_thread_.join();
+    for (auto& [owner, fd] : userns_) ::close(fd);
+}
+
+// ---- background work: revisions to keep, the trash ---------------------------
+
+void FilePool::start_worker() const {
+    if (!bg_thread_.joinable()) bg_thread_ = std::thread([this] { worker(); });
+    bg_cv_.notify_all();
+}
+
+void FilePool::discard(const fs::path& path) const {
+    if (!present(path)) return;
+    std::string name;
+    {
+        std::lock_guard lock(bg_mutex_);
+        struct timespec now;
+        ::clock_gettime(CLOCK_REALTIME, &now);
+        name = std::to_string(now.tv_sec) + "." + std::to_string(now.tv_nsec) + "-" + std::to_string(++trash_seq_);
+    }
+    if (::rename(path.c_str(), (dir_ / "trash" / name).c_str()) < 0) {
+        if (errno == ENOENT) return;
+        throw_storage_errno("discarding " + path.string(), errno);
+    }
+    std::lock_guard lock(bg_mutex_);
+    bg_trash_ = true;
+    start_worker();
+}
+
+void FilePool::discard_entries(const fs::path& dir) const {
+    std::error_code ec;
+    std::vector<fs::path> entries;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) entries.push_back(it->path());
+    if (ec && ec != std::errc::no_such_file_or_directory)
+        throw StorageError("reading " + dir.string() + ": " + ec.message());
+    for (const auto& e : entries) discard(e);
+}
+
+void FilePool::worker() const {
+    std::unique_lock lock(bg_mutex_);
+    for (;;) {
+        bg_cv_.wait(lock, [&] { return bg_stop_ || !bg_jobs_.empty() || bg_trash_; });
+        if (bg_stop_) return;
+        bg_busy_ = true;
+        if (!bg_jobs_.empty()) {
+            std::string uuid = bg_jobs_.front();
+            bg_jobs_.pop_front();
+            if (!bg_running_.insert(uuid).second) {  // a start is on it
+                bg_busy_ = false;
+                continue;
+            }
+            lock.unlock();
+            take_pending(uuid);
+            lock.lock();
+            bg_running_.erase(uuid);
+        } else {
+            bg_trash_ = false;
+            lock.unlock();
+            std::error_code ec;
+            std::vector<fs::path> entries;
+            for (fs::directory_iterator it(dir_ / "trash", ec), end; !ec && it != end; it.increment(ec))
+                entries.push_back(it->path());
+            for (const auto& e : entries) {
+                {
+                    std::lock_guard check(bg_mutex_);
+                    if (bg_stop_ || !bg_jobs_.empty()) {  // revisions first
+                        bg_trash_ = true;
+                        break;
+                    }
+                }
+                try {
+                    remove_tree(e);
+                } catch (const StorageError&) {
+                    // e.g. something mounted inside: left for whoever looks
+                }
+            }
+            lock.lock();
+        }
+        bg_busy_ = false;
+        bg_idle_cv_.notify_all();
+    }
+}
+
+void FilePool::flush() {
+    std::unique_lock lock(bg_mutex_);
+    bg_trash_ = true;
+    start_worker();
+    bg_idle_cv_.wait(lock, [&] {
+        return bg_stop_ || (bg_jobs_.empty() && !bg_trash_ && !bg_busy_ && bg_running_.empty());
+    });
+}
+
+// The qube's pending revisions, kept now (or waited for, if the background
+// thread is on them).
+void FilePool::settle(const std::string& uuid) const {
+    {
+        std::unique_lock lock(bg_mutex_);
+        bg_idle_cv_.wait(lock, [&] { return !bg_running_.count(uuid); });
+        bg_jobs_.erase(std::remove(bg_jobs_.begin(), bg_jobs_.end(), uuid), bg_jobs_.end());
+        if (!present(vm_dir(uuid) / "revisions.pending")) return;
+        bg_running_.insert(uuid);
+    }
+    take_pending(uuid);
+    std::lock_guard lock(bg_mutex_);
+    bg_running_.erase(uuid);
+    bg_idle_cv_.notify_all();
+}
+
+void FilePool::cancel(const std::string& uuid) {
+    std::unique_lock lock(bg_mutex_);
+    bg_idle_cv_.wait(lock, [&] { return !bg_running_.count(uuid); });
+    bg_jobs_.erase(std::remove(bg_jobs_.begin(), bg_jobs_.end(), uuid), bg_jobs_.end());
+}
+
+// revisions.pending: "time=<when stopped>" and the volumes, a line each.
+void FilePool::take_pending(const std::string& uuid) const {
+    const fs::path dir = vm_dir(uuid), marker = dir / "revisions.pending";
+    auto text = read_small(marker);
+    if (!text) return;
+    std::istringstream in(*text);
+    std::string line;
+    time_t saved_at = ::time(nullptr);
+    std::string error;
+    while (std::getline(in, line)) {
+        if (line.rfind("time=", 0) == 0) {
+            try {
+                saved_at = static_cast<time_t>(std::stoll(line.substr(5)));
+            } catch (const std::exception&) {
+            }
+            continue;
+        }
+        if (line != "root" && line != "private") continue;
+        try {
+            snapshot(uuid, line, saved_at);
+        } catch (const std::exception& e) {
+            error += (error.empty() ? "" : "; ") + line + ": " + e.what();
+        }
+    }
+    // A failure is not retried (it would hold up the next start): it is
+    // written down next to the volumes.
+    try {
+        if (error.empty()) {
+            ::unlink((dir / "revisions.error").c_str());
+        } else {
+            write_small(dir / "revisions.error", error + "\n");
+        }
+    } catch (const StorageError&) {
+    }
+    ::unlink(marker.c_str());
+}
+
+int FilePool::userns_for(uid_t owner) {
+    std::lock_guard lock(userns_mutex_);
+    auto it = userns_.find(owner);
+    if (it != userns_.end()) return it->second;
+    if (userns_.size() >= 4096) {  // a bound; they are cheap to make again
+        for (auto& [o, fd] : userns_) ::close(fd);
+        userns_.clear();
+    }
+    int fd = make_userns_fd(owner, kIdsPerQube);
+    userns_.emplace(owner, fd);
+    return fd;
+}
+
+bool FilePool::use_idmap() const {
+    if (!options_.idmapped_mounts) return false;
+    std::lock_guard lock(probe_mutex_);
+    if (!idmap_works_) idmap_works_ = idmapped_mounts_work(dir_ / "run");
+    return *idmap_works_;
+}
+
+std::vector<std::string> FilePool::volumes(const std::string& klass) const {
+    if (!has_volumes(parse_klass(klass))) return {};
+    return {"root", "private", "volatile"};
+}
+
+// ---- create, clone, remove ---------------------------------------------------
+
+void FilePool::create(const std::string& uuid, const std::string& klass) {
+    Klass k = parse_klass(klass);
+    fs::path dir = vm_dir(uuid);
+    if (!has_volumes(k)) return;
+    if (present(dir)) throw StorageError("volumes of " + uuid + " exist already");
+    // Made aside and renamed: a crash leaves no half qube.
+    fs::path tmp = dir_ / "vm" / (".new-" + uuid);
+    remove_tree(tmp);
+    try {
+        make_dir(tmp, 0700);
+        if (has_own_root(k)) {
+            make_dir(tmp / "root", 0755);
+            bump_stamp(tmp / "root.changed");
+        }
+        if (k != Klass::Disp) {
+            make_dir(tmp / "private", 0755);
+            make_dir(tmp / "private" / "home", 0755);
+        }
+        make_dir(tmp / "volatile", 0755);
+        if (::rename(tmp.c_str(), dir.c_str()) < 0) throw_storage_errno("creating " + dir.string(), errno);
+    } catch (...) {
+        try {
+            remove_tree(tmp);
+        } catch (...) {
+        }
+        throw;
+    }
+}
+
+void FilePool::clone(const std::string& src_uuid, const std::string& dst_uuid, const std::string& klass) {
+    Klass k = parse_klass(klass);
+    fs::path src = vm_dir(src_uuid), dst = vm_dir(dst_uuid);
+    if (!has_volumes(k)) return;
+    if (!is_dir(src)) throw StorageError("no volumes of " + src_uuid);
+    if (present(dst)) throw StorageError("volumes of " + dst_uuid + " exist already");
+    // From a running qube: the state it was last stopped with, where a copy
+    // of it is kept (Qubes exports the committed image), else the live one.
+    settle(src_uuid);
+    const bool running = is_started(src_uuid);
+    auto stable = [&](const std::string& volume) {
+        if (running) {
+            auto head = read_small(src / "revisions" / (volume + ".head"));
+            if (head && is_revision_name(*head) && is_dir(src / "revisions" / volume / *head))
+                return src / "revisions" / volume / *head;
+        }
+        return src / volume;
+    };
+    fs::path tmp = dir_ / "vm" / (".new-" + dst_uuid);
+    remove_tree(tmp);
+    try {
+        make_dir(tmp, 0700);
+        if (has_own_root(k)) {
+            if (!is_dir(src / "root")) throw StorageError("no root volume of " + src_uuid);
+            copy_tree(stable("root"), tmp / "root", CopyMode::Data);
+            bump_stamp(tmp / "root.changed");
+        }
+        if (k != Klass::Disp) {
+            if (!is_dir(src / "private")) throw StorageError("no private volume of " + src_uuid);
+            copy_tree(stable("private"), tmp / "private", CopyMode::Data);
+        }
+        make_dir(tmp / "volatile", 0755);
+        if (::rename(tmp.c_str(), dst.c_str()) < 0) throw_storage_errno("creating " + dst.string(), errno);
+    } catch (...) {
+        try {
+            remove_tree(tmp);
+        } catch (...) {
+        }
+        throw;
+    }
+}
+
+void FilePool::teardown(const std::string& uuid) {
+    fs::path run = run_dir(uuid);
+    for (const char* m : {"root", "private", ".lower", ".private-lower"}) unmount_all(run / m);
+}
+
+void FilePool::remove(const std::string& uuid) {
+    fs::path run = run_dir(uuid), dir = vm_dir(uuid);
+    cancel(uuid);
+    teardown(uuid);
+    // Whatever else is mounted in its folders (e.g. left by an older run).
+    for (const fs::path& root : {run, dir})
+        for (const fs::path& m : mounts_under(root)) unmount_all(m);
+    remove_tree(run);
+    discard(dir);
+    discard(dir_ / "vm" / (".new-" + uuid));
+}
+
+// ---- start, stop -------------------------------------------------------------
+
+StartedVolumes FilePool::start(const std::string& uuid, const std::string& klass,
+                               const std::optional<std::string>& template_uuid, uid_t owner) {
+    if (parse_klass(klass) == Klass::Disp)
+        throw StorageError("a DispVM's storage starts from its template chain (disposable template, TemplateVM)");
+    std::vector<std::string> chain;
+    if (template_uuid) chain.push_back(*template_uuid);
+    return start(uuid, klass, chain, owner);
+}
+
+StartedVolumes FilePool::start(const std::string& uuid, const std::string& klass,
+                               const std::vector<std::string>& templates, uid_t owner) {
+    Klass k = parse_klass(klass);
+    if (!has_volumes(k)) throw StorageError(klass + " has no volumes to start");
+    const fs::path dir = vm_dir(uuid), run = run_dir(uuid);
+    if (!is_dir(dir)) throw StorageError("no volumes of " + uuid);
+    if (present(run / "state")) throw StorageError("the volumes of " + uuid + " are started already");
+    settle(uuid);  // the revisions of the last stop, before anything changes
+    if ((k == Klass::App && templates.size() != 1) || (k == Klass::Disp && templates.size() != 2))
+        throw StorageError(klass + " " + uuid + ": wrong template chain (" + std::to_string(templates.size()) +
+                           " given)");
+
+    RunState state;
+    state.klass = klass;
+    state.owner = owner;
+    state.idmap = owner != 0 && use_idmap();
+    const uint32_t count = kIdsPerQube;
+    const int userns = state.idmap ? userns_for(owner) : -1;
+    StartedVolumes out;
+    out.root = run / "root";
+    try {
+        teardown(uuid);
+        make_dir(run, 0700);
+        make_dir(run / "root", 0755);
+        discard_entries(dir / "volatile");  // normally empty already
+
+        // The root.
+        if (has_own_root(k)) {
+            const fs::path root = dir / "root";
+            if (!is_dir(root)) throw StorageError("no root volume of " + uuid);
+            // Mount points the backend needs: through an id-mapped mount,
+            // host root cannot make them.
+            if (!is_empty_dir(root))
+                for (const char* d : {"proc", "sys", "dev", "run", "tmp", "usr", "rw", "home"})
+                    if (!present(root / d)) make_dir(root / d, std::strcmp(d, "tmp") == 0 ? 01777 : 0755);
+            uid_t on_disk = owner_of(root).value_or(0);
+            if (state.idmap) {
+                if (on_disk != 0) shift_owner(root, on_disk - on_disk % count, 0, count);
+                idmapped_bind(root, run / "root", userns);
+            } else {
+                if (on_disk != owner) shift_owner(root, on_disk - on_disk % count, owner, count);
+                plain_bind(root, run / "root");
+            }
+            out.host_usr = is_host_template(root);
+        } else {
+            const std::string& tpl = templates.back();
+            const fs::path tpl_root = vm_dir(tpl) / "root";
+            if (!is_dir(tpl_root)) throw StorageError("the template " + tpl + " has no root volume");
+            state.root_source = tpl;
+            state.root_stamp = stamp_ns(vm_dir(tpl) / "root.changed");
+            const fs::path upper = dir / "volatile" / "root-upper", work = dir / "volatile" / "root-work";
+            make_dir(upper, 0755, owner, owner);
+            make_dir(work, 0700);
+            fs::path lower = tpl_root;
+            if (state.idmap) {
+                lower = run / ".lower";
+                make_dir(lower, 0700);
+                idmapped_bind(tpl_root, lower, userns);
+            }
+            mount_overlay(lower, upper, work, run / "root");
+            out.host_usr = is_host_template(tpl_root);
+        }
+
+        // The private volume.
+        if (k == Klass::Disp) {
+            const std::string& dvm = templates.front();
+            const fs::path source = vm_dir(dvm) / "private";
+            if (!is_dir(source)) throw StorageError("the disposable template " + dvm + " has no private volume");
+            state.private_source = dvm;
+            state.private_stamp = stamp_ns(vm_dir(dvm) / "private.changed");
+            const fs::path upper = dir / "volatile" / "private-upper", work = dir / "volatile" / "private-work";
+            struct stat st;
+            mode_t mode = ::stat(source.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0755;
+            make_dir(upper, mode, owner, owner);
+            make_dir(work, 0700);
+            fs::path lower = source;
+            if (state.idmap) {
+                lower = run / ".private-lower";
+                make_dir(lower, 0700);
+                idmapped_bind(source, lower, userns);
+            }
+            make_dir(run / "private", 0755);
+            mount_overlay(lower, upper, work, run / "private");
+            out.private_dir = run / "private";
+        } else {
+            const fs::path priv = dir / "private";
+            if (!is_dir(priv)) throw StorageError("no private volume of " + uuid);
+            uid_t on_disk = owner_of(priv).value_or(0);
+            if (state.idmap) {
+                if (on_disk != 0) shift_owner(priv, on_disk - on_disk % count, 0, count);
+                make_dir(run / "private", 0755);
+                idmapped_bind(priv, run / "private", userns);
+                out.private_dir = run / "private";
+            } else {
+                if (on_disk != owner) shift_owner(priv, on_disk - on_disk % count, owner, count);
+                out.private_dir = priv;
+            }
+        }
+        write_small(run / "state", state.text());
+    } catch (...) {
+        try {
+            teardown(uuid);
+            discard_entries(dir / "volatile");
+        } catch (...) {
+        }
+        throw;
+    }
+    return out;
+}
+
+bool FilePool::is_started(const std::string& uuid) const { return present(run_dir(uuid) / "state"); }
+
+void FilePool::stop(const std::string& uuid) {
+    const fs::path dir = vm_dir(uuid), run = run_dir(uuid);
+    auto state = RunState::read(run / "state");
+    teardown(uuid);
+    discard_entries(dir / "volatile");
+    if (state) {
+        Klass k = Klass::App;
+        try {
+            k = parse_klass(state->klass);
+        } catch (const StorageError&) {
+        }
+        std::string pending = "time=" + std::to_string(::time(nullptr)) + "\n";
+        if (has_own_root(k)) {
+            bump_stamp(dir / "root.changed");
+            pending += "root\n";
+        }
+        if (has_own_private(k)) {
+            bump_stamp(dir / "private.changed");
+            pending += "private\n";
+        }
+        if (has_own_root(k) || has_own_private(k)) {
+            write_small(dir / "revisions.pending", pending);
+            std::lock_guard lock(bg_mutex_);
+            bg_jobs_.push_back(uuid);
+            start_worker();
+        }
+    }
+    // The mount points stay for the next start; the state goes last.
+    if (::unlink((run / "state").c_str()) < 0 && errno != ENOENT) throw_storage_errno("stopping " + uuid, errno);
+}
+
+// ---- revisions ---------------------------------------------------------------
+
+// A volume's revisions are hard-link (or reflink) copies of it, one made at
+// every stop. The newest copy (its name in revisions/<volume>.head) is the
+// state the volume was stopped with, the one Qubes calls the volume itself;
+// the others are what Qubes lists as revisions: earlier saved states, named by
+// when they were saved.
+void FilePool::snapshot(const std::string& uuid, const std::string& volume, time_t saved_at) const {
+    const fs::path dir = vm_dir(uuid);
+    const fs::path revs = dir / "revisions" / volume, head_file = dir / "revisions" / (volume + ".head");
+    const int keep = revisions_to_keep(uuid, volume);
+    if (keep <= 0) {
+        discard(revs);
+        discard(head_file);
+        return;
+    }
+    make_dir(dir / "revisions", 0700);
+    make_dir(revs, 0700);
+    std::vector<std::string> names = all_revisions(revs);
+    time_t t = saved_at;
+    if (!names.empty()) t = std::max(t, *parse_iso_name(names.back()) + 1);
+    const std::string name = iso_name(t);
+    const fs::path tmp = revs / (".new-" + name);
+    remove_tree(tmp);
+    copy_tree(dir / volume, tmp, CopyMode::Snapshot);
+    if (::rename(tmp.c_str(), (revs / name).c_str()) < 0) throw_storage_errno("keeping a revision", errno);
+    write_small(head_file, name);
+    names.push_back(name);
+    // Keep the head and the `keep` newest before it.
+    std::vector<std::string> listed(names.begin(), names.end() - 1);
+    while (static_cast<int>(listed.size()) > keep) {
+        discard(revs / listed.front());
+        listed.erase(listed.begin());
+    }
+}
+
+std::vector<std::string> FilePool::revisions(const std::string& uuid, const std::string& volume) const {
+    check_volume(volume);
+    settle(uuid);
+    const fs::path dir = vm_dir(uuid);
+    std::vector<std::string> names = all_revisions(dir / "revisions" / volume);
+    auto head = read_small(dir / "revisions" / (volume + ".head"));
+    if (head) names.erase(std::remove(names.begin(), names.end(), *head), names.end());
+    return names;
+}
+
+void FilePool::revert(const std::string& uuid, const std::string& volume, const std::string& revision) {
+    check_volume(volume);
+    const fs::path dir = vm_dir(uuid);
+    if (!is_dir(dir / volume)) throw StorageError("no " + volume + " volume of " + uuid);
+    if (is_started(uuid)) throw StorageError("cannot revert a volume of a running qube");
+    settle(uuid);
+    std::vector<std::string> listed = revisions(uuid, volume);
+    std::string rev = revision;
+    if (rev.empty()) {
+        if (listed.empty()) throw StorageError("no revision of " + volume + " to revert to");
+        rev = listed.back();
+    }
+    if (std::find(listed.begin(), listed.end(), rev) == listed.end())
+        throw StorageError("Missing revision '" + rev + "' for volume vm/" + uuid + "/" + volume);
+    const fs::path revs = dir / "revisions" / volume, head_file = dir / "revisions" / (volume + ".head");
+    const fs::path current = dir / volume, chosen = revs / rev;
+    auto head = read_small(head_file);
+    // Swap in one step; the old state is then where the revision was.
+    if (::renameat2(AT_FDCWD, chosen.c_str(), AT_FDCWD, current.c_str(), RENAME_EXCHANGE) < 0)
+        throw_storage_errno("reverting " + current.string(), errno);
+    const bool keep = revisions_to_keep(uuid, volume) > 0;
+    if (keep && !head) {
+        // The current state has no copy yet: it becomes a revision itself,
+        // named by when it was saved.
+        time_t t = ::time(nullptr);
+        auto changed = stamp_time(dir / (volume + ".changed"));
+        if (changed)
+            t = std::chrono::system_clock::to_time_t(std::chrono::file_clock::to_sys(*changed));
+        std::string name = iso_name(t);
+        std::vector<std::string> names = all_revisions(revs);
+        while (std::find(names.begin(), names.end(), name) != names.end() && name != rev)
+            name = iso_name(*parse_iso_name(name) + 1);
+        if (name != rev && ::rename(chosen.c_str(), (revs / name).c_str()) < 0)
+            throw_storage_errno("keeping the reverted state", errno);
+    } else {
+        // Its copy is the head (which now lists as a revision), or none is kept.
+        discard(chosen);
+    }
+    discard(head_file);
+    bump_stamp(dir / (volume + ".changed"));
+}
+
+void FilePool::set_revisions_to_keep(const std::string& uuid, const std::string& volume, int count) {
+    check_volume(volume);
+    if (count < -1) throw StorageError("Invalid value for revisions_to_keep");
+    const fs::path dir = vm_dir(uuid);
+    if (!is_dir(dir)) throw StorageError("no volumes of " + uuid);
+    write_small(dir / (volume + ".revisions_to_keep"), std::to_string(count) + "\n");
+}
+
+int FilePool::revisions_to_keep(const std::string& uuid, const std::string& volume) const {
+    check_volume(volume);
+    auto text = read_small(vm_dir(uuid) / (volume + ".revisions_to_keep"));
+    if (text) {
+        try {
+            return std::stoi(*text);
+        } catch (const std::exception&) {
+        }
+    }
+    return options_.revisions_to_keep;
+}
+
+// ---- info --------------------------------------------------------------------
+
+VolumeInfo FilePool::info(const std::string& uuid, const std::string& klass, const std::string& volume,
+                          const std::optional<std::string>& template_uuid) const {
+    std::vector<std::string> chain;
+    if (template_uuid) chain.push_back(*template_uuid);
+    return info(uuid, klass, volume, chain);
+}
+
+// The values qubes/vm/{templatevm,standalonevm,appvm,dispvm}.py configure
+// for each class, as the file-reflink pool reports them.
+VolumeInfo FilePool::info(const std::string& uuid, const std::string& klass, const std::string& volume,
+                          const std::vector<std::string>& templates) const {
+    Klass k = parse_klass(klass);
+    check_volume(volume);
+    if (!has_volumes(k)) throw StorageError(klass + " has no volume '" + volume + "'");
+    const fs::path dir = vm_dir(uuid), run = run_dir(uuid);
+    const auto state = RunState::read(run / "state");
+    const bool running = state.has_value();
+    auto vid = [](const std::string& id, const std::string& vol) { return "vm/" + id + "/" + vol; };
+
+    VolumeInfo i;
+    i.pool = options_.name;
+    i.vid = vid(uuid, volume);
+    i.revisions_to_keep = revisions_to_keep(uuid, volume);
+    i.ephemeral = false;  // the pool's ephemeral_volatile is off
+    i.path = (dir / volume).string();
+    if (volume == "root") {
+        i.size = kRootImgSize;
+        if (has_own_root(k)) {
+            i.rw = true;
+            i.save_on_stop = true;
+            i.usage = disk_usage(dir / "root");
+        } else {
+            // A snapshot of the TemplateVM's root (a DispVM's too: Qubes
+            // follows the chain to the volume that has no source); read-only,
+            // changes go to volatile.
+            i.rw = false;
+            i.snap_on_start = true;
+            const std::string tpl = running ? state->root_source : (templates.empty() ? "" : templates.back());
+            if (!tpl.empty()) i.source = vid(tpl, "root");
+            i.path = (run / "root").string();
+            if (running && !tpl.empty()) {
+                i.usage = disk_usage(vm_dir(tpl) / "root");
+                i.is_outdated = stamp_ns(vm_dir(tpl) / "root.changed") != state->root_stamp;
+            }
+        }
+    } else if (volume == "private") {
+        i.size = kPrivateImgSize;
+        i.rw = true;
+        if (k == Klass::Disp) {
+            i.snap_on_start = true;
+            const std::string dvm = running ? state->private_source : (templates.empty() ? "" : templates.front());
+            if (!dvm.empty()) i.source = vid(dvm, "private");
+            i.path = (run / "private").string();
+            if (running && !dvm.empty()) {
+                i.usage = disk_usage(vm_dir(dvm) / "private");
+                i.is_outdated = stamp_ns(vm_dir(dvm) / "private.changed") != state->private_stamp;
+            }
+        } else {
+            i.save_on_stop = true;
+            i.usage = disk_usage(dir / "private");
+        }
+    } else {  // volatile
+        i.size = k == Klass::Disp ? kRootImgSize + kPrivateImgSize : kRootImgSize;
+        i.rw = true;
+        i.usage = disk_usage(dir / "volatile");
+    }
+    return i;
+}
+
+// ---- templates' roots --------------------------------------------------------
+
+void FilePool::fill_root(const std::string& uuid, const std::function<void(const fs::path&)>& build) {
+    const fs::path dir = vm_dir(uuid), root = dir / "root";
+    if (!is_dir(root)) throw StorageError("no root volume of " + uuid);
+    if (is_started(uuid)) throw StorageError("cannot fill the root of a running qube");
+    settle(uuid);
+    if (!is_empty_dir(root)) throw StorageError("the root volume of " + uuid + " is not empty");
+    if (::rmdir(root.c_str()) < 0) throw_storage_errno("replacing " + root.string(), errno);
+    try {
+        build(root);
+    } catch (...) {
+        if (!present(root)) make_dir(root, 0755);
+        throw;
+    }
+    // A new root: the revisions of the empty one mean nothing.
+    discard(dir / "revisions" / "root");
+    discard(dir / "revisions" / "root.head");
+    bump_stamp(dir / "root.changed");
+}
+
+void FilePool::make_host_template_root(const std::string& uuid, const HostTemplateOptions& options) {
+    fill_root(uuid, [&](const fs::path& root) {
+        try {
+            create_host_template(root, options);
+        } catch (const StorageError&) {
+            throw;
+        } catch (const std::exception& e) {
+            throw StorageError(e.what());
+        }
+    });
+}
+
+void FilePool::make_debootstrap_root(const std::string& uuid, const DebootstrapOptions& options) {
+    fill_root(uuid, [&](const fs::path& root) { build_debootstrap_root(root, options); });
+}
+
+fs::file_time_type FilePool::root_changed(const std::string& uuid) const {
+    const fs::path dir = vm_dir(uuid);
+    if (!is_dir(dir)) throw StorageError("no volumes of " + uuid);
+    return stamp_time(dir / "root.changed").value_or(fs::file_time_type::min());
+}
+
+bool FilePool::root_outdated(const std::string& uuid) const {
+    auto state = RunState::read(run_dir(uuid) / "state");
+    if (!state || state->root_source.empty()) return false;
+    return stamp_ns(vm_dir(state->root_source) / "root.changed") != state->root_stamp;
+}
+
+}  // namespace aerie::storage
