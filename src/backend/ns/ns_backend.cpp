@@ -274,7 +274,13 @@ RunningQube NsBackend::start(const QubeSpec& spec) {
         } catch (...) {
         }
         forget();
-        throw;
+        try {
+            throw;
+        } catch (const BackendError&) {
+            throw;
+        } catch (const std::exception& e) {  // e.g. std::filesystem errors
+            throw BackendError("starting " + spec.name + ": " + e.what());
+        }
     }
     t.total = since(t0);
     {
