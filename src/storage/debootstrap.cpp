@@ -115,13 +115,15 @@ void make_dir_if_missing(const fs::path& p, mode_t mode) {
 // Replaces a file's content, keeping its owner and mode if it exists.
 void put_file(const fs::path& p, const std::string& text, mode_t mode) {
     struct stat st;
-    if (::lstat(p.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) ::unlink(p.c_str());  // e.g. a link to the host's
+    if (::lstat(p.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+        ::unlink(p.c_str());  // e.g. a link to the host's
     int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0) throw_storage_errno("writing " + p.string(), errno);
     ssize_t n = ::write(fd, text.data(), text.size());
     int err = errno;
     ::close(fd);
-    if (n != static_cast<ssize_t>(text.size())) throw_storage_errno("writing " + p.string(), n < 0 ? err : EIO);
+    if (n != static_cast<ssize_t>(text.size()))
+        throw_storage_errno("writing " + p.string(), n < 0 ? err : EIO);
 }
 
 void append_file(const fs::path& p, const std::string& text) {
@@ -130,7 +132,8 @@ void append_file(const fs::path& p, const std::string& text) {
     ssize_t n = ::write(fd, text.data(), text.size());
     int err = errno;
     ::close(fd);
-    if (n != static_cast<ssize_t>(text.size())) throw_storage_errno("writing " + p.string(), n < 0 ? err : EIO);
+    if (n != static_cast<ssize_t>(text.size()))
+        throw_storage_errno("writing " + p.string(), n < 0 ? err : EIO);
 }
 
 std::string slurp(const fs::path& p) {
@@ -157,16 +160,19 @@ bool has_entry(const std::string& text, const std::string& name, const std::stri
 void add_user(const fs::path& etc) {
     const std::string passwd = slurp(etc / "passwd"), group = slurp(etc / "group");
     const long days = static_cast<long>(::time(nullptr) / 86400);
-    auto with_newline = [](const std::string& text) { return std::string(text.empty() || text.back() == '\n' ? "" : "\n"); };
+    auto with_newline = [](const std::string& text) {
+        return std::string(text.empty() || text.back() == '\n' ? "" : "\n");
+    };
     if (!has_entry(group, "user", "1000")) {
         append_file(etc / "group", with_newline(group) + "user:x:1000:\n");
-        if (fs::exists(etc / "gshadow")) append_file(etc / "gshadow", with_newline(slurp(etc / "gshadow")) + "user:!::\n");
+        if (fs::exists(etc / "gshadow"))
+            append_file(etc / "gshadow", with_newline(slurp(etc / "gshadow")) + "user:!::\n");
     }
     if (!has_entry(passwd, "user", "1000")) {
         append_file(etc / "passwd", with_newline(passwd) + "user:x:1000:1000:user:/home/user:/bin/bash\n");
         if (fs::exists(etc / "shadow"))
-            append_file(etc / "shadow",
-                        with_newline(slurp(etc / "shadow")) + "user:!:" + std::to_string(days) + ":0:99999:7:::\n");
+            append_file(etc / "shadow", with_newline(slurp(etc / "shadow")) +
+                                            "user:!:" + std::to_string(days) + ":0:99999:7:::\n");
     }
 }
 
@@ -254,8 +260,8 @@ void prepare_qube_root(const fs::path& root, const std::string& note) {
 void build_debootstrap_root(const fs::path& root, const DebootstrapOptions& options) {
     std::error_code ec;
     if (fs::exists(fs::symlink_status(root, ec))) throw StorageError(root.string() + " exists already");
-    const std::string mirror = options.mirror.empty() ? host_debian_mirror(options.apt_dir, options.suite)
-                                                      : options.mirror;
+    const std::string mirror =
+        options.mirror.empty() ? host_debian_mirror(options.apt_dir, options.suite) : options.mirror;
     fs::path tmp = root;
     tmp += ".debootstrap-" + std::to_string(::getpid());
     auto cleanup = [&] {
@@ -270,10 +276,13 @@ void build_debootstrap_root(const fs::path& root, const DebootstrapOptions& opti
         int rc = run(argv, options.log);
         if (rc != 0)
             throw StorageError("debootstrap of " + options.suite + " from " + mirror + " failed (exit " +
-                               std::to_string(rc) + ")" + (options.log.empty() ? "" : ", see " + options.log.string()));
+                               std::to_string(rc) + ")" +
+                               (options.log.empty() ? "" : ", see " + options.log.string()));
         for (const auto& m : mounts_under(tmp)) unmount_all(m);
-        prepare_qube_root(tmp, "suite=" + options.suite + "\nvariant=" + options.variant + "\nmirror=" + mirror + "\n");
-        if (::rename(tmp.c_str(), root.c_str()) < 0) throw_storage_errno("renaming into " + root.string(), errno);
+        prepare_qube_root(
+            tmp, "suite=" + options.suite + "\nvariant=" + options.variant + "\nmirror=" + mirror + "\n");
+        if (::rename(tmp.c_str(), root.c_str()) < 0)
+            throw_storage_errno("renaming into " + root.string(), errno);
     } catch (...) {
         try {
             cleanup();

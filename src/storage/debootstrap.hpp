@@ -31,8 +31,8 @@ struct DebootstrapOptions {
 std::string host_debian_mirror(const std::filesystem::path& apt_dir, const std::string& suite);
 
 // debootstrap --variant=V [--include=a,b] SUITE TARGET MIRROR
-std::vector<std::string> debootstrap_argv(const std::filesystem::path& target, const DebootstrapOptions& options,
-                                          const std::string& mirror);
+std::vector<std::string> debootstrap_argv(const std::filesystem::path& target,
+                                          const DebootstrapOptions& options, const std::string& mirror);
 
 // Makes `root` (which must not exist) with debootstrap, then what a qube
 // needs of its root (prepare_qube_root). Built next to `root` and renamed

@@ -60,7 +60,8 @@ std::string unescape_mountinfo(const std::string& s) {
     std::string out;
     for (size_t i = 0; i < s.size(); ++i) {
         if (s[i] == '\\' && i + 3 < s.size() && std::isdigit(static_cast<unsigned char>(s[i + 1])) &&
-            std::isdigit(static_cast<unsigned char>(s[i + 2])) && std::isdigit(static_cast<unsigned char>(s[i + 3]))) {
+            std::isdigit(static_cast<unsigned char>(s[i + 2])) &&
+            std::isdigit(static_cast<unsigned char>(s[i + 3]))) {
             out += static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
             i += 3;
         } else {
@@ -77,7 +78,8 @@ int make_userns_fd(uid_t base, uint32_t count) {
     if (::pipe2(pipefd, O_CLOEXEC) < 0) throw_storage_errno("pipe", errno);
     HelperArgs args{pipefd[0], pipefd[1]};
     constexpr size_t kStack = 64 * 1024;
-    void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    void* stack =
+        ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) {
         int err = errno;
         ::close(pipefd[0]);
@@ -168,7 +170,8 @@ bool idmapped_mounts_work(const fs::path& dir) {
     return ok;
 }
 
-void mount_overlay(const fs::path& lower, const fs::path& upper, const fs::path& work, const fs::path& target) {
+void mount_overlay(const fs::path& lower, const fs::path& upper, const fs::path& work,
+                   const fs::path& target) {
     const std::string layers = "lowerdir=" + escape_overlay(lower) + ",upperdir=" + escape_overlay(upper) +
                                ",workdir=" + escape_overlay(work);
     for (const char* extra : {",volatile,redirect_dir=on", ",volatile", ""}) {
@@ -207,7 +210,8 @@ std::vector<fs::path> mounts_under(const fs::path& dir) {
         if (pos == std::string::npos) continue;
         size_t end = line.find(' ', pos);
         std::string mp = unescape_mountinfo(line.substr(pos, end == std::string::npos ? end : end - pos));
-        if (mp == top || (mp.size() > top.size() && mp.compare(0, top.size(), top) == 0 && mp[top.size()] == '/'))
+        if (mp == top ||
+            (mp.size() > top.size() && mp.compare(0, top.size(), top) == 0 && mp[top.size()] == '/'))
             found.emplace_back(mp);
     }
     std::reverse(found.begin(), found.end());  // the last made first

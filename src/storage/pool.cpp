@@ -37,10 +37,16 @@ Klass parse_klass(const std::string& klass) {
     throw StorageError("unknown qube class: " + klass);
 }
 
-bool has_own_root(Klass k) { return k == Klass::Template || k == Klass::Standalone; }
-bool has_volumes(Klass k) { return k != Klass::Remote && k != Klass::Admin; }
+bool has_own_root(Klass k) {
+    return k == Klass::Template || k == Klass::Standalone;
+}
+bool has_volumes(Klass k) {
+    return k != Klass::Remote && k != Klass::Admin;
+}
 // A private volume of its own, kept across starts (save_on_stop).
-bool has_own_private(Klass k) { return k == Klass::Template || k == Klass::Standalone || k == Klass::App; }
+bool has_own_private(Klass k) {
+    return k == Klass::Template || k == Klass::Standalone || k == Klass::App;
+}
 
 // A qube's uuid names folders: nothing that could climb out of them.
 void check_uuid(const std::string& uuid) {
@@ -100,7 +106,8 @@ void write_small(const fs::path& path, const std::string& text) {
     ssize_t n = ::write(fd, text.data(), text.size());
     int err = errno;
     ::close(fd);
-    if (n != static_cast<ssize_t>(text.size())) throw_storage_errno("writing " + path.string(), n < 0 ? err : EIO);
+    if (n != static_cast<ssize_t>(text.size()))
+        throw_storage_errno("writing " + path.string(), n < 0 ? err : EIO);
     if (::rename(tmp.c_str(), path.c_str()) < 0) throw_storage_errno("writing " + path.string(), errno);
 }
 
@@ -159,8 +166,9 @@ std::string iso_name(time_t t) {
 std::optional<time_t> parse_iso_name(const std::string& name) {
     struct tm tm {};
     char z = 0;
-    if (name.size() != 20 || std::sscanf(name.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%c", &tm.tm_year, &tm.tm_mon,
-                                         &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &z) != 7 ||
+    if (name.size() != 20 ||
+        std::sscanf(name.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%c", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                    &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &z) != 7 ||
         z != 'Z')
         return std::nullopt;
     tm.tm_year -= 1900;
@@ -168,7 +176,9 @@ std::optional<time_t> parse_iso_name(const std::string& name) {
     return ::timegm(&tm);
 }
 
-bool is_revision_name(const std::string& name) { return parse_iso_name(name).has_value(); }
+bool is_revision_name(const std::string& name) {
+    return parse_iso_name(name).has_value();
+}
 
 std::vector<std::string> all_revisions(const fs::path& dir) {
     std::vector<std::string> names;
@@ -212,13 +222,20 @@ struct FilePool::RunState {
             if (eq == std::string::npos) continue;
             std::string k = line.substr(0, eq), v = line.substr(eq + 1);
             try {
-                if (k == "klass") s.klass = v;
-                else if (k == "owner") s.owner = static_cast<uid_t>(std::stoul(v));
-                else if (k == "idmap") s.idmap = v == "1";
-                else if (k == "root_source") s.root_source = v;
-                else if (k == "root_stamp") s.root_stamp = std::stoll(v);
-                else if (k == "private_source") s.private_source = v;
-                else if (k == "private_stamp") s.private_stamp = std::stoll(v);
+                if (k == "klass")
+                    s.klass = v;
+                else if (k == "owner")
+                    s.owner = static_cast<uid_t>(std::stoul(v));
+                else if (k == "idmap")
+                    s.idmap = v == "1";
+                else if (k == "root_source")
+                    s.root_source = v;
+                else if (k == "root_stamp")
+                    s.root_stamp = std::stoll(v);
+                else if (k == "private_source")
+                    s.private_source = v;
+                else if (k == "private_stamp")
+                    s.private_stamp = std::stoll(v);
             } catch (const std::exception&) {
             }
         }
@@ -229,16 +246,18 @@ struct FilePool::RunState {
 std::string format_volume_info(const VolumeInfo& i) {
     auto b = [](bool v) { return v ? "True" : "False"; };
     std::ostringstream o;
-    o << "pool=" << i.pool << "\nvid=" << i.vid << "\nsize=" << i.size << "\nusage=" << i.usage << "\nrw=" << b(i.rw)
-      << "\nsource=" << i.source << "\npath=" << i.path << "\nsave_on_stop=" << b(i.save_on_stop)
-      << "\nsnap_on_start=" << b(i.snap_on_start) << "\nrevisions_to_keep=" << i.revisions_to_keep
-      << "\nephemeral=" << b(i.ephemeral) << "\nis_outdated=" << b(i.is_outdated) << "\n";
+    o << "pool=" << i.pool << "\nvid=" << i.vid << "\nsize=" << i.size << "\nusage=" << i.usage
+      << "\nrw=" << b(i.rw) << "\nsource=" << i.source << "\npath=" << i.path
+      << "\nsave_on_stop=" << b(i.save_on_stop) << "\nsnap_on_start=" << b(i.snap_on_start)
+      << "\nrevisions_to_keep=" << i.revisions_to_keep << "\nephemeral=" << b(i.ephemeral)
+      << "\nis_outdated=" << b(i.is_outdated) << "\n";
     return o.str();
 }
 
 FilePool::FilePool(fs::path dir, std::string name) : FilePool(std::move(dir), PoolOptions{std::move(name)}) {}
 
-FilePool::FilePool(fs::path dir, PoolOptions options) : dir_(fs::absolute(dir).lexically_normal()), options_(std::move(options)) {
+FilePool::FilePool(fs::path dir, PoolOptions options)
+    : dir_(fs::absolute(dir).lexically_normal()), options_(std::move(options)) {
     if (!dir_.has_filename()) dir_ = dir_.parent_path();
     std::error_code ec;
     fs::create_directories(dir_, ec);
@@ -296,7 +315,8 @@ void FilePool::discard(const fs::path& path) const {
         std::lock_guard lock(bg_mutex_);
         struct timespec now;
         ::clock_gettime(CLOCK_REALTIME, &now);
-        name = std::to_string(now.tv_sec) + "." + std::to_string(now.tv_nsec) + "-" + std::to_string(++trash_seq_);
+        name = std::to_string(now.tv_sec) + "." + std::to_string(now.tv_nsec) + "-" +
+               std::to_string(++trash_seq_);
     }
     if (::rename(path.c_str(), (dir_ / "trash" / name).c_str()) < 0) {
         if (errno == ENOENT) return;
@@ -310,7 +330,8 @@ void FilePool::discard(const fs::path& path) const {
 void FilePool::discard_entries(const fs::path& dir) const {
     std::error_code ec;
     std::vector<fs::path> entries;
-    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) entries.push_back(it->path());
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+        entries.push_back(it->path());
     if (ec && ec != std::errc::no_such_file_or_directory)
         throw StorageError("reading " + dir.string() + ": " + ec.message());
     for (const auto& e : entries) discard(e);
@@ -549,7 +570,8 @@ void FilePool::remove(const std::string& uuid) {
 StartedVolumes FilePool::start(const std::string& uuid, const std::string& klass,
                                const std::optional<std::string>& template_uuid, uid_t owner) {
     if (parse_klass(klass) == Klass::Disp)
-        throw StorageError("a DispVM's storage starts from its template chain (disposable template, TemplateVM)");
+        throw StorageError(
+            "a DispVM's storage starts from its template chain (disposable template, TemplateVM)");
     std::vector<std::string> chain;
     if (template_uuid) chain.push_back(*template_uuid);
     return start(uuid, klass, chain, owner);
@@ -564,8 +586,8 @@ StartedVolumes FilePool::start(const std::string& uuid, const std::string& klass
     if (present(run / "state")) throw StorageError("the volumes of " + uuid + " are started already");
     settle(uuid);  // the revisions of the last stop, before anything changes
     if ((k == Klass::App && templates.size() != 1) || (k == Klass::Disp && templates.size() != 2))
-        throw StorageError(klass + " " + uuid + ": wrong template chain (" + std::to_string(templates.size()) +
-                           " given)");
+        throw StorageError(klass + " " + uuid + ": wrong template chain (" +
+                           std::to_string(templates.size()) + " given)");
 
     RunState state;
     state.klass = klass;
@@ -622,10 +644,12 @@ StartedVolumes FilePool::start(const std::string& uuid, const std::string& klass
         if (k == Klass::Disp) {
             const std::string& dvm = templates.front();
             const fs::path source = vm_dir(dvm) / "private";
-            if (!is_dir(source)) throw StorageError("the disposable template " + dvm + " has no private volume");
+            if (!is_dir(source))
+                throw StorageError("the disposable template " + dvm + " has no private volume");
             state.private_source = dvm;
             state.private_stamp = stamp_ns(vm_dir(dvm) / "private.changed");
-            const fs::path upper = dir / "volatile" / "private-upper", work = dir / "volatile" / "private-work";
+            const fs::path upper = dir / "volatile" / "private-upper",
+                           work = dir / "volatile" / "private-work";
             struct stat st;
             mode_t mode = ::stat(source.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0755;
             make_dir(upper, mode, owner, owner);
@@ -665,7 +689,9 @@ StartedVolumes FilePool::start(const std::string& uuid, const std::string& klass
     return out;
 }
 
-bool FilePool::is_started(const std::string& uuid) const { return present(run_dir(uuid) / "state"); }
+bool FilePool::is_started(const std::string& uuid) const {
+    return present(run_dir(uuid) / "state");
+}
 
 void FilePool::stop(const std::string& uuid) {
     const fs::path dir = vm_dir(uuid), run = run_dir(uuid);
@@ -695,7 +721,8 @@ void FilePool::stop(const std::string& uuid) {
         }
     }
     // The mount points stay for the next start; the state goes last.
-    if (::unlink((run / "state").c_str()) < 0 && errno != ENOENT) throw_storage_errno("stopping " + uuid, errno);
+    if (::unlink((run / "state").c_str()) < 0 && errno != ENOENT)
+        throw_storage_errno("stopping " + uuid, errno);
 }
 
 // ---- revisions ---------------------------------------------------------------
@@ -770,8 +797,7 @@ void FilePool::revert(const std::string& uuid, const std::string& volume, const 
         // named by when it was saved.
         time_t t = ::time(nullptr);
         auto changed = stamp_time(dir / (volume + ".changed"));
-        if (changed)
-            t = std::chrono::system_clock::to_time_t(std::chrono::file_clock::to_sys(*changed));
+        if (changed) t = std::chrono::system_clock::to_time_t(std::chrono::file_clock::to_sys(*changed));
         std::string name = iso_name(t);
         std::vector<std::string> names = all_revisions(revs);
         while (std::find(names.begin(), names.end(), name) != names.end() && name != rev)
@@ -845,7 +871,8 @@ VolumeInfo FilePool::info(const std::string& uuid, const std::string& klass, con
             // changes go to volatile.
             i.rw = false;
             i.snap_on_start = true;
-            const std::string tpl = running ? state->root_source : (templates.empty() ? "" : templates.back());
+            const std::string tpl =
+                running ? state->root_source : (templates.empty() ? "" : templates.back());
             if (!tpl.empty()) i.source = vid(tpl, "root");
             i.path = (run / "root").string();
             if (running && !tpl.empty()) {
@@ -858,7 +885,8 @@ VolumeInfo FilePool::info(const std::string& uuid, const std::string& klass, con
         i.rw = true;
         if (k == Klass::Disp) {
             i.snap_on_start = true;
-            const std::string dvm = running ? state->private_source : (templates.empty() ? "" : templates.front());
+            const std::string dvm =
+                running ? state->private_source : (templates.empty() ? "" : templates.front());
             if (!dvm.empty()) i.source = vid(dvm, "private");
             i.path = (run / "private").string();
             if (running && !dvm.empty()) {

@@ -26,16 +26,33 @@
 // owner's range instead (a walk only when the top folder shows the wrong
 // owner), and a template's root shows as nobody inside.
 //
-// The pool folder is made 0700: a template's root holds set-uid programs
-// owned by host root.
+// Through an id-mapped mount host root cannot make files (EOVERFLOW): the
+// mount points a backend needs in an own root (proc sys dev run tmp usr rw
+// home) are made on disk before its start; others must exist already.
+//
+// Revisions: at every stop of a save_on_stop volume (an own root, a private
+// volume other than a DispVM's) a copy of it is kept, as reflinks where the
+// filesystem has them, else as hard links (`cp -al`). The newest copy stands
+// for the volume itself (Qubes' committed image); the older ones are what
+// ListSnapshots lists. A hard-linked copy shares a file's later in-place
+// writes (a file replaced by rename, as editors, dpkg and apt do, or removed,
+// keeps its old content in the revision).
+//
+// A template's root changed while its AppVMs run (the TemplateVM running,
+// a revert) changes under their views (overlayfs leaves that undefined, and
+// Qubes gives them the old snapshot): is_outdated/root_outdated() tell.
+//
+// Calls for different qubes may run at once (threads); calls for one qube
+// must not. The pool folder is made 0700: a template's root holds set-uid
+// programs owned by host root.
 #pragma once
 
 #include <sys/types.h>
 
-#include <cstdint>
-#include <filesystem>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -102,6 +119,8 @@ public:
     const std::string& name() const { return options_.name; }
     const std::filesystem::path& dir() const { return dir_; }
     int revisions_to_keep() const { return options_.revisions_to_keep; }
+    // Whether volumes are shown through id-mapped mounts here (else chowned).
+    bool idmapped_mounts() const { return use_idmap(); }
 
     // Creates the volumes of a new qube of class `klass` (TemplateVM and
     // StandaloneVM: root (empty), private, volatile; AppVM: private,
@@ -135,6 +154,8 @@ public:
     bool is_started(const std::string& uuid) const;
 
     std::vector<std::string> volumes(const std::string& klass) const;  // admin.vm.volume.List
+    // admin.vm.volume.Info; `templates` as for start() (for the source vids;
+    // a started qube's own are used).
     VolumeInfo info(const std::string& uuid, const std::string& klass, const std::string& volume,
                     const std::vector<std::string>& templates) const;
     VolumeInfo info(const std::string& uuid, const std::string& klass, const std::string& volume,
@@ -145,8 +166,9 @@ public:
     // admin.vm.volume.Revert (empty `revision`: the newest). The qube must be
     // stopped. The current state becomes a revision if revisions_to_keep > 0.
     void revert(const std::string& uuid, const std::string& volume, const std::string& revision);
-    // admin.vm.volume.Set.revisions_to_keep: -1 (Qubes: snapshots disabled),
-    // 0, or more; older revisions go at the next stop.
+    // admin.vm.volume.Set.revisions_to_keep: -1 (Qubes: snapshots disabled;
+    // here the same as 0, volumes being used in place anyway), 0, or more;
+    // older revisions go at the next stop.
     void set_revisions_to_keep(const std::string& uuid, const std::string& volume, int count);
     int revisions_to_keep(const std::string& uuid, const std::string& volume) const;
 
@@ -170,7 +192,9 @@ public:
     // into <pool>/trash first: a rename, whatever the size). A start, revert
     // or revisions() of that qube first waits for (or does) its own part.
     // This waits until all of it is done (tests; a daemon about to exit need
-    // not call it: the next pool on the folder finishes what is left).
+    // not call it: the next pool on the folder finishes what is left). A
+    // revision that could not be kept is not tried again (it would hold up
+    // the next start): <pool>/vm/<uuid>/revisions.error says why.
     void flush();
 
 private:

@@ -141,7 +141,8 @@ public:
                 finish(dfd, name, sx, false, sfd, name);
                 ++stats.others;
             } else {
-                if (::mknodat(dfd, name.c_str(), type | 0600, makedev(sx.stx_rdev_major, sx.stx_rdev_minor)) < 0)
+                if (::mknodat(dfd, name.c_str(), type | 0600, makedev(sx.stx_rdev_major, sx.stx_rdev_minor)) <
+                    0)
                     throw_storage_errno("creating " + dst_top_ + "/" + child, errno);
                 finish(dfd, name, sx, false, sfd, name);
                 ++stats.others;
@@ -155,7 +156,8 @@ public:
                 const std::string& src_name) {
         const bool link = S_ISLNK(sx.stx_mode);
         const std::string what = dst_top_ + "/" + name;
-        if (::fchownat(dirfd, name.c_str(), sx.stx_uid, sx.stx_gid, AT_SYMLINK_NOFOLLOW | (name.empty() ? AT_EMPTY_PATH : 0)) < 0)
+        if (::fchownat(dirfd, name.c_str(), sx.stx_uid, sx.stx_gid,
+                       AT_SYMLINK_NOFOLLOW | (name.empty() ? AT_EMPTY_PATH : 0)) < 0)
             throw_storage_errno("setting the owner of " + what, errno);
         copy_xattrs(src_dirfd, src_name, dirfd, name, has_fd);
         if (!link) {
@@ -163,9 +165,11 @@ public:
                                             : ::fchmodat(dirfd, name.c_str(), sx.stx_mode & 07777, 0);
             if (rc < 0) throw_storage_errno("setting the mode of " + what, errno);
         }
-        struct timespec times[2] = {{static_cast<time_t>(sx.stx_atime.tv_sec), static_cast<long>(sx.stx_atime.tv_nsec)},
-                                    {static_cast<time_t>(sx.stx_mtime.tv_sec), static_cast<long>(sx.stx_mtime.tv_nsec)}};
-        int rc = name.empty() ? ::futimens(dirfd, times) : ::utimensat(dirfd, name.c_str(), times, AT_SYMLINK_NOFOLLOW);
+        struct timespec times[2] = {
+            {static_cast<time_t>(sx.stx_atime.tv_sec), static_cast<long>(sx.stx_atime.tv_nsec)},
+            {static_cast<time_t>(sx.stx_mtime.tv_sec), static_cast<long>(sx.stx_mtime.tv_nsec)}};
+        int rc = name.empty() ? ::futimens(dirfd, times)
+                              : ::utimensat(dirfd, name.c_str(), times, AT_SYMLINK_NOFOLLOW);
         if (rc < 0) throw_storage_errno("setting the times of " + what, errno);
     }
 
@@ -205,7 +209,8 @@ private:
             const char* key = names.data() + i;
             i += std::strlen(key) + 1;
             auto get = [&](void* buf, size_t size) {
-                return by_fd ? ::fgetxattr(src_dirfd, key, buf, size) : ::lgetxattr(sp.c_str(), key, buf, size);
+                return by_fd ? ::fgetxattr(src_dirfd, key, buf, size)
+                             : ::lgetxattr(sp.c_str(), key, buf, size);
             };
             ssize_t len = get(nullptr, 0);
             if (len < 0) continue;
@@ -219,7 +224,8 @@ private:
         }
     }
 
-    void copy_file(int sfd, int dfd, const std::string& name, const std::string& rel, const struct statx& sx) {
+    void copy_file(int sfd, int dfd, const std::string& name, const std::string& rel,
+                   const struct statx& sx) {
         const std::pair<uint64_t, uint64_t> id{makedev(sx.stx_dev_major, sx.stx_dev_minor), sx.stx_ino};
         // A second name of an inode already copied: the same link in the copy.
         if (sx.stx_nlink > 1 && !(mode_ == CopyMode::Snapshot && !reflink_)) {
@@ -322,7 +328,8 @@ private:
 
 class Remover {
 public:
-    Remover(int top_fd, uint64_t mnt_id, std::string top) : top_fd_(top_fd), mnt_id_(mnt_id), top_(std::move(top)) {}
+    Remover(int top_fd, uint64_t mnt_id, std::string top)
+        : top_fd_(top_fd), mnt_id_(mnt_id), top_(std::move(top)) {}
 
     // Empties the directory `dirfd`. Below kDeep levels, folders are moved up
     // to the top and taken apart from there: any depth with few descriptors.
@@ -428,7 +435,8 @@ void remove_tree(const fs::path& path) {
     }
     if (S_ISDIR(sx.stx_mode)) {
         empty_directory(path);
-        if (::rmdir(path.c_str()) < 0 && errno != ENOENT) throw_storage_errno("removing " + path.string(), errno);
+        if (::rmdir(path.c_str()) < 0 && errno != ENOENT)
+            throw_storage_errno("removing " + path.string(), errno);
     } else if (::unlink(path.c_str()) < 0 && errno != ENOENT) {
         throw_storage_errno("removing " + path.string(), errno);
     }
@@ -458,7 +466,8 @@ uint64_t disk_usage(const fs::path& path) {
 uint64_t shift_owner(const fs::path& path, uid_t from, uid_t to, uint32_t count) {
     Fd top = open_top(path);
     struct statx sx;
-    if (!stat_at(top.get(), "", STATX_BASIC_STATS, sx)) throw_storage_errno("reading " + path.string(), errno);
+    if (!stat_at(top.get(), "", STATX_BASIC_STATS, sx))
+        throw_storage_errno("reading " + path.string(), errno);
     uint64_t changed = 0;
     auto moved = [&](uint32_t id) -> uint32_t {
         return id >= from && id - from < count ? to + (id - from) : id;

@@ -22,7 +22,8 @@ fs::path fake_apt(const fs::path& dir) {
     fs::create_directories(dir / "sources.list.d");
     put(dir / "sources.list", "# deb cdrom:[Debian GNU/Linux 12]/ bookworm main\n");
     put(dir / "sources.list.d" / "a-security.sources",
-        "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\nComponents: main\n");
+        "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\nComponents: "
+        "main\n");
     put(dir / "sources.list.d" / "b-off.sources",
         "Types: deb\nURIs: http://off.example/debian\nSuites: bookworm\nComponents: main\nEnabled: no\n");
     put(dir / "sources.list.d" / "c-debian.sources",
@@ -30,7 +31,8 @@ fs::path fake_apt(const fs::path& dir) {
         "Types: deb deb-src\n# http://snapshot.debian.org/archive/debian/20250520T000000Z\n"
         "URIs: http://deb.debian.org/debian/\nSuites: bookworm bookworm-updates\nComponents: main\n"
         "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n");
-    put(dir / "sources.list.d" / "d.list.disabled-by-farm", "deb http://wrong.example/debian bookworm main\n");
+    put(dir / "sources.list.d" / "d.list.disabled-by-farm",
+        "deb http://wrong.example/debian bookworm main\n");
     return dir;
 }
 
@@ -79,11 +81,13 @@ echo '#!/bin/sh' > "$target/usr/bin/sh"
 
 TEST_F(Debootstrap, MirrorFromTheHostsAptSources) {
     EXPECT_EQ(host_debian_mirror(fake_apt(tmp_.path() / "apt"), "bookworm"), "http://deb.debian.org/debian");
-    EXPECT_EQ(host_debian_mirror(tmp_.path() / "apt", "bookworm-security"), "http://deb.debian.org/debian-security");
+    EXPECT_EQ(host_debian_mirror(tmp_.path() / "apt", "bookworm-security"),
+              "http://deb.debian.org/debian-security");
     fs::create_directories(tmp_.path() / "apt2");
     put(tmp_.path() / "apt2" / "sources.list",
         "deb-src http://src.example/debian bookworm main\n"
-        "deb [arch=amd64 signed-by=/usr/share/keyrings/x.gpg] http://ftp.example/debian bookworm main # ok\n");
+        "deb [arch=amd64 signed-by=/usr/share/keyrings/x.gpg] http://ftp.example/debian bookworm main # "
+        "ok\n");
     EXPECT_EQ(host_debian_mirror(tmp_.path() / "apt2", "bookworm"), "http://ftp.example/debian");
     EXPECT_THROW(host_debian_mirror(tmp_.path() / "apt2", "trixie"), StorageError);
     EXPECT_THROW(host_debian_mirror(tmp_.path() / "none", "bookworm"), StorageError);
@@ -92,15 +96,17 @@ TEST_F(Debootstrap, MirrorFromTheHostsAptSources) {
 TEST_F(Debootstrap, CommandLine) {
     DebootstrapOptions o;
     EXPECT_EQ(debootstrap_argv("/p/root", o, "http://m/debian"),
-              (std::vector<std::string>{"debootstrap", "--variant=minbase", "bookworm", "/p/root", "http://m/debian"}));
+              (std::vector<std::string>{"debootstrap", "--variant=minbase", "bookworm", "/p/root",
+                                        "http://m/debian"}));
     o.include = {"sudo", "less"};
     o.suite = "trixie";
     EXPECT_EQ(debootstrap_argv("/p/root", o, "http://m/debian"),
-              (std::vector<std::string>{"debootstrap", "--variant=minbase", "--include=sudo,less", "trixie", "/p/root",
-                                        "http://m/debian"}));
+              (std::vector<std::string>{"debootstrap", "--variant=minbase", "--include=sudo,less", "trixie",
+                                        "/p/root", "http://m/debian"}));
 }
 
 TEST_F(Debootstrap, FillsATemplateRootAndPreparesItForQubes) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (a qube's mounts)";
     FilePool pool(tmp_.path() / "pool");
     pool.create(kTpl, "TemplateVM");
     auto before = pool.root_changed(kTpl);
@@ -117,9 +123,11 @@ TEST_F(Debootstrap, FillsATemplateRootAndPreparesItForQubes) {
     EXPECT_NE(slurp(o.log).find("I: fake debootstrap"), std::string::npos);
 
     fs::path root = vm(kTpl) / "root";
-    EXPECT_EQ(slurp(root / "etc" / "apt" / "sources.list"), "deb http://deb.debian.org/debian bookworm main\n");
+    EXPECT_EQ(slurp(root / "etc" / "apt" / "sources.list"),
+              "deb http://deb.debian.org/debian bookworm main\n");
     // The account Qubes' default_user names.
-    EXPECT_NE(slurp(root / "etc" / "passwd").find("\nuser:x:1000:1000:user:/home/user:/bin/bash\n"), std::string::npos);
+    EXPECT_NE(slurp(root / "etc" / "passwd").find("\nuser:x:1000:1000:user:/home/user:/bin/bash\n"),
+              std::string::npos);
     EXPECT_NE(slurp(root / "etc" / "group").find("\nuser:x:1000:\n"), std::string::npos);
     EXPECT_NE(slurp(root / "etc" / "shadow").find("\nuser:!:"), std::string::npos);
     EXPECT_NE(slurp(root / "etc" / "gshadow").find("\nuser:!::\n"), std::string::npos);

@@ -1,7 +1,7 @@
 // The file pool: volumes per class, copy-on-write views with real overlays,
 // id-mapped ownership, revisions, clone, remove, Info values, timings.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -34,6 +34,9 @@ const std::string kApp2 = "0b1e5a1c-0000-4000-8000-000000000006";
 class Pool : public ::testing::Test {
 protected:
     Pool() : tmp_("storage") {}
+    void SetUp() override {
+        if (::geteuid() != 0) GTEST_SKIP() << "needs root (mounts, chown)";
+    }
 
     fs::path vm(const std::string& uuid) const { return tmp_.path() / "pool" / "vm" / uuid; }
     fs::path run(const std::string& uuid) const { return tmp_.path() / "pool" / "run" / uuid; }
@@ -84,7 +87,8 @@ TEST_F(Pool, VolumeSetOfEveryClass) {
     EXPECT_FALSE(fs::exists(vm("0b1e5a1c-0000-4000-8000-0000000000ff")));
 
     std::vector<std::string> three = {"root", "private", "volatile"};
-    for (const char* k : {"TemplateVM", "StandaloneVM", "AppVM", "DispVM"}) EXPECT_EQ(pool.volumes(k), three) << k;
+    for (const char* k : {"TemplateVM", "StandaloneVM", "AppVM", "DispVM"})
+        EXPECT_EQ(pool.volumes(k), three) << k;
     EXPECT_TRUE(pool.volumes("RemoteVM").empty());
     EXPECT_TRUE(pool.volumes("AdminVM").empty());
 
@@ -140,6 +144,7 @@ TEST_F(Pool, AppVmWritesStayInItsViewAndVanishAtStop) {
 
 TEST_F(Pool, OwnershipThroughIdMappedMounts) {
     FilePool pool(tmp_.path() / "pool");
+    if (!pool.idmapped_mounts()) GTEST_SKIP() << "no id-mapped mounts on this kernel or filesystem";
     make_template(pool);
     pool.create(kApp, "AppVM");
     StartedVolumes v = pool.start(kApp, "AppVM", std::vector<std::string>{kTpl}, kOwnerA);
@@ -294,7 +299,8 @@ TEST_F(Pool, RevisionsKeptAtStopOldestDroppedAndReverted) {
     }
     EXPECT_TRUE(std::is_sorted(revs.begin(), revs.end()));
     std::vector<std::string> states;
-    for (const auto& r : revs) states.push_back(slurp(vm(kApp) / "revisions" / "private" / r / "home" / "state"));
+    for (const auto& r : revs)
+        states.push_back(slurp(vm(kApp) / "revisions" / "private" / r / "home" / "state"));
     EXPECT_EQ(states, (std::vector<std::string>{"3", "4", "5"}));
     EXPECT_EQ(slurp(vm(kApp) / "private" / "home" / "state"), "6");
 
@@ -377,10 +383,12 @@ TEST_F(Pool, CloneCopiesEverythingOfTheVolumes) {
     EXPECT_EQ(lstat_of(copy / "usr" / "bin" / "su").st_mode & 07777, 04755u);
     EXPECT_EQ(lstat_of(copy / "var" / "lib" / "owned").st_uid, 1000u);
     EXPECT_EQ(lstat_of(copy / "var" / "lib" / "owned").st_gid, 100u);
-    EXPECT_EQ(lstat_of(copy / "usr" / "bin" / "tool").st_ino, lstat_of(copy / "usr" / "bin" / "tool2").st_ino);
+    EXPECT_EQ(lstat_of(copy / "usr" / "bin" / "tool").st_ino,
+              lstat_of(copy / "usr" / "bin" / "tool2").st_ino);
     EXPECT_NE(lstat_of(copy / "usr" / "bin" / "tool").st_ino, lstat_of(root / "usr" / "bin" / "tool").st_ino);
     EXPECT_EQ(lstat_of(copy / "usr" / "bin" / "tool").st_mode & 0777, 0755u);
-    EXPECT_EQ(lstat_of(copy / "etc" / "hostname").st_mtim.tv_sec, lstat_of(root / "etc" / "hostname").st_mtim.tv_sec);
+    EXPECT_EQ(lstat_of(copy / "etc" / "hostname").st_mtim.tv_sec,
+              lstat_of(root / "etc" / "hostname").st_mtim.tv_sec);
     char v[4] = {};
     EXPECT_EQ(::getxattr((copy / "etc" / "hostname").c_str(), "user.note", v, sizeof v), 1);
     EXPECT_EQ(fs::file_size(copy / "var" / "lib" / "sparse"), (8u << 20) + 3);
@@ -397,8 +405,9 @@ TEST_F(Pool, CloneCopiesEverythingOfTheVolumes) {
     EXPECT_EQ(slurp(vm(kApp2) / "private" / "home" / "a"), "a");
     EXPECT_FALSE(fs::exists(vm(kApp2) / "root"));
     EXPECT_THROW(pool.clone(kApp, kApp2, "AppVM"), StorageError);
-    EXPECT_THROW(pool.clone("0b1e5a1c-0000-4000-8000-00000000dead", "0b1e5a1c-0000-4000-8000-00000000beef", "AppVM"),
-                 StorageError);
+    EXPECT_THROW(
+        pool.clone("0b1e5a1c-0000-4000-8000-00000000dead", "0b1e5a1c-0000-4000-8000-00000000beef", "AppVM"),
+        StorageError);
 }
 
 TEST_F(Pool, CloneOfARunningQubeTakesItsLastStoppedState) {
@@ -438,6 +447,34 @@ TEST_F(Pool, RemoveLeavesNothingEvenWhileStarted) {
     pool.flush();  // what was thrown away goes in the background
     EXPECT_TRUE(fs::is_empty(tmp_.path() / "pool" / "trash"));
     pool.remove(kApp);  // again: nothing left to do
+}
+
+// A restart of the daemon: a new pool on the folder finds the started qube,
+// stops it, and finishes revisions an earlier pool left to do.
+TEST_F(Pool, ANewPoolTakesOverWhatTheLastOneLeft) {
+    {
+        FilePool pool(tmp_.path() / "pool");
+        make_template(pool);
+        pool.create(kApp, "AppVM");
+        StartedVolumes v = pool.start(kApp, "AppVM", std::vector<std::string>{kTpl}, kOwnerA);
+        ASSERT_TRUE(write_as(kOwnerA, v.private_dir / "home" / "f", "1"));
+    }
+    {
+        FilePool pool(tmp_.path() / "pool");
+        EXPECT_TRUE(pool.is_started(kApp));
+        EXPECT_TRUE(is_mount_point(run(kApp) / "root"));
+        pool.stop(kApp);
+        expect_no_mounts();
+        // As if the daemon died before the revision was kept.
+        pool.flush();
+    }
+    put(vm(kApp) / "revisions.pending", "time=1700000000\nprivate\n");
+    {
+        FilePool pool(tmp_.path() / "pool");
+        pool.flush();
+        EXPECT_FALSE(fs::exists(vm(kApp) / "revisions.pending"));
+        EXPECT_EQ(pool.revisions(kApp, "private").size(), 1u);
+    }
 }
 
 TEST_F(Pool, BusyViewIsDetachedAtStop) {
@@ -513,10 +550,12 @@ TEST_F(Pool, InfoGivesQubesValuesForEveryVolume) {
 
     VolumeInfo f = pool.info(kDisp, "DispVM", "private", std::vector<std::string>{kDvm, kTpl});
     f.usage = 0;
-    EXPECT_EQ(format_volume_info(f), "pool=varlibqubes\nvid=vm/" + kDisp + "/private\nsize=2147483648\nusage=0\n"
-                                     "rw=True\nsource=vm/" + kDvm + "/private\npath=" + (run(kDisp) / "private").string() +
-                                     "\nsave_on_stop=False\nsnap_on_start=True\nrevisions_to_keep=1\n"
-                                     "ephemeral=False\nis_outdated=False\n");
+    EXPECT_EQ(format_volume_info(f), "pool=varlibqubes\nvid=vm/" + kDisp +
+                                         "/private\nsize=2147483648\nusage=0\n"
+                                         "rw=True\nsource=vm/" +
+                                         kDvm + "/private\npath=" + (run(kDisp) / "private").string() +
+                                         "\nsave_on_stop=False\nsnap_on_start=True\nrevisions_to_keep=1\n"
+                                         "ephemeral=False\nis_outdated=False\n");
     EXPECT_THROW(pool.info(kDisp, "DispVM", "kernel", std::vector<std::string>{kDvm, kTpl}), StorageError);
 }
 
@@ -577,28 +616,39 @@ TEST_F(Pool, StartAndStopTimings) {
         std::sort(starts.begin(), starts.end());
         std::sort(stops.begin(), stops.end());
         std::sort(after.begin(), after.end());
-        std::printf("[ timing ] %-11s start p50 %.2f ms p90 %.2f ms; stop p50 %.2f ms p90 %.2f ms; "
-                    "background p50 %.2f ms p90 %.2f ms\n",
-                    what.c_str(), starts[20], starts[36], stops[20], stops[36], after[20], after[36]);
+        std::printf(
+            "[ timing ] %-11s start p50 %.2f ms p90 %.2f ms; stop p50 %.2f ms p90 %.2f ms; "
+            "background p50 %.2f ms p90 %.2f ms\n",
+            what.c_str(), starts[20], starts[36], stops[20], stops[36], after[20], after[36]);
     };
-    measure(pool, "AppVM", [&] { pool.start(kApp, "AppVM", std::vector<std::string>{kTpl}, kOwnerA); },
-            [&] { pool.stop(kApp); });
-    measure(pool, "DispVM", [&] { pool.start(kDisp, "DispVM", std::vector<std::string>{kDvm, kTpl}, kOwnerB); },
-            [&] { pool.stop(kDisp); });
-    measure(pool, "TemplateVM", [&] { pool.start(kTpl, "TemplateVM", std::vector<std::string>{}, kOwnerT); },
-            [&] { pool.stop(kTpl); });
+    measure(
+        pool, "AppVM", [&] { pool.start(kApp, "AppVM", std::vector<std::string>{kTpl}, kOwnerA); },
+        [&] { pool.stop(kApp); });
+    measure(
+        pool, "DispVM",
+        [&] {
+            pool.start(kDisp, "DispVM", std::vector<std::string>{kDvm, kTpl}, kOwnerB);
+        },
+        [&] { pool.stop(kDisp); });
+    measure(
+        pool, "TemplateVM", [&] { pool.start(kTpl, "TemplateVM", std::vector<std::string>{}, kOwnerT); },
+        [&] { pool.stop(kTpl); });
     PoolOptions o;
     o.idmapped_mounts = false;
     FilePool chown_pool(tmp_.path() / "pool", o);
-    measure(chown_pool, "AppVM/chown", [&] { chown_pool.start(kApp, "AppVM", std::vector<std::string>{kTpl}, kOwnerA); },
-            [&] { chown_pool.stop(kApp); });
+    measure(
+        chown_pool, "AppVM/chown",
+        [&] { chown_pool.start(kApp, "AppVM", std::vector<std::string>{kTpl}, kOwnerA); },
+        [&] { chown_pool.stop(kApp); });
     // A private volume with 2,000 files: the revision kept at every stop.
     for (int d = 0; d < 20; ++d) {
         fs::create_directories(vm(kApp) / "private" / "home" / std::to_string(d));
-        for (int f = 0; f < 100; ++f) put(vm(kApp) / "private" / "home" / std::to_string(d) / std::to_string(f), "x");
+        for (int f = 0; f < 100; ++f)
+            put(vm(kApp) / "private" / "home" / std::to_string(d) / std::to_string(f), "x");
     }
-    measure(pool, "AppVM/2000", [&] { pool.start(kApp, "AppVM", std::vector<std::string>{kTpl}, kOwnerA); },
-            [&] { pool.stop(kApp); });
+    measure(
+        pool, "AppVM/2000", [&] { pool.start(kApp, "AppVM", std::vector<std::string>{kTpl}, kOwnerA); },
+        [&] { pool.stop(kApp); });
     expect_no_mounts();
 }
 

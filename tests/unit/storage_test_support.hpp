@@ -28,7 +28,9 @@ inline std::string slurp(const fs::path& p) {
     return s.str();
 }
 
-inline void put(const fs::path& p, const std::string& text) { std::ofstream(p, std::ios::trunc) << text; }
+inline void put(const fs::path& p, const std::string& text) {
+    std::ofstream(p, std::ios::trunc) << text;
+}
 
 inline struct stat lstat_of(const fs::path& p) {
     struct stat st {};
@@ -44,7 +46,8 @@ inline int as_user(uid_t id, const fs::path& dir, const std::function<bool()>& b
     pid_t pid = ::fork();
     if (pid == 0) {
         if (::chdir(dir.c_str()) < 0) _exit(101);
-        if (::setgroups(0, nullptr) < 0 || ::setresgid(id, id, id) < 0 || ::setresuid(id, id, id) < 0) _exit(100);
+        if (::setgroups(0, nullptr) < 0 || ::setresgid(id, id, id) < 0 || ::setresuid(id, id, id) < 0)
+            _exit(100);
         _exit(body() ? 0 : 1);
     }
     int status = 0;
@@ -65,7 +68,8 @@ inline bool write_as(uid_t id, const fs::path& path, const std::string& text, bo
     return as_user(id, path.parent_path(), [&] {
                std::string name = path.filename().string();
                if (!by_rename) return write_file(name, text);
-               return write_file(name + ".new", text) && std::rename((name + ".new").c_str(), name.c_str()) == 0;
+               return write_file(name + ".new", text) &&
+                      std::rename((name + ".new").c_str(), name.c_str()) == 0;
            }) == 0;
 }
 

@@ -85,12 +85,13 @@ TEST(StorageTree, CopyStopsAtTheDepthLimitAndLeavesNothing) {
 }
 
 TEST(StorageTree, NeverCrossesAMount) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (a bind mount)";
     TempDir tmp("tree");
     fs::create_directories(tmp.path() / "elsewhere");
     put(tmp.path() / "elsewhere" / "precious", "p");
     fs::create_directories(tmp.path() / "t" / "mnt");
-    ASSERT_EQ(::mount((tmp.path() / "elsewhere").c_str(), (tmp.path() / "t" / "mnt").c_str(), nullptr, MS_BIND,
-                      nullptr),
+    ASSERT_EQ(::mount((tmp.path() / "elsewhere").c_str(), (tmp.path() / "t" / "mnt").c_str(), nullptr,
+                      MS_BIND, nullptr),
               0);
     EXPECT_THROW(remove_tree(tmp.path() / "t"), StorageError);
     EXPECT_THROW(copy_tree(tmp.path() / "t", tmp.path() / "copy", CopyMode::Data), StorageError);
@@ -122,6 +123,7 @@ TEST(StorageTree, UsageCountsBlocksAndEachInodeOnce) {
 }
 
 TEST(StorageTree, ShiftOwnerMovesOnlyTheRange) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (chown)";
     TempDir tmp("tree");
     fs::path t = tmp.path() / "t";
     fs::create_directories(t / "home" / "user");
