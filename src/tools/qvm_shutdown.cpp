@@ -28,11 +28,13 @@ namespace {
 struct Options {
     tools::qvm::VmNames vms;
     bool wait = false, force = false, dry_run = false;
-    std::string timeout = "60";
+    std::optional<std::string> timeout;  // default 60
 };
 
-// Python's str() of a float (enough of it for a timeout in seconds).
-std::string float_text(double value) {
+// Python's str() of the timeout: argparse converts a given --timeout with
+// float(), but leaves the default (60) an int.
+std::string timeout_text(double value, bool is_float) {
+    if (!is_float) return fmt::format("{}", static_cast<long long>(value));
     if (std::floor(value) == value && std::fabs(value) < 1e16) return fmt::format("{:.1f}", value);
     return fmt::format("{}", value);
 }
@@ -82,14 +84,14 @@ std::optional<bool> wait_by_events(const admin::AdminClient& client, std::set<st
 
 // The polling fallback: power states every second, "Waiting for shutdown"
 // logged each time; true when none is left running.
-bool wait_by_polling(const ToolCli& cli, std::vector<admin::QubeInfo> vms, double timeout) {
+bool wait_by_polling(const ToolCli& cli, std::vector<admin::QubeInfo> vms, double timeout, bool is_float) {
     std::sort(vms.begin(), vms.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
     while (timeout >= 0) {
         std::erase_if(vms, [&](const admin::QubeInfo& q) { return halted_or_gone(cli.client, q); });
         if (vms.empty()) return true;
         std::vector<std::string> names;
         for (const auto& q : vms) names.push_back(q.name);
-        cli.log_info("app", "Waiting for shutdown (" + float_text(timeout) + "): " + tools::qvm::join(names, ", "));
+        cli.log_info("app", "Waiting for shutdown (" + timeout_text(timeout, is_float) + "): " + tools::qvm::join(names, ", "));
         ::poll(nullptr, 0, 1000);
         timeout -= 1;
     }
@@ -110,7 +112,7 @@ void kill_all(const ToolCli& cli, const std::vector<std::string>& names) {
 int run(ToolCli& cli, Options& opt, int argc, char** argv) {
     cli.parse(argc, argv);
     tools::qvm::check_vm_names(cli, opt.vms);
-    double timeout = parse_timeout(cli, opt.timeout);
+    double timeout = opt.timeout ? parse_timeout(cli, *opt.timeout) : 60;
     auto domains = tools::qvm::chosen_qubes(cli, opt.vms, cli.client.list_qubes());
     bool force = opt.force || opt.vms.all;
 
@@ -144,7 +146,7 @@ int run(ToolCli& cli, Options& opt, int argc, char** argv) {
             std::vector<admin::QubeInfo> vms;
             for (const auto& q : domains)
                 if (this_round.count(q.name)) vms.push_back(q);
-            bool all_down = wait_by_polling(cli, vms, timeout);
+            bool all_down = wait_by_polling(cli, vms, timeout, opt.timeout.has_value());
             if (!all_down && !opt.dry_run) {
                 std::vector<std::string> left;
                 for (const auto& q : vms)

@@ -2,13 +2,14 @@
 """A small stand-in for the admin daemon, for testing the qvm-* tools'
 requests and their reading of answers without real qubes.
 
-    fake_qubesd.py --socket PATH --log PATH --state STATE.json
+    fake_qubesd.py --socket PATH --log PATH --state STATE.json [--replies REPLIES.json]
 
 It speaks qubesd's framing ("METHOD[+ARG] SOURCE name DEST\\0PAYLOAD" in,
 "0\\0BODY", "2\\0TYPE\\0\\0MESSAGE\\0" or an admin.Events stream out), writes
 every request to the log as one line "DEST METHOD[+ARG][ PAYLOAD]", and
 keeps a little state: qubes with a class, a power state, properties,
-features and volumes. Lifecycle calls change the power states and send
+features and volumes; admin.vm.Create makes one (a TemplateVM with an empty
+root folder), admin.vm.Remove removes it. Lifecycle calls change the power states and send
 domain-* events to the open admin.Events streams, as the daemon does.
 
 STATE.json:
@@ -18,13 +19,17 @@ STATE.json:
                       "volumes": {"private": {"info": {...}, "revisions": [...]}}}},
    "replies": {"DEST METHOD[+ARG]": "raw reply, \\u0000 for NUL" or null},
    "shutdown_delay": 0.2,         # seconds from Shutdown to Halted
-   "stuck": ["NAME"]}             # qubes that ignore Shutdown
+   "stuck": ["NAME"],             # qubes that ignore Shutdown
+   "pool_dir": "DIR"}             # where a new TemplateVM's root folder goes
 A reply of null closes the connection without an answer (a refusal).
+REPLIES.json holds more of them ({"DEST METHOD[+ARG]": ...}), read again at
+every request, so that a test can change them as it goes.
 """
 import argparse
 import json
 import os
 import select
+import shutil
 import socket
 import socketserver
 import threading
@@ -34,6 +39,7 @@ LOCK = threading.Lock()
 STREAMS = []  # sockets of open admin.Events streams
 STATE = {}
 LOG = None
+REPLIES = None
 
 
 def log(line):
@@ -91,6 +97,19 @@ LIFECYCLE = {"admin.vm.Start": "start", "admin.vm.Shutdown": "shutdown", "admin.
 
 def answer(method, arg, dest, payload):
     q = qube(dest)
+    if method.startswith("admin.vm.Create.") and dest == "dom0":
+        fields = dict(f.split("=", 1) for f in payload.split(" ") if "=" in f)
+        name = fields.get("name", "")
+        if not name or name in STATE["qubes"]:
+            return None
+        new = {"class": method[len("admin.vm.Create."):], "state": "Halted", "features": {}, "volumes": {}}
+        if new["class"] in ("TemplateVM", "StandaloneVM") and STATE.get("pool_dir"):
+            path = os.path.join(STATE["pool_dir"], name, "root")
+            os.makedirs(path)
+            new["volumes"]["root"] = {"info": {"pool": "varlibqubes", "vid": name + "/root", "path": path}}
+        with LOCK:
+            STATE["qubes"][name] = new
+        return success()
     if method == "admin.vm.List" and dest == "dom0":
         return success("".join(
             "{} class={} state={}\n".format(n, v["class"], v["state"])
@@ -133,6 +152,15 @@ def answer(method, arg, dest, payload):
             return exception("QubesVMNotPausedError", "Domain is not paused: '{}'".format(dest))
         set_state(dest, "Running")
         send_event(dest, "domain-unpaused")
+        return success()
+    if method == "admin.vm.Remove":
+        with LOCK:
+            del STATE["qubes"][dest]
+        if STATE.get("pool_dir"):
+            shutil.rmtree(os.path.join(STATE["pool_dir"], dest), ignore_errors=True)
+        return success()
+    if method == "admin.vm.feature.Set":
+        q.setdefault("features", {})[arg] = payload
         return success()
     if method == "admin.vm.feature.Get":
         if arg in q.get("features", {}):
@@ -187,8 +215,12 @@ class Handler(socketserver.BaseRequestHandler):
         payload = payload.decode()
         log("{} {}{}".format(dest, fields[0], " " + payload if payload else ""))
         key = "{} {}".format(dest, fields[0])
-        if key in STATE.get("replies", {}):
-            reply = STATE["replies"][key]
+        replies = dict(STATE.get("replies", {}))
+        if REPLIES and os.path.exists(REPLIES):
+            with open(REPLIES, encoding="utf-8") as f:
+                replies.update(json.load(f))
+        if key in replies:
+            reply = replies[key]
             if reply is not None:
                 self.request.sendall(reply.encode())
             return
@@ -217,13 +249,15 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 def main():
-    global LOG
+    global LOG, REPLIES
     parser = argparse.ArgumentParser()
     parser.add_argument("--socket", required=True)
     parser.add_argument("--log", required=True)
     parser.add_argument("--state", required=True)
+    parser.add_argument("--replies", help="more canned replies, read again at every request")
     args = parser.parse_args()
     LOG = args.log
+    REPLIES = args.replies
     with open(args.state, encoding="utf-8") as f:
         STATE.update(json.load(f))
     if os.path.exists(args.socket):

@@ -109,11 +109,13 @@ cat >"$WORK/state.json" <<'EOF'
   "idle": {"class": "AppVM", "state": "Paused"},
   "sys-internal": {"class": "AppVM", "state": "Paused", "features": {"internal": "1"}}
  },
- "replies": {"sys-net admin.vm.Pause": "2\u0000QubesException\u0000\u0000Pausing sys-net is not allowed\u0000"},
+ "replies": {"sys-net admin.vm.Pause": "2\u0000QubesException\u0000\u0000Pausing sys-net is not allowed\u0000",
+             "broken admin.vm.volume.Info+root": "0\u0000pool=varlibqubes\nvid=broken/root\npath=/usr/share\n"},
  "stuck": ["stuck"], "shutdown_delay": 0.3}
 EOF
+sed -i "s|\"shutdown_delay\": 0.3}|\"shutdown_delay\": 0.3, \"pool_dir\": \"$WORK/pool\"}|" "$WORK/state.json"
 python3 "$HERE/fake_qubesd.py" --socket "$WORK/fake.sock" --log "$WORK/requests" \
-    --state "$WORK/state.json" >"$WORK/fake.log" 2>&1 &
+    --state "$WORK/state.json" --replies "$WORK/replies.json" >"$WORK/fake.log" 2>&1 &
 FAKE_PID=$!
 if ! wait_for_socket "$WORK/fake.sock" "$FAKE_PID"; then
     echo "FAIL: the fake daemon did not start"
@@ -286,6 +288,23 @@ check "check --running: some" 3 "" -- "$BIN/qvm-check" --running work sys-net
 check_stderr_is "check --running: some: log" "qvm-check: sys-net: running"
 check "check --running: none" 1 "" -- "$BIN/qvm-check" --running work stuck
 check_stderr_is "check --running: none: log" "qvm-check: None of qubes: running"
+"$BIN/qvm-start" work
+echo '{"dom0 admin.Events": null}' >"$WORK/replies.json"
+: >"$WORK/requests"
+check "shutdown --wait: no event stream, power states polled" 0 "" -- "$BIN/qvm-shutdown" --wait work
+check_stderr_is "shutdown --wait, polled: log" "app: Waiting for shutdown (60): work"
+check_requests "shutdown --wait, polled" "dom0 admin.vm.List
+work admin.vm.Shutdown
+dom0 admin.Events
+work admin.vm.CurrentState
+work admin.vm.CurrentState
+work admin.vm.CurrentState"
+"$BIN/qvm-start" stuck
+check "shutdown --wait, polled: killed after the timeout" 0 "" -- "$BIN/qvm-shutdown" --wait --timeout 1 stuck
+check_stderr_is "shutdown --wait, polled, killed: log" "app: Waiting for shutdown (1.0): stuck
+app: Waiting for shutdown (0.0): stuck
+app: Killing remaining qubes: stuck"
+rm "$WORK/replies.json"
 check "shutdown --timeout x" 2 "" -- "$BIN/qvm-shutdown" --timeout x work
 check_stderr_is "shutdown --timeout x: message" "usage: qvm-shutdown [--verbose] [--quiet] [--help] [--all] [--exclude EXCLUDE]
                     [--wait] [--timeout TIMEOUT] [--force] [--dry-run]
@@ -523,6 +542,48 @@ check "volume config: missing value" 2 "" -- "$BIN/qvm-volume" config work:priva
 check_stderr_is "volume config: missing value: message" "usage: qvm-volume config [--verbose] [--quiet] [--help]
                          VM:VOLUME property value
 qvm-volume config: error: the following arguments are required: value"
+
+# --- qvm-template --------------------------------------------------------------
+: >"$WORK/requests"
+check "template create-from-host" 0 "" -- "$BIN/qvm-template" create-from-host tpl
+[ -f "$WORK/pool/tpl/root/etc/aerie-host-template" ] && [ -L "$WORK/pool/tpl/root/bin" ]
+check "template create-from-host: a host template in the root volume" 0 "" -- test $? = 0
+sed -i 's/[0-9-]* [0-9:]*$/TIME/' "$WORK/requests"
+check_requests "template create-from-host" "dom0 admin.vm.List
+dom0 admin.vm.Create.TemplateVM name=tpl label=black
+tpl admin.vm.volume.Info+root
+tpl admin.vm.feature.Set+template-name tpl
+tpl admin.vm.feature.Set+template-reponame @host
+tpl admin.vm.feature.Set+template-buildtime TIME
+tpl admin.vm.feature.Set+template-installtime TIME
+tpl admin.vm.feature.Set+template-summary The host's system"
+check "template: the name taken" 1 "" -- "$BIN/qvm-template" create-from-host tpl
+check_stderr_is "template: the name taken: message" "qvm-template: error: Template 'tpl' already installed"
+: >"$WORK/requests"
+check "template: a root volume not empty" 1 "" -- "$BIN/qvm-template" create-from-host broken
+check_stderr_is "template: a root volume not empty: message" "qvm-template: error: the root volume is not empty: /usr/share"
+check_requests "template: a root volume not empty" "dom0 admin.vm.List
+dom0 admin.vm.Create.TemplateVM name=broken label=black
+broken admin.vm.volume.Info+root
+broken admin.vm.Remove"
+check "template create-from-debootstrap: failed, removed again" 1 "" -- \
+    "$BIN/qvm-template" create-from-debootstrap --suite bookworm --mirror http://127.0.0.1:9/debian deb
+grep -q "^qvm-template: error: " "$WORK/stderr"
+check "template create-from-debootstrap: failure reported" 0 "" -- test $? = 0
+check "template create-from-debootstrap: no qube left" 1 "" -- "$BIN/qvm-check" -q deb
+[ ! -e "$WORK/pool/deb" ]
+check "template create-from-debootstrap: no folder left" 0 "" -- test $? = 0
+check "template: an unknown command" 2 "" -- "$BIN/qvm-template" install fedora
+check_stderr_is "template: an unknown command: message" "usage: qvm-template [--verbose] [--quiet] [--help]
+                    {create-from-host,create-from-debootstrap} ...
+qvm-template: error: argument command: invalid choice: 'install' (choose from 'create-from-host', 'create-from-debootstrap')"
+check "template: no name" 2 "" -- "$BIN/qvm-template" create-from-debootstrap --suite trixie
+check_stderr_is "template: no name: message" "usage: qvm-template create-from-debootstrap [--verbose] [--quiet] [--help]
+                                            [--suite SUITE] [--mirror MIRROR]
+                                            NAME
+qvm-template create-from-debootstrap: error: the following arguments are required: NAME"
+check "template: --suite without its value" 2 "" -- "$BIN/qvm-template" create-from-debootstrap deb --suite
+check "template: --suite for the host" 2 "" -- "$BIN/qvm-template" create-from-host --suite bookworm x
 
 echo "qvm lifecycle tools: $pass passed, $fail failed"
 [ "$fail" = 0 ]

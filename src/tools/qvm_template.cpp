@@ -1,0 +1,197 @@
+// qvm-template: makes TemplateVMs from Aerie's template sources, in the
+// manner of Qubes' qvm-template (whose sources are RPM repositories, which
+// Aerie does not have):
+//   qvm-template create-from-host NAME
+//       a template reusing the host's own system (its /usr bound read-only
+//       at start, a cleaned copy of its /etc): seconds, the demo's default
+//   qvm-template create-from-debootstrap [--suite SUITE] [--mirror URL] NAME
+//       a Debian of its own made by debootstrap (default suite bookworm, the
+//       mirror of the host's apt sources): minutes, debootstrap's progress
+//       shown on stderr
+// The TemplateVM is created over the Admin API (admin.vm.Create.TemplateVM,
+// label black as qvm-template-postprocess gives), its root volume's folder
+// asked with admin.vm.volume.Info (path=) and filled here; the template-*
+// features record where it came from (template-reponame "@host" or
+// "@debootstrap"). A failure removes the new qube again and is reported as
+// "qvm-template: error: MESSAGE" with exit code 1.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+
+#include "storage/debootstrap.hpp"
+#include "storage/host_template.hpp"
+#include "tools/qvm_support.hpp"
+
+using namespace aerie;
+using tools::qvm::ToolCli;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::vector<std::string> kCommonUsage = {"[--verbose]", "[--quiet]", "[--help]"};
+
+struct Args {
+    std::string command;  // "create-from-host" / "create-from-debootstrap"
+    std::string name;
+    std::string suite = "bookworm";
+    std::string mirror;
+};
+
+// qvm-template's DATE_FMT, in UTC.
+std::string now_utc() {
+    std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+    return buf;
+}
+
+Args read_args(ToolCli& cli, const std::vector<std::string>& rest) {
+    static const std::vector<std::string> commands = {"create-from-host", "create-from-debootstrap"};
+    if (rest.empty()) cli.usage_error("the following arguments are required: command");
+    if (rest[0].size() > 1 && rest[0][0] == '-') cli.usage_error("unrecognized arguments: " + tools::qvm::join(rest, " "));
+    if (std::find(commands.begin(), commands.end(), rest[0]) == commands.end()) {
+        std::vector<std::string> choices;
+        for (const auto& c : commands) choices.push_back(tools::qvm::py_repr(c));
+        cli.usage_error("argument command: invalid choice: " + tools::qvm::py_repr(rest[0]) + " (choose from " +
+                        tools::qvm::join(choices, ", ") + ")");
+    }
+    Args args;
+    args.command = rest[0];
+    bool debootstrap = args.command == "create-from-debootstrap";
+    std::string prog = cli.prog() + " " + args.command;
+    std::vector<std::string> usage_opts = kCommonUsage;
+    if (debootstrap) usage_opts.insert(usage_opts.end(), {"[--suite SUITE]", "[--mirror MIRROR]"});
+    auto sub_error = [&](const std::string& message) { cli.usage_error_of(prog, usage_opts, {"NAME"}, message); };
+
+    std::vector<std::string> positionals, extras;
+    bool help = false;
+    for (size_t i = 1; i < rest.size(); ++i) {
+        const std::string& w = rest[i];
+        if (w.size() < 2 || w[0] != '-') {
+            positionals.push_back(w);
+            continue;
+        }
+        size_t eq = w.find('=');
+        std::string name = w.substr(0, eq);
+        std::optional<std::string> inline_value;
+        if (eq != std::string::npos && w[1] == '-') inline_value = w.substr(eq + 1);
+        auto value = [&](const std::string& display) -> std::string {
+            if (inline_value) return *inline_value;
+            if (i + 1 < rest.size() && !(rest[i + 1].size() > 1 && rest[i + 1][0] == '-')) return rest[++i];
+            sub_error("argument " + display + ": expected one argument");
+            throw tools::qvm::ExitStatus{2};  // not reached
+        };
+        if (name == "-v" || name == "--verbose") {
+            cli.add_verbosity(1, 0);
+        } else if (name == "-q" || name == "--quiet") {
+            cli.add_verbosity(0, 1);
+        } else if (name == "-h" || name == "--help") {
+            help = true;
+        } else if (debootstrap && name == "--suite") {
+            args.suite = value("--suite");
+        } else if (debootstrap && name == "--mirror") {
+            args.mirror = value("--mirror");
+        } else {
+            extras.push_back(w);
+        }
+    }
+    if (help) {
+        std::fputs(tools::qvm::format_usage(prog, usage_opts, {"NAME"}).c_str(), stdout);
+        fmt::print("\n{}\n", debootstrap ? "create a TemplateVM with a Debian made by debootstrap"
+                                         : "create a TemplateVM that reuses the host's system");
+        throw tools::qvm::ExitStatus{0};
+    }
+    if (positionals.empty()) sub_error("the following arguments are required: NAME");
+    if (positionals.size() > 1) extras.insert(extras.begin(), positionals.begin() + 1, positionals.end());
+    if (!extras.empty()) cli.usage_error("unrecognized arguments: " + tools::qvm::join(extras, " "));
+    args.name = positionals[0];
+    return args;
+}
+
+// The root volume's folder, which a new TemplateVM has empty: removed so
+// that the builder (which wants to make it) can put the root in its place.
+fs::path take_root_folder(const admin::AdminClient& client, const std::string& name) {
+    auto info = client.volume_info(name, "root");
+    auto it = info.find("path");
+    if (it == info.end() || it->second.empty())
+        throw admin::AdminError("QubesException", "the root volume of " + name + " has no path");
+    fs::path root = it->second;
+    if (!fs::is_directory(root)) throw admin::AdminError("QubesException", "not a folder: " + root.string());
+    if (!fs::is_empty(root)) throw admin::AdminError("QubesException", "the root volume is not empty: " + root.string());
+    if (::rmdir(root.c_str()) < 0)
+        throw admin::AdminError("QubesException", "replacing " + root.string() + ": " + std::strerror(errno));
+    return root;
+}
+
+int run(ToolCli& cli, int argc, char** argv) {
+    Args args = read_args(cli, cli.parse_prefix(argc, argv));
+    const admin::AdminClient& client = cli.client;
+    for (const auto& q : client.list_qubes())
+        if (q.name == args.name) cli.runtime_error("Template " + tools::qvm::py_repr(args.name) + " already installed");
+
+    bool debootstrap = args.command == "create-from-debootstrap";
+    try {
+        client.create_qube("TemplateVM", "", args.name, "black");
+    } catch (const admin::AdminError& e) {
+        cli.runtime_error("Error creating VM: " + std::string(e.what()));
+    }
+    std::string summary;
+    fs::path root;
+    try {
+        root = take_root_folder(client, args.name);
+        try {
+            if (debootstrap) {
+                storage::DebootstrapOptions options;
+                options.suite = args.suite;
+                options.mirror = args.mirror;
+                // debootstrap's progress goes to stderr, as qvm-template's own does.
+                std::fflush(stdout);
+                int saved_stdout = ::dup(STDOUT_FILENO);
+                ::dup2(STDERR_FILENO, STDOUT_FILENO);
+                try {
+                    storage::build_debootstrap_root(root, options);
+                } catch (...) {
+                    ::dup2(saved_stdout, STDOUT_FILENO);
+                    ::close(saved_stdout);
+                    throw;
+                }
+                ::dup2(saved_stdout, STDOUT_FILENO);
+                ::close(saved_stdout);
+                summary = "Debian " + args.suite + " made by debootstrap";
+            } else {
+                storage::create_host_template(root);
+                summary = "The host's system";
+            }
+        } catch (const std::exception& e) {
+            ::mkdir(root.c_str(), 0755);  // the empty volume back, for the removal
+            throw admin::AdminError("QubesException", e.what());
+        }
+        std::string when = now_utc();
+        client.set_feature(args.name, "template-name", args.name);
+        client.set_feature(args.name, "template-reponame", debootstrap ? "@debootstrap" : "@host");
+        client.set_feature(args.name, "template-buildtime", when);
+        client.set_feature(args.name, "template-installtime", when);
+        client.set_feature(args.name, "template-summary", summary);
+    } catch (const admin::AdminError& e) {
+        try {
+            client.remove_qube(args.name);
+        } catch (const admin::AdminError&) {
+        }
+        cli.runtime_error(e.what());
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    ToolCli cli("Create TemplateVMs from Aerie's template sources", "qvm-template");
+    cli.usage_positionals = {"{create-from-host,create-from-debootstrap}", "..."};
+    return tools::qvm::run_tool(cli, [&] { return run(cli, argc, argv); });
+}
