@@ -16,12 +16,20 @@
 namespace aerie::admin {
 
 class Lifecycle;
+}  // namespace aerie::admin
+namespace aerie::storage {
+class FilePool;
+}
+namespace aerie::admin {
 
 class AdminApi {
 public:
     AdminApi(Model& model, Store& store, EventHub& events);
     // Enables admin.vm.{Start,Shutdown,Kill,Pause,Unpause,CurrentState}.
     void set_lifecycle(Lifecycle* lifecycle);
+    // Gives qubes volumes (made with them, removed with them) and enables
+    // admin.vm.volume.{List,Info,ListSnapshots,Revert,Set.revisions_to_keep}.
+    void set_storage(storage::FilePool* pool);
 
     // The main socket (qubesd.sock) and, through qrexec, the qubes.
     ApiResponse handle(const ApiRequest& request);
@@ -89,6 +97,12 @@ private:
     std::string vm_pause(Call&);
     std::string vm_unpause(Call&);
     std::string vm_current_state(Call&);
+    // volumes
+    std::string volume_list(Call&);
+    std::string volume_info(Call&);
+    std::string volume_list_snapshots(Call&);
+    std::string volume_revert(Call&);
+    std::string volume_set_revisions(Call&);
 
     std::string rename(Call&, const std::string& new_name);
 
@@ -96,6 +110,7 @@ private:
     Store& store_;
     EventHub& events_;
     Lifecycle* lifecycle_ = nullptr;
+    storage::FilePool* pool_ = nullptr;
     std::map<std::string, Method, std::less<>> methods_;
     std::map<std::string, Method, std::less<>> internal_methods_;
 };

@@ -4,6 +4,7 @@
 #include <random>
 
 #include "admin/api_call.hpp"
+#include "storage/pool.hpp"
 
 namespace aerie::admin {
 
@@ -139,9 +140,17 @@ std::string AdminApi::vm_create(Call& call) {
     }
     qube.tags.insert("created-by-" + call.src->name);
 
-    Store::Transaction txn(store_);
-    txn.add_qube(to_stored(qube));
-    txn.commit();
+    // Volumes first: a store record never names a qube without them (a
+    // crash in between leaves an orphan folder, which aeried removes at start).
+    if (pool_) pool_->create(qube.uuid, qube.klass);
+    try {
+        Store::Transaction txn(store_);
+        txn.add_qube(to_stored(qube));
+        txn.commit();
+    } catch (...) {
+        if (pool_) pool_->remove(qube.uuid);
+        throw;
+    }
     model_.add(std::move(qube));
     publish(nullptr, "domain-add", {{"vm", name}});
     return {};
@@ -167,7 +176,15 @@ std::string AdminApi::vm_remove(Call& call) {
     Store::Transaction txn(store_);
     txn.remove_qube(vm.uuid);
     txn.commit();
+    std::string uuid = vm.uuid;
     model_.remove(name);
+    if (pool_) {
+        try {
+            pool_->remove(uuid);
+        } catch (const std::exception& e) {
+            log("removing the volumes of " + name + ": " + e.what());
+        }
+    }
     publish(nullptr, "domain-delete", {{"vm", name}});
     return {};
 }

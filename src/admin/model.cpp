@@ -302,6 +302,17 @@ std::optional<std::string> Model::feature_check_with(const Qube& qube, std::stri
     return std::nullopt;
 }
 
+std::vector<std::string> Model::template_chain(const Qube& qube) const {
+    std::vector<std::string> chain;
+    const Qube* hop = &qube;
+    while (hop->has_template() && chain.size() < 4) {
+        hop = find(value_text(hop, "template"));
+        if (!hop) break;
+        chain.push_back(hop->uuid);
+    }
+    return chain;
+}
+
 bool Model::label_in_use(int index) const {
     auto it = labels_.all().find(index);
     if (it == labels_.all().end()) return false;

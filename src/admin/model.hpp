@@ -68,6 +68,10 @@ public:
     // global), which a rename rewrites.
     std::vector<std::pair<const Qube*, std::string>> explicit_references(std::string_view name) const;
 
+    // The uuids of the templates a qube's volumes come from, nearest first
+    // (a DispVM: its disposable template, then that one's template).
+    std::vector<std::string> template_chain(const Qube& qube) const;
+
     // --- features
     // check_with_*: the qube's own value, else along the template chain /
     // netvm chain / dom0, as Qubes does. nullopt when nowhere set.

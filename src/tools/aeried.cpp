@@ -7,7 +7,13 @@
 #include <csignal>
 #include <filesystem>
 
+#include <climits>
+#include <unistd.h>
+
 #include "admin/api.hpp"
+#include "admin/lifecycle.hpp"
+#include "backend/ns/ns_backend.hpp"
+#include "storage/pool.hpp"
 #include "admin/model.hpp"
 #include "admin/server.hpp"
 #include "admin/store.hpp"
@@ -18,12 +24,42 @@ using namespace aerie::admin;
 
 namespace {
 
+void log_line(const std::string& text) { fmt::print(stderr, "aeried: {}\n", text); }
+
 struct Options {
     std::string state_dir = "/var/lib/aerie";
     std::string socket = "/var/run/qubesd.sock";
     std::string internal_socket = "/var/run/qubesd.internal.sock";
     std::string rpc_dir;
+    std::string runtime_dir = "/run/aerie";
+    std::string pool_dir;  // default <state-dir>/pool
+    std::string qrexec_socket_dir = "/var/run/qubes";
+    std::string policy_socket = "/run/qubes/policy.sock";
+    std::string bin_dir;  // default: this program's folder
 };
+
+std::string own_folder() {
+    char self[PATH_MAX];
+    ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return ".";
+    return fs::path(std::string(self, static_cast<size_t>(n))).parent_path().string();
+}
+
+// Volume folders of qubes the store does not know: a crash between making
+// them and storing the qube, or between removing the record and them.
+void remove_orphan_volumes(aerie::storage::FilePool& pool, const Model& model) {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(pool.dir() / "vm", ec)) {
+        std::string uuid = entry.path().filename().string();
+        if (model.find("uuid:" + uuid)) continue;
+        try {
+            pool.remove(uuid);
+            log_line("removed the volumes of an unknown qube " + uuid);
+        } catch (const std::exception& e) {
+            log_line("cannot remove the volumes of an unknown qube " + uuid + ": " + e.what());
+        }
+    }
+}
 
 // The admin qube must have a record before properties can be set on it.
 void ensure_admin_vm_stored(Store& store, const StoredState& state) {
@@ -46,8 +82,6 @@ void publish_rpc_services(const std::string& dir, const std::string& socket, con
     }
 }
 
-void log_line(const std::string& text) { fmt::print(stderr, "aeried: {}\n", text); }
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -57,6 +91,13 @@ int main(int argc, char** argv) {
     app.add_option("--socket", options.socket, "Admin API socket")->capture_default_str();
     app.add_option("--internal-socket", options.internal_socket, "Internal API socket")->capture_default_str();
     app.add_option("--rpc-dir", options.rpc_dir, "Publish admin.* as dom0 qrexec services here");
+    app.add_option("--runtime-dir", options.runtime_dir, "Runtime folder of running qubes")->capture_default_str();
+    app.add_option("--pool-dir", options.pool_dir, "Volume pool folder (default: STATE_DIR/pool)");
+    app.add_option("--qrexec-socket-dir", options.qrexec_socket_dir, "Sockets of the qubes' qrexec daemons")
+        ->capture_default_str();
+    app.add_option("--policy-socket", options.policy_socket, "The qrexec policy daemon's socket")
+        ->capture_default_str();
+    app.add_option("--bin-dir", options.bin_dir, "Aerie's programs (default: this program's folder)");
     if (int rc = aerie::tools::parse_args(app, argc, argv); rc >= 0) return rc;
 
     std::signal(SIGPIPE, SIG_IGN);
@@ -76,7 +117,22 @@ int main(int argc, char** argv) {
         AdminApi api(model, store, events);
         api.log = log_line;
 
+        aerie::storage::FilePool pool(options.pool_dir.empty() ? fs::path(options.state_dir) / "pool"
+                                                               : fs::path(options.pool_dir));
+        remove_orphan_volumes(pool, model);
+        aerie::backend::ns::NsOptions ns;
+        ns.runtime_base = fs::path(options.runtime_dir) / "backend";
+        aerie::backend::ns::NsBackend backend(ns);
         asio::io_context io(1);
+        LifecycleConfig lifecycle_config{fs::path(options.runtime_dir) / "qubes",
+                                         options.bin_dir.empty() ? own_folder() : options.bin_dir,
+                                         options.qrexec_socket_dir, options.policy_socket,
+                                         fs::path(options.runtime_dir) / "log"};
+        Lifecycle lifecycle(io, model, events, backend, pool, lifecycle_config);
+        api.set_storage(&pool);
+        api.set_lifecycle(&lifecycle);
+        lifecycle.adopt();
+
         ApiServer server(io, options.socket, [&](const ApiRequest& r) { return api.handle(r); }, &events, 0660);
         ApiServer internal(io, options.internal_socket, [&](const ApiRequest& r) { return api.handle_internal(r); },
                            nullptr, 0660);

@@ -1,0 +1,435 @@
+#include "admin/lifecycle.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <fstream>
+
+extern char** environ;  // passed on to the qrexec daemons
+
+namespace aerie::admin {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+struct Lifecycle::Running {
+    explicit Running(asio::io_context& io) : exit_watch(io), ready_timer(io), kill_timer(io) {}
+    pid_t init_pid = 0;
+    pid_t daemon_pid = 0;
+    asio::posix::stream_descriptor exit_watch;  // a pidfd of PID 1: readable when it exits
+    asio::steady_timer ready_timer;
+    asio::steady_timer kill_timer;
+    bool stopping = false;
+    Done starting;                // the start's caller, until the agent said hello
+    std::vector<Done> on_halted;  // shutdown --wait callers
+};
+
+namespace {
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+bool alive(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
+
+void write_text(const fs::path& path, const std::string& text) {
+    std::ofstream out(path, std::ios::trunc);
+    out << text;
+}
+
+pid_t read_pid(const fs::path& path) {
+    std::ifstream in(path);
+    pid_t pid = 0;
+    in >> pid;
+    return pid;
+}
+
+// The end of a log, on one line, for an error message.
+std::string last_lines(const fs::path& path, size_t count) {
+    std::ifstream in(path);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);)
+        if (!line.empty()) lines.push_back(line);
+    std::string out;
+    for (size_t i = lines.size() > count ? lines.size() - count : 0; i < lines.size(); ++i)
+        out += (out.empty() ? "" : " / ") + lines[i];
+    return out;
+}
+
+long long mib_of(const Model& model, const Qube& qube, const char* property) {
+    auto n = parse_int(model.value_text(&qube, property));
+    return n && *n > 0 ? *n : 0;
+}
+
+ApiError not_running(const Qube& qube) {
+    return qubes_error("QubesVMNotRunningError",
+                       "Domain not running (either powered off or paused): '" + qube.name + "'");
+}
+
+}  // namespace
+
+Lifecycle::Lifecycle(asio::io_context& io, Model& model, EventHub& events, backend::Backend& backend,
+                     storage::FilePool& pool, LifecycleConfig config)
+    : io_(io), model_(model), events_(events), backend_(backend), pool_(pool), config_(std::move(config)) {
+    fs::create_directories(config_.runtime_dir);
+    fs::create_directories(config_.log_dir);
+    fs::create_directories(config_.qrexec_socket_dir);
+}
+
+Lifecycle::~Lifecycle() = default;
+
+// Must match the ns backend's user namespace mapping (backend.hpp).
+uid_t Lifecycle::owner_uid(const Qube& qube) { return 0x10000000u + static_cast<uid_t>(qube.qid) * 65536u; }
+
+void Lifecycle::publish(const Qube& qube, const std::string& event,
+                        std::vector<std::pair<std::string, std::string>> kwargs) {
+    events_.publish(qube.name, event, kwargs);
+}
+
+void Lifecycle::start(Qube& qube, Done done) {
+    if (qube.is_admin() || qube.is_remote())
+        return done(qubes_error("QubesException", qube.klass + " '" + qube.name + "' cannot be started"));
+    if (!qube.is_halted()) return done(std::nullopt);  // as Qubes: starting a running qube is no error
+    if (qube.qid > 0x7fff)
+        return done(qubes_error("QubesException", "qid " + std::to_string(qube.qid) + " is too large to run"));
+    if (qube.has_template()) {
+        const Qube* tpl = model_.find(model_.value_text(&qube, "template"));
+        if (!tpl) return done(qubes_error("QubesNoTemplateError", "Template for the domain '" + qube.name + "' not found"));
+    }
+    publish(qube, "domain-pre-start");
+    qube.power_state = "Transient";
+    try {
+        launch(qube);
+    } catch (const std::exception& e) {
+        std::string name = qube.name;
+        finish_stop(name, false);
+        return done(qubes_error("QubesException", "Start failed: " + std::string(e.what())));
+    }
+    auto timeout = std::chrono::seconds(std::max<long long>(1, mib_of(model_, qube, "qrexec_timeout")));
+    running_.at(qube.name)->starting = std::move(done);
+    wait_ready(qube.name, std::chrono::steady_clock::now() + timeout);
+}
+
+// Volumes, compartment, qrexec daemon; the agent's hello comes later.
+void Lifecycle::launch(Qube& qube) {
+    fs::path runtime = qube_runtime(qube.name);
+    fs::remove_all(runtime);
+    fs::create_directories(runtime / "vchan");
+    // The qube's agent listens there as the qube's root.
+    if (::chown((runtime / "vchan").c_str(), owner_uid(qube), owner_uid(qube)) != 0)
+        throw std::runtime_error("chown " + (runtime / "vchan").string() + ": " + std::strerror(errno));
+    ::chmod((runtime / "vchan").c_str(), 0700);
+
+    storage::StartedVolumes volumes = pool_.start(qube.uuid, qube.klass, model_.template_chain(qube), owner_uid(qube));
+
+    backend::QubeSpec spec;
+    spec.name = qube.name;
+    spec.uuid = qube.uuid;
+    spec.qid = qube.qid;
+    spec.root = volumes.root;
+    if (volumes.host_usr)
+        for (auto& mount : storage::host_template_mounts()) spec.mounts.push_back(mount);
+    spec.mounts.push_back({volumes.private_dir, "/rw", false});
+    spec.mounts.push_back({volumes.private_dir / "home", "/home", false});
+    spec.mounts.push_back({config_.bin_dir, "/run/aerie/bin", true});
+    spec.mounts.push_back({runtime / "vchan", "/run/qubes-vchan", false});
+    spec.memory_mib = static_cast<uint64_t>(mib_of(model_, qube, "memory"));
+    spec.maxmem_mib = static_cast<uint64_t>(std::max(mib_of(model_, qube, "maxmem"), mib_of(model_, qube, "memory")));
+    spec.vcpus = static_cast<int>(std::max<long long>(1, mib_of(model_, qube, "vcpus")));
+    spec.hostname = qube.name;
+    spec.init_argv = {"/run/aerie/bin/aerie-qube-init", "/run/aerie/bin/qrexec-agent"};
+    spec.env = {
+        {"PATH", "/run/aerie/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+        {"VCHAN_SOCKET_DIR", "/run/qubes-vchan"},
+        {"VCHAN_DOMAIN", std::to_string(qube.qid)},
+        {"HOME", "/root"},
+        {"QUBES_NAME", qube.name},
+    };
+    spec.console_log = qube_log(qube.name, "console");
+
+    auto running = std::make_unique<Running>(io_);
+    backend::RunningQube started = backend_.start(spec);
+    running->init_pid = started.init_pid;
+    write_text(runtime / "init.pid", std::to_string(started.init_pid));
+    spawn_qrexec_daemon(qube, *running);
+    running_[qube.name] = std::move(running);
+    watch_exit(qube.name);
+}
+
+void Lifecycle::spawn_qrexec_daemon(const Qube& qube, Running& running) {
+    fs::path runtime = qube_runtime(qube.name);
+    std::string program = (config_.bin_dir / "qrexec-daemon").string();
+    std::vector<std::string> args = {program,
+                                     "--direct",
+                                     "--socket-dir=" + config_.qrexec_socket_dir.string(),
+                                     "--policy-socket=" + config_.policy_socket,
+                                     "--uuid=" + qube.uuid,
+                                     std::to_string(qube.qid),
+                                     qube.name,
+                                     model_.value_text(&qube, "default_user")};
+    std::vector<std::string> env;
+    for (char** e = environ; *e; ++e) {
+        std::string_view var(*e);
+        if (var.rfind("VCHAN_", 0) != 0 && var.rfind("QREXEC_STARTUP_TIMEOUT=", 0) != 0) env.emplace_back(var);
+    }
+    env.push_back("VCHAN_SOCKET_DIR=" + (runtime / "vchan").string());
+    env.push_back("QREXEC_STARTUP_TIMEOUT=" + model_.value_text(&qube, "qrexec_timeout"));
+
+    std::vector<char*> argv, envp;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::string log = qube_log(qube.name, "qrexec-daemon").string();
+
+    // Detached twice over: its own session, and not our child, so that a
+    // restart of the admin daemon neither takes it down nor leaves a zombie.
+    int pipefd[2];
+    if (::pipe2(pipefd, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+    pid_t middle = ::fork();
+    if (middle < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+    if (middle == 0) {
+        ::setsid();
+        pid_t daemon = ::fork();
+        if (daemon != 0) {
+            (void)!::write(pipefd[1], &daemon, sizeof daemon);
+            ::_exit(0);
+        }
+        int in = ::open("/dev/null", O_RDONLY);
+        int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0640);
+        if (in < 0 || out < 0) ::_exit(127);
+        ::dup2(in, 0);
+        ::dup2(out, 1);
+        ::dup2(out, 2);
+        // Asio's sockets are not close-on-exec: a client connection kept open
+        // by the daemon would never see its EOF.
+        ::syscall(SYS_close_range, 3u, ~0u, 0u);
+        ::execve(program.c_str(), argv.data(), envp.data());
+        ::_exit(127);
+    }
+    ::close(pipefd[1]);
+    pid_t pid = -1;
+    ssize_t n = ::read(pipefd[0], &pid, sizeof pid);
+    ::close(pipefd[0]);
+    ::waitpid(middle, nullptr, 0);
+    if (n != sizeof pid || pid <= 0) throw std::runtime_error("cannot start " + program);
+    running.daemon_pid = pid;
+    write_text(runtime / "qrexec-daemon.pid", std::to_string(pid));
+}
+
+// The qrexec daemon makes its qrexec.<name> link once the agent said hello.
+void Lifecycle::wait_ready(const std::string& name, std::chrono::steady_clock::time_point deadline) {
+    auto it = running_.find(name);
+    if (it == running_.end() || !it->second->starting) return;
+    Running& running = *it->second;
+    std::error_code ec;
+    if (fs::exists(config_.qrexec_socket_dir / ("qrexec." + name), ec)) {
+        Qube* qube = model_.find(name);
+        if (qube) {
+            qube->power_state = "Running";
+            publish(*qube, "domain-start");
+        }
+        Done done = std::move(running.starting);
+        running.starting = nullptr;
+        return done(std::nullopt);
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+        Qube* qube = model_.find(name);
+        long long seconds = qube ? mib_of(model_, *qube, "qrexec_timeout") : 0;
+        Done done = std::move(running.starting);
+        running.starting = nullptr;
+        running.stopping = true;
+        try {
+            backend_.kill(name);
+        } catch (const std::exception&) {
+        }
+        return done(qubes_error("QubesException",
+                                fmt::format("Cannot connect to qrexec agent for {} seconds, see {} for details",
+                                            seconds, qube_log(name, "console").string())));
+    }
+    running.ready_timer.expires_after(1ms);
+    running.ready_timer.async_wait([this, name, deadline](const asio::error_code& e) {
+        if (e != asio::error::operation_aborted) wait_ready(name, deadline);
+    });
+}
+
+void Lifecycle::watch_exit(const std::string& name) {
+    Running& running = *running_.at(name);
+    // The backend's own exit descriptor when it has one (it is PID 1's
+    // parent and reaps it); a pidfd otherwise (an adopted qube).
+    int owned = backend_.exit_fd(name);
+    int fd = owned >= 0 ? ::fcntl(owned, F_DUPFD_CLOEXEC, 0) : pidfd_open(running.init_pid);
+    if (fd < 0) {
+        // Already gone.
+        asio::post(io_, [this, name] { finish_stop(name, true); });
+        return;
+    }
+    running.exit_watch.assign(fd);
+    running.exit_watch.async_wait(asio::posix::stream_descriptor::wait_read,
+                                  [this, name](const asio::error_code& ec) {
+                                      if (ec == asio::error::operation_aborted) return;
+                                      auto it = running_.find(name);
+                                      bool crashed = it != running_.end() && !it->second->stopping;
+                                      finish_stop(name, crashed);
+                                  });
+}
+
+// PID 1 is gone (or the start failed): take down what is left and report.
+void Lifecycle::finish_stop(const std::string& name, bool crashed) {
+    std::unique_ptr<Running> running;
+    if (auto it = running_.find(name); it != running_.end()) {
+        running = std::move(it->second);
+        running_.erase(it);
+    }
+    std::vector<Done> waiters;
+    if (running) {
+        running->ready_timer.cancel();
+        running->kill_timer.cancel();
+        asio::error_code ec;
+        running->exit_watch.close(ec);
+        if (running->daemon_pid > 0) ::kill(running->daemon_pid, SIGTERM);
+        waiters = std::move(running->on_halted);
+        if (running->starting) {
+            // PID 1 ended before the agent said hello: the start failed.
+            std::string log = last_lines(qube_log(name, "console"), 5);
+            auto starting = std::move(running->starting);
+            waiters.push_back([starting, name, log](std::optional<ApiError>) {
+                starting(qubes_error("QubesException", "Start failed: the qube '" + name +
+                                                           "' stopped before its qrexec agent started" +
+                                                           (log.empty() ? std::string() : ": " + log)));
+            });
+        }
+    }
+    try {
+        backend_.cleanup(name);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "aeried: cleanup of %s: %s\n", name.c_str(), e.what());
+    }
+    Qube* qube = model_.find(name);
+    if (qube) {
+        try {
+            pool_.stop(qube->uuid);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "aeried: stopping the volumes of %s: %s\n", name.c_str(), e.what());
+        }
+    }
+    std::error_code ec;
+    fs::remove_all(qube_runtime(name), ec);
+    for (const char* link : {"qrexec.", "qrexec.uuid:"}) {
+        std::string suffix = std::string(link) == "qrexec." ? name : (qube ? qube->uuid : std::string());
+        if (!suffix.empty()) fs::remove(config_.qrexec_socket_dir / (link + suffix), ec);
+    }
+    if (qube) fs::remove(config_.qrexec_socket_dir / ("qrexec." + std::to_string(qube->qid)), ec);
+    if (qube && qube->power_state != "Halted") {
+        qube->power_state = "Halted";
+        publish(*qube, "domain-shutdown", {{"reason", crashed ? "crashed" : "shutdown"}});
+    }
+    for (auto& done : waiters) done(std::nullopt);
+}
+
+void Lifecycle::shutdown(Qube& qube, bool wait, bool force, Done done) {
+    auto it = running_.find(qube.name);
+    if (qube.is_halted() || it == running_.end())
+        return done(qubes_error("QubesVMNotStartedError", "Domain is powered off: '" + qube.name + "'"));
+    Running& running = *it->second;
+    publish(qube, "domain-pre-shutdown", {{"force", force ? "True" : "False"}});
+    running.stopping = true;
+    if (qube.power_state == "Paused") backend_.unpause(qube.name);
+    qube.power_state = "Halting";
+    ::kill(running.init_pid, SIGTERM);
+    // After shutdown_timeout the rest is killed (Qubes: force or not, a qube
+    // that does not stop is not left half-stopped).
+    auto timeout = std::chrono::seconds(std::max<long long>(1, mib_of(model_, qube, "shutdown_timeout")));
+    std::string name = qube.name;
+    running.kill_timer.expires_after(timeout);
+    running.kill_timer.async_wait([this, name](const asio::error_code& ec) {
+        if (ec) return;
+        try {
+            backend_.kill(name);
+        } catch (const std::exception&) {
+        }
+    });
+    if (wait)
+        running.on_halted.push_back(std::move(done));
+    else
+        done(std::nullopt);
+}
+
+void Lifecycle::kill(Qube& qube, Done done) {
+    auto it = running_.find(qube.name);
+    if (qube.is_halted() || it == running_.end()) return done(not_running(qube));
+    it->second->stopping = true;
+    try {
+        backend_.kill(qube.name);
+    } catch (const std::exception& e) {
+        return done(qubes_error("QubesException", std::string("Kill failed: ") + e.what()));
+    }
+    it->second->on_halted.push_back(std::move(done));
+}
+
+void Lifecycle::pause(Qube& qube) {
+    if (qube.power_state != "Running") throw not_running(qube);
+    backend_.pause(qube.name);
+    qube.power_state = "Paused";
+    publish(qube, "domain-paused");
+}
+
+void Lifecycle::unpause(Qube& qube) {
+    if (qube.power_state != "Paused")
+        throw qubes_error("QubesVMNotPausedError", "Domain is not paused: '" + qube.name + "'");
+    backend_.unpause(qube.name);
+    qube.power_state = "Running";
+    publish(qube, "domain-unpaused");
+}
+
+backend::QubeStats Lifecycle::stats(const Qube& qube) {
+    if (!running_.count(qube.name)) return {};
+    try {
+        return backend_.stats(qube.name);
+    } catch (const std::exception&) {
+        return {};
+    }
+}
+
+void Lifecycle::adopt() {
+    std::vector<backend::RunningQube> found;
+    try {
+        found = backend_.adopt();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "aeried: looking for running qubes: %s\n", e.what());
+    }
+    for (const auto& r : found) {
+        Qube* qube = model_.find(r.name);
+        if (!qube || qube->is_admin() || qube->is_remote()) {
+            // A qube the store does not know (removed meanwhile): stop it.
+            try {
+                backend_.kill(r.name);
+                backend_.cleanup(r.name);
+            } catch (const std::exception&) {
+            }
+            continue;
+        }
+        auto running = std::make_unique<Running>(io_);
+        running->init_pid = r.init_pid;
+        fs::path runtime = qube_runtime(r.name);
+        pid_t daemon = read_pid(runtime / "qrexec-daemon.pid");
+        running->daemon_pid = alive(daemon) ? daemon : 0;
+        running_[r.name] = std::move(running);
+        if (!running_[r.name]->daemon_pid) spawn_qrexec_daemon(*qube, *running_[r.name]);
+        qube->power_state = backend_.state(r.name) == backend::PowerState::Paused ? "Paused" : "Running";
+        watch_exit(r.name);
+    }
+    // Halted qubes keep nothing: leftovers of ones that died meanwhile go.
+    for (const Qube* q : model_.qubes_by_name()) {
+        if (running_.count(q->name) || q->is_admin() || q->is_remote()) continue;
+        std::error_code ec;
+        if (!fs::exists(qube_runtime(q->name), ec)) continue;
+        finish_stop(q->name, false);
+    }
+}
+
+}  // namespace aerie::admin

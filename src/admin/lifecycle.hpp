@@ -1,0 +1,81 @@
+// Qubes that run: starting one prepares its volumes (storage), makes its
+// compartment (a backend), starts its qrexec daemon on the host and waits
+// until the qube's agent has said hello; stopping undoes all of it. Power
+// states and the domain-* events follow Qubes. Everything runs on the admin
+// daemon's event loop; only a shutdown's waiting happens on a worker thread.
+#pragma once
+
+#include <asio.hpp>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "admin/api_error.hpp"
+#include "admin/model.hpp"
+#include "admin/server.hpp"
+#include "backend/backend.hpp"
+#include "storage/host_template.hpp"
+#include "storage/pool.hpp"
+
+namespace aerie::admin {
+
+struct LifecycleConfig {
+    std::filesystem::path runtime_dir;        // per-qube runtime folders (vchan sockets, records, logs)
+    std::filesystem::path bin_dir;            // Aerie's binaries, shown inside qubes at /run/aerie/bin
+    std::filesystem::path qrexec_socket_dir;  // qrexec.<name> sockets of the qrexec daemons
+    std::string policy_socket;                // for the qrexec daemons
+    std::filesystem::path log_dir;            // consoles and qrexec daemon logs; they outlive a run
+};
+
+class Lifecycle {
+public:
+    // nullopt: success; else the error to answer with.
+    using Done = std::function<void(std::optional<ApiError>)>;
+
+    Lifecycle(asio::io_context& io, Model& model, EventHub& events, backend::Backend& backend,
+              storage::FilePool& pool, LifecycleConfig config);
+    ~Lifecycle();
+
+    void start(Qube& qube, Done done);
+    // wait: answer once halted; force: kill after shutdown_timeout.
+    void shutdown(Qube& qube, bool wait, bool force, Done done);
+    void kill(Qube& qube, Done done);
+    void pause(Qube& qube);
+    void unpause(Qube& qube);
+    // Zero for a qube that does not run.
+    backend::QubeStats stats(const Qube& qube);
+
+    // At daemon start: qubes still running are adopted, leftovers cleaned.
+    void adopt();
+    // The host uid the qube's root maps to (its private volume's owner).
+    static uid_t owner_uid(const Qube& qube);
+
+private:
+    struct Running;
+    void launch(Qube& qube);
+    void wait_ready(const std::string& name, std::chrono::steady_clock::time_point deadline);
+    void watch_exit(const std::string& name);
+    void finish_stop(const std::string& name, bool crashed);
+    void spawn_qrexec_daemon(const Qube& qube, Running& running);
+    void publish(const Qube& qube, const std::string& event,
+                 std::vector<std::pair<std::string, std::string>> kwargs = {});
+    std::filesystem::path qube_runtime(const std::string& name) const { return config_.runtime_dir / name; }
+    // <log dir>/<name>.<kind>.log (kind: console, qrexec-daemon).
+    std::filesystem::path qube_log(const std::string& name, const std::string& kind) const {
+        return config_.log_dir / (name + "." + kind + ".log");
+    }
+
+    asio::io_context& io_;
+    Model& model_;
+    EventHub& events_;
+    backend::Backend& backend_;
+    storage::FilePool& pool_;
+    LifecycleConfig config_;
+    std::map<std::string, std::unique_ptr<Running>> running_;
+};
+
+}  // namespace aerie::admin
