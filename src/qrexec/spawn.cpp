@@ -35,6 +35,7 @@ Spawned spawn_process(const SpawnRequest& req) {
     uid_t uid = ::geteuid();
     gid_t gid = ::getegid();
     std::string home = "/";
+    std::string shell = "/bin/sh";
     bool switch_user = false;
     if (req.user) {
         passwd* pw = ::getpwnam(req.user->c_str());
@@ -42,6 +43,7 @@ Spawned spawn_process(const SpawnRequest& req) {
         uid = pw->pw_uid;
         gid = pw->pw_gid;
         home = pw->pw_dir ? pw->pw_dir : "/";
+        if (pw->pw_shell && *pw->pw_shell) shell = pw->pw_shell;
         switch_user = uid != ::geteuid();
     }
     std::string cwd = req.cwd.empty() ? home : req.cwd;
@@ -49,7 +51,18 @@ Spawned spawn_process(const SpawnRequest& req) {
     std::vector<char*> argv, envp;
     for (const auto& a : req.argv) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
-    for (const auto& e : req.env) envp.push_back(const_cast<char*>(e.c_str()));
+    // The user's own login variables, as the agent's PAM session gives them in Qubes.
+    std::vector<std::string> login;
+    if (req.user)
+        login = {"HOME=" + home, "USER=" + *req.user, "LOGNAME=" + *req.user, "SHELL=" + shell};
+    auto overridden = [&](const std::string& e) {
+        for (const char* key : {"HOME=", "USER=", "LOGNAME=", "SHELL="})
+            if (e.rfind(key, 0) == 0) return true;
+        return false;
+    };
+    for (const auto& e : req.env)
+        if (login.empty() || !overridden(e)) envp.push_back(const_cast<char*>(e.c_str()));
+    for (auto& e : login) envp.push_back(e.data());
     envp.push_back(nullptr);
 
     Spawned out;

@@ -1,5 +1,7 @@
 #include "storage/debootstrap.hpp"
 
+#include "storage/accounts.hpp"
+
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -126,56 +128,6 @@ void put_file(const fs::path& p, const std::string& text, mode_t mode) {
         throw_storage_errno("writing " + p.string(), n < 0 ? err : EIO);
 }
 
-void append_file(const fs::path& p, const std::string& text) {
-    int fd = ::open(p.c_str(), O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) throw_storage_errno("writing " + p.string(), errno);
-    ssize_t n = ::write(fd, text.data(), text.size());
-    int err = errno;
-    ::close(fd);
-    if (n != static_cast<ssize_t>(text.size()))
-        throw_storage_errno("writing " + p.string(), n < 0 ? err : EIO);
-}
-
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-// Whether an /etc/passwd-style file has an entry named `name`, or (field 3) id `id`.
-bool has_entry(const std::string& text, const std::string& name, const std::string& id) {
-    std::istringstream in(text);
-    std::string line;
-    while (std::getline(in, line)) {
-        std::vector<std::string> f;
-        std::istringstream fields(line);
-        for (std::string x; std::getline(fields, x, ':');) f.push_back(x);
-        if (!f.empty() && f[0] == name) return true;
-        if (!id.empty() && f.size() > 2 && f[2] == id) return true;
-    }
-    return false;
-}
-
-void add_user(const fs::path& etc) {
-    const std::string passwd = slurp(etc / "passwd"), group = slurp(etc / "group");
-    const long days = static_cast<long>(::time(nullptr) / 86400);
-    auto with_newline = [](const std::string& text) {
-        return std::string(text.empty() || text.back() == '\n' ? "" : "\n");
-    };
-    if (!has_entry(group, "user", "1000")) {
-        append_file(etc / "group", with_newline(group) + "user:x:1000:\n");
-        if (fs::exists(etc / "gshadow"))
-            append_file(etc / "gshadow", with_newline(slurp(etc / "gshadow")) + "user:!::\n");
-    }
-    if (!has_entry(passwd, "user", "1000")) {
-        append_file(etc / "passwd", with_newline(passwd) + "user:x:1000:1000:user:/home/user:/bin/bash\n");
-        if (fs::exists(etc / "shadow"))
-            append_file(etc / "shadow", with_newline(slurp(etc / "shadow")) +
-                                            "user:!:" + std::to_string(days) + ":0:99999:7:::\n");
-    }
-}
-
 int run(const std::vector<std::string>& argv, const fs::path& log) {
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -247,7 +199,7 @@ void prepare_qube_root(const fs::path& root, const std::string& note) {
     put_file(etc / "machine-id", "", 0444);
     if (!fs::exists(etc / "hosts"))
         put_file(etc / "hosts", "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n", 0644);
-    if (fs::exists(etc / "passwd") && fs::exists(etc / "group")) add_user(etc);
+    if (fs::exists(etc / "passwd") && fs::exists(etc / "group")) ensure_qube_user(etc);
     // The downloaded packages: installed, no longer needed.
     std::error_code ec;
     for (fs::directory_iterator it(root / "var" / "cache" / "apt" / "archives", ec), end; !ec && it != end;

@@ -1,5 +1,7 @@
 #include "storage/host_template.hpp"
 
+#include "storage/accounts.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -169,10 +171,12 @@ void create_host_template(const fs::path& root, const HostTemplateOptions& optio
         fs::create_symlink("../run/lock", tmp / "var" / "lock", ec);
 
         copy_etc(host / "etc", tmp / "etc");
+        // Qubes' `user` (1000), not the host's own account with that id.
+        ensure_qube_user(tmp / "etc");
         // Locked passwords for every account and group.
         std::string shadow, gshadow;
-        for (const auto& n : names_in(host / "etc" / "passwd")) shadow += n + ":*:19000:0:99999:7:::\n";
-        for (const auto& n : names_in(host / "etc" / "group")) gshadow += n + ":*::\n";
+        for (const auto& n : names_in(tmp / "etc" / "passwd")) shadow += n + ":*:19000:0:99999:7:::\n";
+        for (const auto& n : names_in(tmp / "etc" / "group")) gshadow += n + ":*::\n";
         gid_t shadow_gid = group_id(host / "etc" / "group", "shadow");
         write_text(tmp / "etc" / "shadow", shadow, 0640);
         write_text(tmp / "etc" / "gshadow", gshadow, 0640);

@@ -18,6 +18,7 @@
 // Static and small: it is the one process every qube carries.
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -122,6 +123,32 @@ bool reap_some(pid_t main_pid, bool* main_done, int* main_code) {
     std::exit(code);
 }
 
+// The default user's home on the private volume (/home comes from it), made
+// on first start as Qubes does; from /etc/passwd, read by hand (a static
+// program has no name service).
+void make_user_home() {
+    FILE* passwd = std::fopen("/etc/passwd", "re");
+    if (!passwd) return;
+    char line[1024];
+    while (std::fgets(line, sizeof line, passwd)) {
+        if (std::strncmp(line, "user:", 5) != 0) continue;
+        char* fields[7] = {};
+        int n = 0;
+        for (char* p = line; n < 7 && p; ++n) {
+            fields[n] = p;
+            p = std::strchr(p, ':');
+            if (p) *p++ = '\0';
+        }
+        if (n < 6) break;
+        uid_t uid = static_cast<uid_t>(std::strtoul(fields[2], nullptr, 10));
+        gid_t gid = static_cast<gid_t>(std::strtoul(fields[3], nullptr, 10));
+        const char* home = fields[5];
+        if (std::strncmp(home, "/home/", 6) == 0 && ::mkdir(home, 0700) == 0) (void)!::chown(home, uid, gid);
+        break;
+    }
+    std::fclose(passwd);
+}
+
 int usage() {
     std::fprintf(
         stderr, "usage: aerie-qube-init [--grace-ms N] [--] COMMAND [ARG...] [--also COMMAND [ARG...]]...\n");
@@ -161,6 +188,7 @@ int main(int argc, char** argv) {
     }
 
     g_pid1 = ::getpid() == 1;
+    if (g_pid1) make_user_home();
     if (!g_pid1) ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     sigset_t set;
     sigemptyset(&set);
