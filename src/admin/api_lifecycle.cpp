@@ -25,6 +25,8 @@ void AdminApi::set_lifecycle(Lifecycle* lifecycle) {
     methods_["admin.vm.Pause"] = {&AdminApi::vm_pause, P::None, A::None};
     methods_["admin.vm.Unpause"] = {&AdminApi::vm_unpause, P::None, A::None};
     methods_["admin.vm.CurrentState"] = {&AdminApi::vm_current_state, P::None, A::None};
+    // What a qrexec daemon asks for when the policy lets a call start its target.
+    internal_methods_["internal.vm.Start"] = {&AdminApi::vm_start, P::None, A::None};
 }
 
 std::string AdminApi::vm_start(Call& call) {

@@ -29,6 +29,7 @@ struct LifecycleConfig {
     std::filesystem::path qrexec_socket_dir;  // qrexec.<name> sockets of the qrexec daemons
     std::string policy_socket;                // for the qrexec daemons
     std::filesystem::path log_dir;            // consoles and qrexec daemon logs; they outlive a run
+    std::string internal_socket;              // ours, for the qrexec daemons' autostarts
 };
 
 class Lifecycle {

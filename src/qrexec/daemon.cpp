@@ -3,9 +3,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdio>
+#include <filesystem>
 
 #include "qrexec/local_service.hpp"
+#include "qrexec/system_info_source.hpp"
 #include "qrexec/vchan.hpp"
 
 namespace aerie::qrexec {
@@ -164,7 +167,51 @@ void Daemon::on_policy_answer(const ServiceRequest& request, const PolicyAnswer&
         refuse(request.ident, "disposables need the admin daemon: " + target);
         return;
     }
-    connect_to_qube(request, target, user + ":QUBESRPC " + service + " " + source);
+    std::string cmdline = user + ":QUBESRPC " + service + " " + source;
+    std::error_code ec;
+    bool running = std::filesystem::exists(config_.socket_dir + "/qrexec." + target, ec);
+    if (!running && answer.get("autostart") == "True") return start_then_connect(request, target, cmdline);
+    connect_to_qube(request, target, cmdline);
+}
+
+// A halted target the policy lets us start: the admin daemon starts it
+// (internal.vm.Start, answered once its agent is up), then the call goes on.
+void Daemon::start_then_connect(const ServiceRequest& request, const std::string& target,
+                                const std::string& cmdline) {
+    std::string path = config_.admin_internal_socket.empty() ? default_internal_socket()
+                                                              : config_.admin_internal_socket;
+    auto sock = std::make_shared<asio::local::stream_protocol::socket>(io_);
+    auto reply = std::make_shared<std::string>();
+    auto buffer = std::make_shared<std::array<char, 4096>>();
+    auto fail = [this, request, target](const std::string& why) {
+        refuse(request.ident, "cannot start " + target + ": " + why);
+    };
+    sock->async_connect(asio::local::stream_protocol::endpoint(path), [=, this](const asio::error_code& ec) {
+        if (ec) return fail("admin daemon at " + path + ": " + ec.message());
+        auto text = std::make_shared<std::string>("internal.vm.Start dom0 name " + target);
+        text->push_back('\0');
+        asio::async_write(*sock, asio::buffer(*text), [=, this](const asio::error_code& wec, size_t) {
+            if (wec) return fail(wec.message());
+            asio::error_code ignored;
+            sock->shutdown(asio::socket_base::shutdown_send, ignored);
+            auto read_more = std::make_shared<std::function<void()>>();
+            *read_more = [=, this]() {
+                sock->async_read_some(asio::buffer(*buffer), [=, this](const asio::error_code& rec, size_t n) {
+                    reply->append(buffer->data(), n);
+                    if (!rec && reply->size() < 65536) return (*read_more)();
+                    *read_more = nullptr;  // ends the self-reference
+                    if (reply->compare(0, 2, std::string("0\0", 2)) != 0) {
+                        std::string message = reply->size() > 2 ? reply->substr(2) : "refused";
+                        for (char& c : message)
+                            if (c == '\0') c = ' ';
+                        return fail(message);
+                    }
+                    connect_to_qube(request, target, cmdline);
+                });
+            };
+            (*read_more)();
+        });
+    });
 }
 
 // Asks the target qube's daemon to run the service, handing it one end of a

@@ -30,6 +30,9 @@ struct DaemonConfig {
     PolicyClientConfig policy;
     std::chrono::seconds startup_timeout{60};
     size_t max_pending_calls = 256;
+    // Where to ask for a halted target to be started when the policy says
+    // autostart (internal.vm.Start); empty: $QUBESD_INTERNAL_SOCKET or the default.
+    std::string admin_internal_socket;
 };
 
 class LocalServiceRunner;  // runs dom0's side of calls that target dom0
@@ -46,6 +49,8 @@ public:
 
 private:
     struct Client;
+    void start_then_connect(const ServiceRequest& request, const std::string& target,
+                            const std::string& cmdline);
 
     void connect_agent();
     void on_agent_message(const Header& h, std::string_view payload);

@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
         LifecycleConfig lifecycle_config{fs::path(options.runtime_dir) / "qubes",
                                          options.bin_dir.empty() ? own_folder() : options.bin_dir,
                                          options.qrexec_socket_dir, options.policy_socket,
-                                         fs::path(options.runtime_dir) / "log"};
+                                         fs::path(options.runtime_dir) / "log", options.internal_socket};
         Lifecycle lifecycle(io, model, events, backend, pool, lifecycle_config);
         api.set_storage(&pool);
         api.set_lifecycle(&lifecycle);
