@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Aerie on one host: the admin daemon aeried on its own state folder, qubes
-# created and changed with the qvm-* tools, and qrexec calls between two
-# qubes ("work" and "vault", each with its own socket directory, domain,
-# qrexec-agent and qrexec-daemon) decided by the policy daemon from a policy
-# file and the live system info aeried gives it.
+# Aerie on one host: the admin daemon aeried on its own state folder, a
+# template made from the host's own system, qubes created, changed and
+# started with the qvm-* tools (each an isolated compartment: its own
+# namespaces, cgroups, root file system and private volume, with Aerie's
+# qrexec agent inside), commands run in them with qvm-run, and qrexec calls
+# between them decided by the policy daemon from a policy file and the live
+# system info aeried gives it.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/build/bin
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/aerie-demo.XXXXXX")
 PIDS=()
 cleanup() {
+    QUBESD_SOCKET=$STATE/qubesd.sock "$BIN/qvm-shutdown" --all --wait >/dev/null 2>&1
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     wait 2>/dev/null
     rm -rf "$STATE"
@@ -22,72 +25,74 @@ run() {  # shows a dom0 command and its output
     local shown=("${1##*/}" "${@:2}")
     bold "dom0\$ ${shown[*]}"
     "$@" 2>&1 | sed 's/^/    /'
+    return "${PIPESTATUS[0]}"
 }
 
-export QUBESD_SOCKET=$STATE/qubesd.sock
+if [ "$(id -u)" != 0 ]; then
+    echo "qrexec-demo: qubes need root (namespaces, cgroups, mounts); skipped" >&2
+    exit 0
+fi
+
+export QUBESD_SOCKET=$STATE/qubesd.sock QREXEC_SOCKET_DIR=$STATE/qubes
 "$BIN/aeried" --state-dir "$STATE/aeried" --socket "$QUBESD_SOCKET" \
-    --internal-socket "$STATE/qubesd.internal.sock" 2>>"$STATE/log" &
+    --internal-socket "$STATE/qubesd.internal.sock" --runtime-dir "$STATE/run" \
+    --qrexec-socket-dir "$QREXEC_SOCKET_DIR" --policy-socket "$STATE/policy.sock" 2>>"$STATE/log" &
 PIDS+=($!)
 wait_for "$STATE/qubesd.internal.sock"
 
-bold "The admin daemon (state in $STATE/aeried/qubes.db)"
-echo
-run "$BIN/qvm-create" --class TemplateVM --label black debian-12
-run "$BIN/qvm-create" --template debian-12 --label red work
-run "$BIN/qvm-create" --template debian-12 --label blue vault
-run "$BIN/qvm-ls"
-run "$BIN/qvm-prefs" work label green
-run "$BIN/qvm-prefs" debian-12 memory 800
-run "$BIN/qvm-prefs" work memory
-run "$BIN/qvm-label" create pink 0xff69b4
-run "$BIN/qvm-prefs" vault label pink
-run "$BIN/qvm-features" vault service.crypto 1
-run "$BIN/qvm-ls"
-run "$BIN/qvm-remove" -f debian-12
-echo
-
-mkdir -p "$STATE/policy.d" "$STATE/qubes"
+mkdir -p "$STATE/policy.d"
 cat >"$STATE/policy.d/30-demo.policy" <<'POLICY'
 # SERVICE      ARGUMENT  SOURCE          TARGET  ACTION
 demo.Greet     *         @tag:trusted    vault   allow
 demo.ReadKeys  *         @anyvm          vault   deny
 *              *         @anyvm          @anyvm  deny
 POLICY
-
 # No --system-info: the policy daemon asks aeried for every decision.
 "$BIN/qrexec-policy-daemon" --socket "$STATE/policy.sock" --path "$STATE/policy.d" \
     --internal-socket "$STATE/qubesd.internal.sock" 2>>"$STATE/log" &
 PIDS+=($!)
 wait_for "$STATE/policy.sock"
 
-domid=0
-for qube in work vault; do
-    domid=$((domid + 1))
-    mkdir -p "$STATE/$qube/vchan" "$STATE/$qube/rpc"
-    env VCHAN_SOCKET_DIR="$STATE/$qube/vchan" VCHAN_DOMAIN=$domid QREXEC_SERVICE_PATH="$STATE/$qube/rpc" \
-        "$BIN/qrexec-agent" --agent-socket="$STATE/$qube/agent.sock" 2>>"$STATE/log" &
-    PIDS+=($!)
-    wait_for "$STATE/$qube/agent.sock"
-    env VCHAN_SOCKET_DIR="$STATE/$qube/vchan" "$BIN/qrexec-daemon" --direct --socket-dir="$STATE/qubes" \
-        --policy-socket="$STATE/policy.sock" $domid $qube "$(id -un)" 2>>"$STATE/log" &
-    PIDS+=($!)
-    wait_for "$STATE/qubes/qrexec.$qube"
-done
+bold "The admin daemon (state in $STATE/aeried)"
+echo
+run "$BIN/qvm-template" create-from-host debian-12
+run "$BIN/qvm-create" --template debian-12 --label red work
+run "$BIN/qvm-create" --template debian-12 --label blue vault
+run "$BIN/qvm-prefs" work label green
+run "$BIN/qvm-prefs" debian-12 memory 800
+run "$BIN/qvm-prefs" work memory
+run "$BIN/qvm-label" create pink 0xff69b4
+run "$BIN/qvm-prefs" vault label pink
+run "$BIN/qvm-features" vault service.crypto 1
+run "$BIN/qvm-remove" -f debian-12
+echo
 
-cat >"$STATE/vault/rpc/demo.Greet" <<'SERVICE'
-#!/bin/sh
-read -r name
-echo "vault says hello to $name (the caller is $QREXEC_REMOTE_DOMAIN)"
-SERVICE
-printf '#!/bin/sh\necho "secret keys"\n' >"$STATE/vault/rpc/demo.ReadKeys"
-chmod +x "$STATE/vault/rpc/"*
+bold "Installing two services in the template (its root is writable while it runs)"
+run "$BIN/qvm-start" debian-12
+printf '#!/bin/sh\nread -r name\necho "vault says hello to $name (the caller is $QREXEC_REMOTE_DOMAIN)"\n' |
+    run "$BIN/qvm-run" -p -u root debian-12 \
+        'mkdir -p /etc/qubes-rpc && cat > /etc/qubes-rpc/demo.Greet && chmod +x /etc/qubes-rpc/demo.Greet'
+printf '#!/bin/sh\necho "secret keys"\n' |
+    run "$BIN/qvm-run" -p -u root debian-12 \
+        'cat > /etc/qubes-rpc/demo.ReadKeys && chmod +x /etc/qubes-rpc/demo.ReadKeys'
+run "$BIN/qvm-shutdown" --wait debian-12
+echo
 
-bold "qrexec between two qubes (policy: $STATE/policy.d/30-demo.policy)"
+bold "Real qubes"
+start_ms=$(date +%s%N)
+run "$BIN/qvm-start" work
+echo "    (started in $(( ($(date +%s%N) - start_ms) / 1000000 )) ms)"
+run "$BIN/qvm-ls"
+run "$BIN/qvm-run" -p work 'echo "I am $(id -un) in $(hostname)"; ps ax; echo; ls /'
+run "$BIN/qvm-run" -p work 'touch /usr/bin/x 2>&1; cat /etc/shadow 2>&1 | head -1; ip -o link 2>/dev/null | cut -d" " -f2'
+echo
+
+bold "qrexec between the qubes (policy: $STATE/policy.d/30-demo.policy)"
 sed '/^#/d; s/^/    /' "$STATE/policy.d/30-demo.policy"
 echo
 call() {
     bold "work\$ echo alice | qrexec-client-vm vault $1"
-    echo alice | "$BIN/qrexec-client-vm" --agent-socket="$STATE/work/agent.sock" vault "$1" 2>&1 | sed 's/^/    /'
+    echo alice | "$BIN/qvm-run" -p work "qrexec-client-vm vault $1" 2>&1 | sed 's/^/    /'
     local rc=${PIPESTATUS[1]}
     echo "    (exit code $rc: $([ "$rc" = 0 ] && echo allowed || echo refused by policy))"
     echo
@@ -97,4 +102,8 @@ run "$BIN/qvm-tags" work add trusted
 echo "    (the policy daemon sees the new tag at once: no reload, no restart)"
 echo
 call demo.Greet
+echo "    (vault was halted: the policy's autostart started it for the call)"
+run "$BIN/qvm-ls"
 call demo.ReadKeys
+run "$BIN/qvm-shutdown" --all --wait
+run "$BIN/qvm-ls"

@@ -78,6 +78,7 @@ protected:
             case ApiResponse::Kind::Reply: return r.bytes;
             case ApiResponse::Kind::Close: return kClose;
             case ApiResponse::Kind::Events: return "<events>" + r.bytes;
+            case ApiResponse::Kind::Later: return "<later>";
         }
         return "<?>";
     }
@@ -212,10 +213,18 @@ TEST_F(AdminApiTest, EveryMethodSucceedsAndRefusesWrongArgumentsOrPayloads) {
 
     for (const auto& c : cases) {
         SCOPED_TRACE(c.method);
-        if (c.arg_forbidden) EXPECT_EQ(raw(c.method, c.dest, "x", c.payload), kClose) << "argument";
-        if (c.arg_required) EXPECT_EQ(raw(c.method, c.dest, "", c.payload), kClose) << "no argument";
-        if (c.payload_forbidden) EXPECT_EQ(raw(c.method, c.dest, c.arg, "x"), kClose) << "payload";
-        if (c.payload_required) EXPECT_EQ(raw(c.method, c.dest, c.arg, ""), kClose) << "no payload";
+        if (c.arg_forbidden) {
+            EXPECT_EQ(raw(c.method, c.dest, "x", c.payload), kClose) << "argument";
+        }
+        if (c.arg_required) {
+            EXPECT_EQ(raw(c.method, c.dest, "", c.payload), kClose) << "no argument";
+        }
+        if (c.payload_forbidden) {
+            EXPECT_EQ(raw(c.method, c.dest, c.arg, "x"), kClose) << "payload";
+        }
+        if (c.payload_required) {
+            EXPECT_EQ(raw(c.method, c.dest, c.arg, ""), kClose) << "no payload";
+        }
         std::string got = raw(c.method, c.dest, c.arg, c.payload);
         if (!c.succeeds)
             EXPECT_EQ(got, kClose);
@@ -391,7 +400,7 @@ TEST_F(AdminApiTest, CreateDisposable) {
 TEST_F(AdminApiTest, CreateRefusals) {
     seed();
     const std::string C = "admin.vm.Create.AppVM", P = "admin.vm.CreateInPool.AppVM";
-    for (const std::string& payload :
+    for (const char* payload :
          {"name=x", "label=red", "name=x label=red extra=1", "name=x name=y label=red", "name=x label=red label=red",
           "name=x label=1", "name=x d label=red", "name=1x label=red", "name=none label=red",
           "name=work label=red", "namex label=red", "name=x  label=red", "name=x label=red pool=varlibqubes",
