@@ -4,19 +4,32 @@
 # exit codes and the Admin API requests they send, as Qubes' qubesadmin
 # tools give them.
 #
-# They run against fake_qubesd.py (a stand-in daemon that logs every request
-# and keeps a small model of power states and volumes), and qvm-run against a
-# fake qrexec-client that logs its command line.
+# First against fake_qubesd.py (a stand-in daemon that logs every request and
+# keeps a small model of power states and volumes), qvm-run against a fake
+# qrexec-client that logs its command line; then (as root) against a real
+# aeried with qubes that run, made from a host template with qvm-template.
 set -u
 BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=$(mktemp -d)
 FAKE_PID=
+DAEMON_PID=
 cleanup() {
-    for pid in $FAKE_PID; do
+    # Qubes a failed run left behind go with their daemon's state.
+    [ -n "$DAEMON_PID" ] && timeout 60 "$BIN/qvm-shutdown" --all --wait >/dev/null 2>&1
+    for pid in $FAKE_PID $DAEMON_PID; do
         kill "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
+    # The daemon's helpers (qrexec daemons) are known by their folders in
+    # $WORK; one that outlived its qube must not outlive the test.
+    if [ -n "$DAEMON_PID" ]; then
+        for dir in /proc/[0-9]*; do
+            case $(tr '\0' ' ' 2>/dev/null <"$dir/cmdline") in
+                *"$WORK/"*) kill -9 "${dir#/proc/}" 2>/dev/null ;;
+            esac
+        done
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -584,6 +597,99 @@ check_stderr_is "template: no name: message" "usage: qvm-template create-from-de
 qvm-template create-from-debootstrap: error: the following arguments are required: NAME"
 check "template: --suite without its value" 2 "" -- "$BIN/qvm-template" create-from-debootstrap deb --suite
 check "template: --suite for the host" 2 "" -- "$BIN/qvm-template" create-from-host --suite bookworm x
+
+# === Against a real aeried: qubes that run =====================================
+# Needs root (the ns backend's namespaces, cgroups and mounts). The qubes'
+# names are the test's own: the backend's cgroups are named after qubes, and
+# other tests' daemons may run qubes at the same time.
+if [ "$(id -u)" != 0 ]; then
+    echo "qvm lifecycle tools: the real-daemon part needs root; skipped"
+else
+    kill "$FAKE_PID" 2>/dev/null
+    wait "$FAKE_PID" 2>/dev/null
+    FAKE_PID=
+    REAL=$WORK/real
+    mkdir -p "$REAL"
+    "$BIN/aeried" --state-dir "$REAL/state" --socket "$REAL/qubesd.sock" \
+        --internal-socket "$REAL/qubesd.internal.sock" --runtime-dir "$REAL/run" \
+        --qrexec-socket-dir "$REAL/qrexec" --policy-socket "$REAL/policy.sock" >"$REAL/aeried.log" 2>&1 &
+    DAEMON_PID=$!
+    if ! wait_for_socket "$REAL/qubesd.sock" "$DAEMON_PID"; then
+        echo "FAIL: aeried did not start"
+        cat "$REAL/aeried.log"
+        exit 1
+    fi
+    export QUBESD_SOCKET=$REAL/qubesd.sock QREXEC_SOCKET_DIR=$REAL/qrexec
+    T="timeout 60"
+
+    check "real: template from the host" 0 "" -- "$BIN/qvm-template" create-from-host lc-tpl
+    check "real: its source" 0 "@host" -- "$BIN/qvm-features" lc-tpl template-reponame
+    "$BIN/qvm-create" -t lc-tpl -l red lc-work && "$BIN/qvm-create" -t lc-tpl -l blue lc-other
+    check "real: check --running before start" 1 "" -- "$BIN/qvm-check" --running lc-work
+    check_stderr_is "real: check --running before start: log" "qvm-check: None of qubes: running"
+    check "real: start" 0 "" -- $T "$BIN/qvm-start" lc-work
+    check "real: check --running" 0 "" -- "$BIN/qvm-check" --running lc-work
+    check "real: start again" 1 "" -- $T "$BIN/qvm-start" lc-work
+    check_stderr_is "real: start again: message" "Error: domain lc-work is already running"
+    check "real: start --skip-if-running" 0 "" -- $T "$BIN/qvm-start" --skip-if-running lc-work
+
+    check "real: run -p" 0 "hello
+lc-work" -- $T "$BIN/qvm-run" -p -u root lc-work 'echo hello; hostname'
+    check "real: run -p: the remote exit code" 7 "" -- $T "$BIN/qvm-run" -p -u root lc-work 'exit 7'
+    STDIN=$WORK/state.json check "real: run -p: stdin" 0 "$(cat "$WORK/state.json")" -- \
+        $T "$BIN/qvm-run" -p -u root lc-work cat
+    check "real: run -p: arguments quoted" 0 "a b|it's" -- $T "$BIN/qvm-run" -p -u root lc-work printf '%s|%s' "a b" "it's"
+    check "real: run without -p" 3 "" -- $T "$BIN/qvm-run" -u root lc-work 'echo discarded; exit 3'
+    check_stderr_is "real: run without -p: messages" "Running 'echo discarded; exit 3' on lc-work
+lc-work: command failed with code: 3"
+    check "real: run starts a halted qube" 0 "started" -- $T "$BIN/qvm-run" -p -u root lc-other 'echo started'
+    check "real: both running" 0 "" -- "$BIN/qvm-check" -q --running lc-work lc-other
+
+    check "real: pause" 0 "" -- "$BIN/qvm-pause" lc-work
+    check "real: check --paused" 0 "" -- "$BIN/qvm-check" -q --paused lc-work
+    check "real: run -n on a paused qube" 1 "" -- $T "$BIN/qvm-run" -n -u root lc-work true
+    check_stderr_is "real: run -n on a paused qube: message" "Qube 'lc-work' is paused"
+    check "real: pause again" 1 "" -- "$BIN/qvm-pause" lc-work
+    check_stderr_is "real: pause again: message" "Error: Domain not running (either powered off or paused): 'lc-work'"
+    check "real: unpause" 0 "" -- "$BIN/qvm-unpause" lc-work
+    check "real: running again" 0 "back" -- $T "$BIN/qvm-run" -p -u root lc-work 'echo back'
+    "$BIN/qvm-pause" lc-work
+    check "real: run unpauses a paused qube" 0 "unpaused" -- $T "$BIN/qvm-run" -p -u root lc-work 'echo unpaused'
+    check "real: unpause a running qube" 1 "" -- "$BIN/qvm-unpause" lc-work
+    check_stderr_is "real: unpause a running qube: message" "Error: Domain is not paused: 'lc-work'"
+
+    check "real: kill" 0 "" -- $T "$BIN/qvm-kill" lc-other
+    check "real: killed" 1 "" -- "$BIN/qvm-check" -q --running lc-other
+    check "real: kill a halted qube" 0 "" -- $T "$BIN/qvm-kill" lc-other
+    check "real: shutdown --wait" 0 "" -- $T "$BIN/qvm-shutdown" --wait lc-work
+    check "real: halted" 0 "lc-work|Halted" -- "$BIN/qvm-ls" --raw-data --fields name,state lc-work
+    check "real: shutdown --wait of a halted qube" 0 "" -- $T "$BIN/qvm-shutdown" --wait lc-work
+
+    # The private volume: a revision kept at each stop, a revert to the last
+    # one. (Files are replaced by rename: the pool's revisions may be hard
+    # links, which share in-place writes. A second between stops: revisions
+    # are named after the second they were saved in.)
+    check "real: volume config" 0 "" -- "$BIN/qvm-volume" config lc-work:private revisions_to_keep 2
+    check "real: volume info PROPERTY" 0 "2" -- "$BIN/qvm-volume" info lc-work:private revisions_to_keep
+    sleep 1.1
+    $T "$BIN/qvm-run" -p -u root lc-work 'echo one > /rw/f.new && mv /rw/f.new /rw/f' &&
+        $T "$BIN/qvm-shutdown" --wait lc-work
+    sleep 1.1
+    $T "$BIN/qvm-run" -p -u root lc-work 'echo two > /rw/f.new && mv /rw/f.new /rw/f' &&
+        $T "$BIN/qvm-shutdown" --wait lc-work
+    uuid=$("$BIN/qvm-prefs" lc-work uuid)
+    vid="varlibqubes:vm/$uuid"
+    check "real: volume ls" 0 "$(printf '%-60s  %-7s  %-11s  %s\n' POOL:VOLUME VMNAME VOLUME_NAME REVERT_POSSIBLE \
+        "$vid/private" lc-work private Yes "$vid/root" lc-work root No "$vid/volatile" lc-work volatile No)" -- \
+        "$BIN/qvm-volume" ls lc-work
+    check "real: volume revert" 0 "" -- "$BIN/qvm-volume" revert lc-work:private
+    check "real: the state of the stop before back" 0 "one" -- $T "$BIN/qvm-run" -p -u root lc-work 'cat /rw/f'
+    check "real: revert of a running qube" 1 "" -- "$BIN/qvm-volume" revert lc-work:private
+    check_stderr_is "real: revert of a running qube: message" "Error: Domain is not powered off: 'lc-work'"
+
+    check "real: shutdown --all --wait" 0 "" -- $T "$BIN/qvm-shutdown" --all --wait
+    check "real: nothing running" 1 "" -- "$BIN/qvm-check" -q --running --all
+fi
 
 echo "qvm lifecycle tools: $pass passed, $fail failed"
 [ "$fail" = 0 ]
