@@ -51,10 +51,15 @@ std::string now_utc() {
     return buf;
 }
 
-Args read_args(ToolCli& cli, const std::vector<std::string>& rest) {
+Args read_args(ToolCli& cli, std::vector<std::string> rest) {
     static const std::vector<std::string> commands = {"create-from-host", "create-from-debootstrap"};
+    // Options the main parser does not know are argparse's leftovers.
+    std::vector<std::string> extras;
+    while (!rest.empty() && rest[0].size() > 1 && rest[0][0] == '-') {
+        extras.push_back(rest[0]);
+        rest.erase(rest.begin());
+    }
     if (rest.empty()) cli.usage_error("the following arguments are required: command");
-    if (rest[0].size() > 1 && rest[0][0] == '-') cli.usage_error("unrecognized arguments: " + tools::qvm::join(rest, " "));
     if (std::find(commands.begin(), commands.end(), rest[0]) == commands.end()) {
         std::vector<std::string> choices;
         for (const auto& c : commands) choices.push_back(tools::qvm::py_repr(c));
@@ -69,7 +74,7 @@ Args read_args(ToolCli& cli, const std::vector<std::string>& rest) {
     if (debootstrap) usage_opts.insert(usage_opts.end(), {"[--suite SUITE]", "[--mirror MIRROR]"});
     auto sub_error = [&](const std::string& message) { cli.usage_error_of(prog, usage_opts, {"NAME"}, message); };
 
-    std::vector<std::string> positionals, extras;
+    std::vector<std::string> positionals;
     bool help = false;
     for (size_t i = 1; i < rest.size(); ++i) {
         const std::string& w = rest[i];

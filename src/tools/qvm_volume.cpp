@@ -69,9 +69,10 @@ SubSpec spec_of(const std::string& command) {
 }
 
 // Reads a sub-command's words: its options anywhere, then positionals.
-SubArgs read_sub(ToolCli& cli, const SubSpec& spec, const std::vector<std::string>& words) {
+// `extras`: words argparse would not take, found so far.
+SubArgs read_sub(ToolCli& cli, const SubSpec& spec, const std::vector<std::string>& words,
+                 std::vector<std::string> extras) {
     SubArgs out;
-    std::vector<std::string> extras;
     std::string prog = cli.prog() + " " + spec.name;
     std::vector<std::string> usage_opts = kCommonUsage;
     usage_opts.insert(usage_opts.end(), spec.usage_optionals.begin(), spec.usage_optionals.end());
@@ -389,14 +390,19 @@ std::string command_of(const ToolCli& cli, const std::string& word) {
 
 int run(ToolCli& cli, int argc, char** argv) {
     std::vector<std::string> rest = cli.parse_prefix(argc, argv);
+    // Options the main parser does not know are argparse's leftovers.
+    std::vector<std::string> unknown;
+    while (!rest.empty() && rest[0].size() > 1 && rest[0][0] == '-') {
+        unknown.push_back(rest[0]);
+        rest.erase(rest.begin());
+    }
     std::string command = "list";
     std::vector<std::string> words;
     if (!rest.empty()) {
-        if (rest[0].size() > 1 && rest[0][0] == '-') cli.usage_error("unrecognized arguments: " + tools::qvm::join(rest, " "));
         command = command_of(cli, rest[0]);
         words.assign(rest.begin() + 1, rest.end());
     }
-    SubArgs args = read_sub(cli, spec_of(command), words);
+    SubArgs args = read_sub(cli, spec_of(command), words, unknown);
     auto positional = [&](size_t i) -> std::optional<std::string> {
         return i < args.positionals.size() ? std::optional(args.positionals[i]) : std::nullopt;
     };

@@ -551,6 +551,11 @@ check_stderr_is "volume info: too many words: message" "usage: qvm-volume [--ver
                   {info,i,config,c,set,s,resize,extend,list,ls,l,revert,rv,r}
                   ...
 qvm-volume: error: unrecognized arguments: extra"
+check "volume: an unknown option before the command" 2 "" -- "$BIN/qvm-volume" --bogus list
+check_stderr_is "volume: an unknown option: message" "usage: qvm-volume [--verbose] [--quiet] [--help]
+                  {info,i,config,c,set,s,resize,extend,list,ls,l,revert,rv,r}
+                  ...
+qvm-volume: error: unrecognized arguments: --bogus"
 check "volume config: missing value" 2 "" -- "$BIN/qvm-volume" config work:private rw
 check_stderr_is "volume config: missing value: message" "usage: qvm-volume config [--verbose] [--quiet] [--help]
                          VM:VOLUME property value
