@@ -640,6 +640,7 @@ else
 
     check "real: run -p" 0 "hello
 lc-work" -- $T "$BIN/qvm-run" -p -u root lc-work 'echo hello; hostname'
+    check "real: run -p: the default user" 0 "user" -- $T "$BIN/qvm-run" -p lc-work 'id -un'
     check "real: run -p: the remote exit code" 7 "" -- $T "$BIN/qvm-run" -p -u root lc-work 'exit 7'
     STDIN=$WORK/state.json check "real: run -p: stdin" 0 "$(cat "$WORK/state.json")" -- \
         $T "$BIN/qvm-run" -p -u root lc-work cat
