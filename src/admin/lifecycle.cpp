@@ -294,7 +294,8 @@ void Lifecycle::finish_stop(const std::string& name, bool crashed) {
         running->kill_timer.cancel();
         asio::error_code ec;
         running->exit_watch.close(ec);
-        if (running->daemon_pid > 0) ::kill(running->daemon_pid, SIGTERM);
+        // The qube's agent is gone for good: its daemon would only wait for it.
+        if (running->daemon_pid > 0) ::kill(running->daemon_pid, SIGKILL);
         waiters = std::move(running->on_halted);
         if (running->starting) {
             // PID 1 ended before the agent said hello: the start failed.

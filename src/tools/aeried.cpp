@@ -122,6 +122,9 @@ int main(int argc, char** argv) {
         remove_orphan_volumes(pool, model);
         aerie::backend::ns::NsOptions ns;
         ns.runtime_base = fs::path(options.runtime_dir) / "backend";
+        // Cgroups are named per daemon: two aerieds (tests, demos) may each run a qube "work".
+        if (fs::path(options.runtime_dir) != fs::path("/run/aerie"))
+            ns.cgroup_group = fmt::format("aerie-{:08x}", std::hash<std::string>{}(fs::absolute(options.runtime_dir).string()) & 0xffffffffu);
         aerie::backend::ns::NsBackend backend(ns);
         asio::io_context io(1);
         LifecycleConfig lifecycle_config{fs::path(options.runtime_dir) / "qubes",

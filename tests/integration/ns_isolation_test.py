@@ -429,8 +429,11 @@ class Isolation(unittest.TestCase):
 
     # --- lifecycle ------------------------------------------------------------------------
     def test_nothing_left_after_shutdown_and_kill(self):
-        with open("/proc/self/mountinfo") as f:
-            mounts_before = f.read()
+        # Only this test's mounts count: other tests may run at the same time.
+        def own_mounts():
+            with open("/proc/self/mountinfo") as f:
+                return [l for l in f if WORK in l]
+        mounts_before = own_mounts()
         for how in ("shutdown", "kill"):
             name = "iso-p13" + how[0]
             rec = self.start(name, 42, "/bin/sh", "-c", "sleep 1000 & sleep 1000 & exec sleep 1000")
@@ -447,8 +450,7 @@ class Isolation(unittest.TestCase):
                 self.assertFalse(os.path.exists(d), d)
             self.assertFalse(os.path.exists(os.path.join(WORK, "run", name)))
             self.assertEqual(ns_run("state", name).stdout.strip(), "Halted")
-        with open("/proc/self/mountinfo") as f:
-            self.assertEqual(f.read(), mounts_before)
+        self.assertEqual(own_mounts(), mounts_before)
 
     def test_restarted_backend_adopts_running_and_cleans_dead(self):
         a = self.start("iso-p14", 43, "/usr/bin/sleep", "1000")
