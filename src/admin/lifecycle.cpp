@@ -9,7 +9,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <fstream>
+#include <iterator>
 
 extern char** environ;  // passed on to the qrexec daemons
 
@@ -160,6 +162,26 @@ void Lifecycle::launch(Qube& qube) {
     watch_exit(qube.name);
 }
 
+// Only the qrexec daemon we started for this qube: the pid file could name a
+// reused pid, so its command line must show the qube's name.
+void Lifecycle::kill_orphan_qrexec_daemon(const std::string& name) {
+    pid_t pid = read_pid(qube_runtime(name) / "qrexec-daemon.pid");
+    if (pid <= 0) return;
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::string> args;
+    for (size_t start = 0; start < cmdline.size();) {
+        size_t end = cmdline.find('\0', start);
+        if (end == std::string::npos) end = cmdline.size();
+        args.push_back(cmdline.substr(start, end - start));
+        start = end + 1;
+    }
+    bool ours = !args.empty() && args[0].size() >= 13 &&
+                args[0].compare(args[0].size() - 13, 13, "qrexec-daemon") == 0 &&
+                std::find(args.begin(), args.end(), name) != args.end();
+    if (ours) ::kill(pid, SIGKILL);
+}
+
 void Lifecycle::spawn_qrexec_daemon(const Qube& qube, Running& running) {
     fs::path runtime = qube_runtime(qube.name);
     std::string program = (config_.bin_dir / "qrexec-daemon").string();
@@ -287,6 +309,9 @@ void Lifecycle::finish_stop(const std::string& name, bool crashed) {
     if (auto it = running_.find(name); it != running_.end()) {
         running = std::move(it->second);
         running_.erase(it);
+    } else {
+        // Found dead at a daemon start: its qrexec daemon may still wait for it.
+        kill_orphan_qrexec_daemon(name);
     }
     std::vector<Done> waiters;
     if (running) {

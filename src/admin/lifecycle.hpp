@@ -62,6 +62,7 @@ private:
     void watch_exit(const std::string& name);
     void finish_stop(const std::string& name, bool crashed);
     void spawn_qrexec_daemon(const Qube& qube, Running& running);
+    void kill_orphan_qrexec_daemon(const std::string& name);
     void publish(const Qube& qube, const std::string& event,
                  std::vector<std::pair<std::string, std::string>> kwargs = {});
     std::filesystem::path qube_runtime(const std::string& name) const { return config_.runtime_dir / name; }

@@ -55,6 +55,9 @@ UniqueFd vchan_listen(const std::string& path) {
 UniqueFd vchan_connect(const std::string& path, std::chrono::milliseconds timeout) {
     sockaddr_un addr = unix_address(path);
     auto deadline = std::chrono::steady_clock::now() + timeout;
+    // A qube's agent usually listens a few ms after its daemon starts
+    // trying: retry soon at first, then back off to Qubes' 100 ms.
+    auto pause = std::chrono::milliseconds(1);
     for (;;) {
         UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
         if (!fd) throw std::system_error(errno, std::generic_category(), "socket");
@@ -63,7 +66,8 @@ UniqueFd vchan_connect(const std::string& path, std::chrono::milliseconds timeou
         int err = errno;
         if (err != ENOENT && err != ECONNREFUSED && err != EAGAIN && err != EINTR) return {};
         if (std::chrono::steady_clock::now() >= deadline) return {};
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        std::this_thread::sleep_for(pause);
+        pause = std::min(pause * 2, std::chrono::milliseconds(100));
     }
 }
 
