@@ -30,9 +30,13 @@
 #include <thread>
 #include <vector>
 
+#include "admin_socket.hpp"
+
 extern char** environ;
 
 namespace {
+
+using namespace aerie::bench;
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -67,46 +71,8 @@ pid_t spawn(const std::vector<std::string>& argv, const std::string& log) {
     return pid;
 }
 
-// One request over a fresh connection: the raw reply, or "" when the daemon
-// could not be reached or closed without a reply.
-std::string call(const std::string& socket_path, std::string_view request) {
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) die(std::string("socket: ") + std::strerror(errno));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, socket_path.c_str(), sizeof addr.sun_path - 1);
-    std::string reply;
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-        size_t sent = 0;
-        while (sent < request.size()) {
-            ssize_t n = ::write(fd, request.data() + sent, request.size() - sent);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) break;
-            sent += static_cast<size_t>(n);
-        }
-        ::shutdown(fd, SHUT_WR);
-        char buf[65536];
-        for (;;) {
-            ssize_t n = ::read(fd, buf, sizeof buf);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) break;
-            reply.append(buf, static_cast<size_t>(n));
-        }
-    }
-    ::close(fd);
-    return reply;
-}
 
-std::string encode(std::string_view method, std::string_view dest, std::string_view payload = {}) {
-    std::string r;
-    r.append(method).append(" dom0 name ").append(dest).push_back('\0');
-    r.append(payload);
-    return r;
-}
 
-bool success(const std::string& reply) {
-    return reply.size() >= 2 && reply[0] == '0' && reply[1] == '\0';
-}
 
 // Calls and insists on a success reply; the body.
 std::string must(const std::string& socket_path, const std::string& request) {
