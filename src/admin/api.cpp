@@ -41,7 +41,8 @@ std::string printable(std::string_view text) {
 }  // namespace
 
 AdminApi::AdminApi(Model& model, Store& store, EventHub& events)
-    : model_(model), store_(store), events_(events) {
+    : model_(model), store_(store), events_(events), registry_(model, store, events) {
+    registry_.log = [this](const std::string& line) { log(line); };
     using P = Payload;
     using A = Arg;
     methods_ = {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "admin/model.hpp"
+#include "admin/registry.hpp"
 #include "admin/server.hpp"
 #include "admin/store.hpp"
 #include "admin/wire.hpp"
@@ -16,6 +17,7 @@
 namespace aerie::admin {
 
 class Lifecycle;
+class Disposables;
 }  // namespace aerie::admin
 namespace aerie::storage {
 class FilePool;
@@ -30,6 +32,10 @@ public:
     // Gives qubes volumes (made with them, removed with them) and enables
     // admin.vm.volume.{List,Info,ListSnapshots,Revert,Set.revisions_to_keep}.
     void set_storage(storage::FilePool* pool);
+    // Enables admin.vm.CreateDisposable.
+    void set_disposables(Disposables* disposables);
+    // The durable changes, shared with the parts of the daemon that make their own.
+    Registry& registry() { return registry_; }
 
     // The main socket (qubesd.sock) and, through qrexec, the qubes.
     ApiResponse handle(const ApiRequest& request);
@@ -97,6 +103,8 @@ private:
     std::string vm_pause(Call&);
     std::string vm_unpause(Call&);
     std::string vm_current_state(Call&);
+    // disposables
+    std::string vm_create_disposable(Call&);
     // volumes
     std::string volume_list(Call&);
     std::string volume_info(Call&);
@@ -109,7 +117,9 @@ private:
     Model& model_;
     Store& store_;
     EventHub& events_;
+    Registry registry_;
     Lifecycle* lifecycle_ = nullptr;
+    Disposables* disposables_ = nullptr;
     storage::FilePool* pool_ = nullptr;
     std::map<std::string, Method, std::less<>> methods_;
     std::map<std::string, Method, std::less<>> internal_methods_;

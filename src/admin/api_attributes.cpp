@@ -1,11 +1,18 @@
 // admin.vm.feature.*, admin.vm.tag.*, admin.vm.notes.*.
 #include "admin/api_call.hpp"
+#include "admin/dispvm_rules.hpp"
 
 namespace aerie::admin {
 
 namespace {
 
 constexpr size_t kMaxNotesBytes = 256000;
+
+// Who made a qube is the daemon's to say (qubes.ext.admin: PermissionDenied).
+void check_tag_changeable(const Qube& qube, const std::string& tag) {
+    if ((tag.rfind("created-by-", 0) == 0 || tag.rfind("disp-created-by-", 0) == 0) && !qube.is_admin())
+        throw permission_denied("changing the tag " + tag + " is prohibited");
+}
 
 ApiError feature_not_found(const Qube& qube, const std::string& feature) {
     return qubes_error("QubesFeatureNotFoundError", "Feature not set for domain " + qube.name + ": " + feature);
@@ -66,6 +73,8 @@ std::string AdminApi::feature_check(Call& call) {
 }
 
 std::string AdminApi::feature_set(Call& call) {
+    if (is_managed_preload_feature(call.arg()))
+        throw permission_denied("feature " + call.arg() + " is managed by the system");
     // Qubes R4.3's admin.vm.feature.Set: a name of [a-zA-Z0-9_.-]+ and a
     // value of printable ASCII only (QubesValueError: no reply).
     for (unsigned char c : call.payload())
@@ -77,28 +86,17 @@ std::string AdminApi::feature_set(Call& call) {
     }
     for (unsigned char c : call.payload())
         if (c < 0x20 || c > 0x7e) throw value_error(call.arg() + " value contains illegal characters");
-    Qube& qube = *call.dest;
-    auto old = qube.features.find(call.arg());
-    std::optional<std::string> oldvalue;
-    if (old != qube.features.end()) oldvalue = old->second;
-    Store::Transaction txn(store_);
-    txn.set_feature(qube.uuid, call.arg(), call.payload());
-    txn.commit();
-    qube.features[call.arg()] = call.payload();
-    std::vector<std::pair<std::string, std::string>> kwargs = {{"feature", call.arg()}, {"value", call.payload()}};
-    if (oldvalue) kwargs.emplace_back("oldvalue", *oldvalue);
-    publish(&qube, "domain-feature-set:" + call.arg(), std::move(kwargs));
+    if (auto why = api_feature_refusal(call.arg(), call.payload()); !why.empty()) throw value_error(why);
+    registry_.change_features({{call.dest, call.arg(), call.payload()}});
     return {};
 }
 
 std::string AdminApi::feature_remove(Call& call) {
     Qube& qube = *call.dest;
+    if (is_managed_preload_feature(call.arg()))
+        throw permission_denied("feature " + call.arg() + " is managed by the system");
     if (!qube.features.count(call.arg())) throw feature_not_found(qube, call.arg());
-    Store::Transaction txn(store_);
-    txn.remove_feature(qube.uuid, call.arg());
-    txn.commit();
-    qube.features.erase(call.arg());
-    publish(&qube, "domain-feature-delete:" + call.arg(), {{"feature", call.arg()}});
+    registry_.change_features({{&qube, call.arg(), std::nullopt}});
     return {};
 }
 
@@ -116,6 +114,7 @@ std::string AdminApi::tag_get(Call& call) {
 std::string AdminApi::tag_set(Call& call) {
     check_tag(call.arg());
     Qube& qube = *call.dest;
+    check_tag_changeable(qube, call.arg());
     if (qube.tags.count(call.arg())) return {};
     Store::Transaction txn(store_);
     txn.add_tag(qube.uuid, call.arg());
@@ -128,6 +127,7 @@ std::string AdminApi::tag_set(Call& call) {
 std::string AdminApi::tag_remove(Call& call) {
     check_tag(call.arg());
     Qube& qube = *call.dest;
+    check_tag_changeable(qube, call.arg());
     if (!qube.tags.count(call.arg()))
         throw qubes_error("QubesTagNotFoundError", "Tag not set for domain " + qube.name + ": " + call.arg());
     Store::Transaction txn(store_);

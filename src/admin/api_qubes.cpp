@@ -1,25 +1,13 @@
 // admin.vmclass.List, admin.vm.List, admin.vm.Create.*, admin.vm.Remove.
 #include <fmt/format.h>
 
-#include <random>
 
 #include "admin/api_call.hpp"
-#include "storage/pool.hpp"
+#include "admin/dispvm_rules.hpp"
 
 namespace aerie::admin {
 
 namespace {
-
-std::string new_uuid() {
-    std::random_device random;
-    unsigned char b[16];
-    for (auto& byte : b) byte = static_cast<unsigned char>(random());
-    b[6] = (b[6] & 0x0f) | 0x40;  // version 4
-    b[8] = (b[8] & 0x3f) | 0x80;  // RFC 4122 variant
-    return fmt::format("{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-                       b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-                       b[14], b[15]);
-}
 
 bool label_name_chars_ok(std::string_view name) {
     if (name.empty()) return false;
@@ -31,10 +19,6 @@ bool label_name_chars_ok(std::string_view name) {
         digits = digits && c >= '0' && c <= '9';
     }
     return !digits;
-}
-
-StoredQube to_stored(const Qube& qube) {
-    return StoredQube{qube.uuid, qube.qid, qube.name, qube.klass, qube.properties, qube.features, qube.tags, qube.notes};
 }
 
 }  // namespace
@@ -133,26 +117,11 @@ std::string AdminApi::vm_create(Call& call) {
         model_.sanitize(&qube, *def, qube.properties["template"]);  // the class's rules
     }
     if (qube.klass == "DispVM") {
-        // A disposable starts with its template's features and tags (qubes.vm.dispvm).
-        const Qube* tpl = model_.find(qube.properties["template"]);
-        qube.features = tpl->features;
-        qube.tags = tpl->tags;
+        inherit_from_template(qube, *model_.find(qube.properties["template"]));
     }
     qube.tags.insert("created-by-" + call.src->name);
 
-    // Volumes first: a store record never names a qube without them (a
-    // crash in between leaves an orphan folder, which aeried removes at start).
-    if (pool_) pool_->create(qube.uuid, qube.klass);
-    try {
-        Store::Transaction txn(store_);
-        txn.add_qube(to_stored(qube));
-        txn.commit();
-    } catch (...) {
-        if (pool_) pool_->remove(qube.uuid);
-        throw;
-    }
-    model_.add(std::move(qube));
-    publish(nullptr, "domain-add", {{"vm", name}});
+    registry_.add_qube(std::move(qube));
     return {};
 }
 
@@ -172,20 +141,7 @@ std::string AdminApi::vm_remove(Call& call) {
         if (users.size() > kShown) list += " and " + std::to_string(users.size() - kShown) + " more";
         throw qubes_error("QubesVMInUseError", "Domain is in use: '" + vm.name + "'; used by: " + list);
     }
-    std::string name = vm.name;
-    Store::Transaction txn(store_);
-    txn.remove_qube(vm.uuid);
-    txn.commit();
-    std::string uuid = vm.uuid;
-    model_.remove(name);
-    if (pool_) {
-        try {
-            pool_->remove(uuid);
-        } catch (const std::exception& e) {
-            log("removing the volumes of " + name + ": " + e.what());
-        }
-    }
-    publish(nullptr, "domain-delete", {{"vm", name}});
+    registry_.remove_qube(vm.name);
     return {};
 }
 

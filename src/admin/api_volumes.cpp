@@ -15,6 +15,7 @@ bool has_volume(const storage::FilePool& pool, const Qube& qube, const std::stri
 
 void AdminApi::set_storage(storage::FilePool* pool) {
     pool_ = pool;
+    registry_.set_pool(pool);
     using P = Payload;
     using A = Arg;
     methods_["admin.vm.volume.List"] = {&AdminApi::volume_list, P::None, A::None};

@@ -197,12 +197,13 @@ void Lifecycle::spawn_qrexec_daemon(const Qube& qube, Running& running) {
     for (char** e = environ; *e; ++e) {
         std::string_view var(*e);
         if (var.rfind("VCHAN_", 0) != 0 && var.rfind("QREXEC_STARTUP_TIMEOUT=", 0) != 0 &&
-            var.rfind("QUBESD_INTERNAL_SOCKET=", 0) != 0)
+            var.rfind("QUBESD_INTERNAL_SOCKET=", 0) != 0 && var.rfind("QUBESD_SOCKET=", 0) != 0)
             env.emplace_back(var);
     }
     env.push_back("VCHAN_SOCKET_DIR=" + (runtime / "vchan").string());
     env.push_back("QREXEC_STARTUP_TIMEOUT=" + model_.value_text(&qube, "qrexec_timeout"));
     if (!config_.internal_socket.empty()) env.push_back("QUBESD_INTERNAL_SOCKET=" + config_.internal_socket);
+    if (!config_.admin_socket.empty()) env.push_back("QUBESD_SOCKET=" + config_.admin_socket);
 
     std::vector<char*> argv, envp;
     for (auto& a : args) argv.push_back(a.data());

@@ -30,6 +30,7 @@ struct LifecycleConfig {
     std::string policy_socket;                // for the qrexec daemons
     std::filesystem::path log_dir;            // consoles and qrexec daemon logs; they outlive a run
     std::string internal_socket;              // ours, for the qrexec daemons' autostarts
+    std::string admin_socket;                 // ours, for the qrexec daemons' disposables
 };
 
 class Lifecycle {

@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include "admin/dispvm_rules.hpp"
 #include "admin/model.hpp"
 
 namespace aerie::admin {
@@ -158,6 +159,11 @@ std::string dispvm_template_check(const Model& model, const Qube*, const std::st
                : "VM " + value + " is not a template for disposables (template_for_dispvms=False)";
 }
 
+// Set once (qubes.property write_once).
+std::string dispid_check(const Model&, const Qube* self, const std::string&) {
+    return self && self->properties.count("dispid") ? "property is write-once" : "";
+}
+
 PropertyDef prop(std::string name, PropType type, DefaultRule rule, std::string help) {
     PropertyDef def;
     def.name = std::move(name);
@@ -267,7 +273,16 @@ std::vector<PropertyDef> qubesvm_properties(std::string_view klass) {
                     template_check));
     if (klass == "AppVM" || klass == "StandaloneVM" || klass == "TemplateVM")
         add(prop("template_for_dispvms", PropType::Bool, constant("False"), "Should this VM be allowed to start as Disposable VM"));
-    if (dispvm) add(prop("auto_cleanup", PropType::Bool, constant("False"), "automatically remove this VM upon shutdown"));
+    if (dispvm) {
+        add(prop("auto_cleanup", PropType::Bool, constant("False"), "automatically remove this qube upon shutdown"));
+        add(checked(prop("dispid", PropType::Int, none(), "Internal, persistent identifier of particular disposable."),
+                    dispid_check));
+        add(read_only(prop("is_preload", PropType::Bool,
+                           computed([](const Model& m, const Qube* q) -> std::optional<std::string> {
+                               return q && is_preload(m, *q) ? "True" : "False";
+                           }),
+                           "Check if qube is a preloaded disposable.")));
+    }
     return list;
 }
 

@@ -39,6 +39,8 @@ struct Qube {
 // '_' or '-'; at most 31 characters; not "none" or "default". Returns the
 // reason when invalid, empty when fine.
 std::string invalid_qube_name_reason(std::string_view name);
+// A random (version 4) UUID, lowercase.
+std::string new_uuid();
 // Qubes' tag rule: [A-Za-z0-9_-]+.
 bool is_valid_tag(std::string_view tag);
 

@@ -32,6 +32,7 @@ void EventHub::unsubscribe(uint64_t id) {
 
 void EventHub::publish(std::string_view subject, std::string_view event,
                        const std::vector<std::pair<std::string, std::string>>& kwargs) {
+    for (const auto& observer : observers_) observer(subject, event, kwargs);
     std::string encoded = encode_event(subject, event, kwargs);
     // Published from within a sink: deliver after the current event, so every
     // subscriber sees the events in the same order.

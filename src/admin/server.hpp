@@ -54,8 +54,14 @@ using Dispatcher = std::function<ApiResponse(const ApiRequest&)>;
 class EventHub {
 public:
     using Sink = std::function<bool(const std::string& encoded_event)>;  // false: drop me
+    using Kwargs = std::vector<std::pair<std::string, std::string>>;
+    // Parts of the daemon that react to events (disposables to clean up, preloads
+    // to refill), as qubesd's event handlers do. Called before the streams get
+    // the event; an observer must not publish from within (it posts its work).
+    using Observer = std::function<void(std::string_view subject, std::string_view event, const Kwargs& kwargs)>;
     static constexpr size_t kMaxBacklog = 16 << 20;
 
+    void observe(Observer observer) { observers_.push_back(std::move(observer)); }
     uint64_t subscribe(Sink sink);
     void unsubscribe(uint64_t id);
     // Encodes once (encode_event) and gives the bytes to every subscriber.
@@ -72,6 +78,7 @@ private:
     void sweep();
 
     uint64_t next_id_ = 1;
+    std::vector<Observer> observers_;
     std::map<uint64_t, Subscriber> sinks_;
     size_t removed_ = 0;
     bool publishing_ = false;

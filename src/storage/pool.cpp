@@ -954,4 +954,13 @@ bool FilePool::root_outdated(const std::string& uuid) const {
     return stamp_ns(vm_dir(state->root_source) / "root.changed") != state->root_stamp;
 }
 
+bool FilePool::snapshots_outdated(const std::string& uuid) const {
+    auto state = RunState::read(run_dir(uuid) / "state");
+    if (!state) return false;
+    if (!state->root_source.empty() && stamp_ns(vm_dir(state->root_source) / "root.changed") != state->root_stamp)
+        return true;
+    return !state->private_source.empty() &&
+           stamp_ns(vm_dir(state->private_source) / "private.changed") != state->private_stamp;
+}
+
 }  // namespace aerie::storage

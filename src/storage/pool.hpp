@@ -183,6 +183,9 @@ public:
     // A started AppVM/DispVM whose template's root changed since its start
     // (a disposable to throw away).
     bool root_outdated(const std::string& uuid) const;
+    // The same for any snapshot a started qube runs on: its template's root,
+    // or a DispVM's disposable template's private volume.
+    bool snapshots_outdated(const std::string& uuid) const;
 
     std::filesystem::path volume_path(const std::string& uuid, const std::string& volume) const;
 

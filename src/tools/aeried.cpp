@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "admin/api.hpp"
+#include "admin/disposables.hpp"
 #include "admin/lifecycle.hpp"
 #include "backend/ns/ns_backend.hpp"
 #include "storage/pool.hpp"
@@ -35,6 +36,7 @@ struct Options {
     std::string pool_dir;  // default <state-dir>/pool
     std::string qrexec_socket_dir = "/var/run/qubes";
     std::string policy_socket = "/run/qubes/policy.sock";
+    std::string meminfo = "/proc/meminfo";
     std::string bin_dir;  // default: this program's folder
 };
 
@@ -97,6 +99,9 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--policy-socket", options.policy_socket, "The qrexec policy daemon's socket")
         ->capture_default_str();
+    app.add_option("--meminfo", options.meminfo,
+                   "Where free memory is read for preloading disposables (MemAvailable)")
+        ->capture_default_str();
     app.add_option("--bin-dir", options.bin_dir, "Aerie's programs (default: this program's folder)");
     if (int rc = aerie::tools::parse_args(app, argc, argv); rc >= 0) return rc;
 
@@ -130,11 +135,16 @@ int main(int argc, char** argv) {
         LifecycleConfig lifecycle_config{fs::path(options.runtime_dir) / "qubes",
                                          options.bin_dir.empty() ? own_folder() : options.bin_dir,
                                          options.qrexec_socket_dir, options.policy_socket,
-                                         fs::path(options.runtime_dir) / "log", options.internal_socket};
+                                         fs::path(options.runtime_dir) / "log", options.internal_socket,
+                                         options.socket};
         Lifecycle lifecycle(io, model, events, backend, pool, lifecycle_config);
         api.set_storage(&pool);
         api.set_lifecycle(&lifecycle);
         lifecycle.adopt();
+        DisposablesConfig disposables_config{options.meminfo, lifecycle_config.bin_dir, options.qrexec_socket_dir};
+        Disposables disposables(io, api.registry(), events, lifecycle, disposables_config);
+        api.set_disposables(&disposables);
+        disposables.recover();
 
         ApiServer server(io, options.socket, [&](const ApiRequest& r) { return api.handle(r); }, &events, 0660);
         ApiServer internal(io, options.internal_socket, [&](const ApiRequest& r) { return api.handle_internal(r); },
