@@ -4,9 +4,11 @@
 #include <unistd.h>
 
 #include <array>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 
+#include "qrexec/admin_call.hpp"
 #include "qrexec/local_service.hpp"
 #include "qrexec/system_info_source.hpp"
 #include "qrexec/vchan.hpp"
@@ -18,6 +20,22 @@ namespace {
 uint32_t get_u32(std::string_view b, size_t at) {
     auto c = [&](size_t i) { return static_cast<uint32_t>(static_cast<unsigned char>(b[at + i])); };
     return c(0) | (c(1) << 8) | (c(2) << 16) | (c(3) << 24);
+}
+
+// "uuid:UUID" with hex digits and dashes only.
+bool is_uuid_dest(std::string_view s) {
+    if (s.size() <= 5 || s.size() > 5 + 64 || s.substr(0, 5) != "uuid:") return false;
+    for (char c : s.substr(5))
+        if (!std::isxdigit(static_cast<unsigned char>(c)) && c != '-') return false;
+    return true;
+}
+
+// A qube name as Qubes allows it (a letter, then letters, digits, _ . -).
+bool is_qube_name(std::string_view s) {
+    if (s.empty() || s.size() > 31 || !std::isalpha(static_cast<unsigned char>(s[0]))) return false;
+    for (char c : s)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '-') return false;
+    return true;
 }
 
 }  // namespace
@@ -32,6 +50,7 @@ Daemon::Daemon(asio::io_context& io, DaemonConfig config)
     : io_(io), config_(std::move(config)), reaper_(io),
       dom0_(std::make_unique<LocalServiceRunner>(io, reaper_)) {
     if (config_.vchan_dir.empty()) config_.vchan_dir = vchan_socket_dir();
+    if (config_.admin_socket.empty()) config_.admin_socket = default_admin_socket();
 }
 
 Daemon::~Daemon() { remove_socket(); }
@@ -163,11 +182,15 @@ void Daemon::on_policy_answer(const ServiceRequest& request, const PolicyAnswer&
         run_in_dom0(request, "QUBESRPC " + service + " " + source + " " + requested_part);
         return;
     }
-    if (target.rfind("@dispvm:", 0) == 0) {
-        refuse(request.ident, "disposables need the admin daemon: " + target);
-        return;
-    }
     std::string cmdline = user + ":QUBESRPC " + service + " " + source;
+    if (target.rfind("@dispvm:", 0) == 0) {
+        // The template by uuid when the answer has it ("@dispvm:uuid:UUID").
+        std::string by_uuid = answer.get("target_uuid");
+        std::string dest = target.substr(8);
+        if (by_uuid.rfind("@dispvm:", 0) == 0 && is_uuid_dest(std::string_view(by_uuid).substr(8)))
+            dest = by_uuid.substr(8);
+        return call_dispvm(request, target.substr(8), dest, cmdline);
+    }
     std::error_code ec;
     bool running = std::filesystem::exists(config_.socket_dir + "/qrexec." + target, ec);
     if (!running && answer.get("autostart") == "True") return start_then_connect(request, target, cmdline);
@@ -180,58 +203,91 @@ void Daemon::start_then_connect(const ServiceRequest& request, const std::string
                                 const std::string& cmdline) {
     std::string path = config_.admin_internal_socket.empty() ? default_internal_socket()
                                                               : config_.admin_internal_socket;
-    auto sock = std::make_shared<asio::local::stream_protocol::socket>(io_);
-    auto reply = std::make_shared<std::string>();
-    auto buffer = std::make_shared<std::array<char, 4096>>();
-    auto fail = [this, request, target](const std::string& why) {
-        refuse(request.ident, "cannot start " + target + ": " + why);
-    };
-    sock->async_connect(asio::local::stream_protocol::endpoint(path), [=, this](const asio::error_code& ec) {
-        if (ec) return fail("admin daemon at " + path + ": " + ec.message());
-        auto text = std::make_shared<std::string>("internal.vm.Start dom0 name " + target);
-        text->push_back('\0');
-        asio::async_write(*sock, asio::buffer(*text), [=, this](const asio::error_code& wec, size_t) {
-            if (wec) return fail(wec.message());
-            asio::error_code ignored;
-            sock->shutdown(asio::socket_base::shutdown_send, ignored);
-            auto read_more = std::make_shared<std::function<void()>>();
-            *read_more = [=, this]() {
-                sock->async_read_some(asio::buffer(*buffer), [=, this](const asio::error_code& rec, size_t n) {
-                    reply->append(buffer->data(), n);
-                    if (!rec && reply->size() < 65536) return (*read_more)();
-                    *read_more = nullptr;  // ends the self-reference
-                    if (reply->compare(0, 2, std::string("0\0", 2)) != 0) {
-                        std::string message = reply->size() > 2 ? reply->substr(2) : "refused";
-                        for (char& c : message)
-                            if (c == '\0') c = ' ';
-                        return fail(message);
+    admin_call(io_, path, AdminCall{"internal.vm.Start", target, ""},
+               [this, request, target, cmdline](AdminResult r) {
+                   if (!r.ok()) return refuse(request.ident, "cannot start " + target + ": " + r.error());
+                   connect_to_qube(request, target, cmdline);
+               },
+               config_.admin_timeout);
+}
+
+// A call to a new disposable, as Qubes' qrexec-policy-exec with
+// qrexec-client -EWkd: admin.vm.CreateDisposable from the template (a name
+// or "uuid:UUID"), admin.vm.Start of the new qube (a preloaded one is
+// running already: success), then the call as to any qube, but the
+// connection to the disposable's daemon stays open until the service ends;
+// then (or on any failure after the creation) admin.vm.Kill. The admin
+// daemon removes a killed disposable itself (auto_cleanup).
+void Daemon::call_dispvm(const ServiceRequest& request, const std::string& dispvm_template,
+                         const std::string& template_dest, const std::string& cmdline) {
+    ++pending_calls_;  // until the call reaches the disposable's daemon
+    admin_call(
+        io_, config_.admin_socket, AdminCall{"admin.vm.CreateDisposable", template_dest, "uuid"},
+        [this, request, dispvm_template, cmdline](AdminResult created) {
+            if (!created.ok()) {
+                --pending_calls_;
+                return refuse(request.ident,
+                              "cannot create a disposable from " + dispvm_template + ": " + created.error());
+            }
+            // "uuid:UUID" as asked; a bare name from a daemon that ignores the payload.
+            const std::string& disp = created.body;
+            if (!is_uuid_dest(disp) && (!is_qube_name(disp) || disp == "dom0")) {
+                --pending_calls_;
+                return refuse(request.ident, "invalid answer to admin.vm.CreateDisposable from " +
+                                                 dispvm_template + " (nothing to kill)");
+            }
+            admin_call(
+                io_, config_.admin_socket, AdminCall{"admin.vm.Start", disp, ""},
+                [this, request, disp, cmdline](AdminResult started) {
+                    --pending_calls_;
+                    if (!started.ok()) {
+                        refuse(request.ident, "cannot start the disposable " + disp + ": " + started.error());
+                        return kill_disposable(disp);
                     }
-                    connect_to_qube(request, target, cmdline);
-                });
-            };
-            (*read_more)();
-        });
-    });
+                    connect_to_qube(request, disp, cmdline, [this, disp](bool) { kill_disposable(disp); });
+                },
+                config_.admin_timeout);
+        },
+        config_.admin_timeout);
+}
+
+// The call in a disposable is over (or failed): kill it; the answer only
+// goes to the log.
+void Daemon::kill_disposable(const std::string& dest) {
+    admin_call(io_, config_.admin_socket, AdminCall{"admin.vm.Kill", dest, ""},
+               [this, dest](AdminResult r) {
+                   if (!r.ok()) log("admin.vm.Kill of the disposable " + dest + ": " + r.error());
+               },
+               config_.admin_timeout);
 }
 
 // Asks the target qube's daemon to run the service, handing it one end of a
 // fresh channel; the other end goes to our agent with SERVICE_CONNECT.
 void Daemon::connect_to_qube(const ServiceRequest& request, const std::string& target,
-                             const std::string& cmdline) {
+                             const std::string& cmdline, std::function<void(bool served)> on_over) {
     auto sock = std::make_shared<asio::local::stream_protocol::socket>(io_);
-    std::string path = config_.socket_dir + "/qrexec." + target;
-    sock->async_connect(asio::local::stream_protocol::endpoint(path), [this, sock, request, target, cmdline](
-                                                                         const asio::error_code& ec) {
+    asio::local::stream_protocol::endpoint endpoint;
+    try {
+        endpoint = asio::local::stream_protocol::endpoint(config_.socket_dir + "/qrexec." + target);
+    } catch (const std::exception& e) {  // a path too long for a Unix socket
+        refuse(request.ident, "target " + target + ": " + e.what());
+        if (on_over) on_over(false);
+        return;
+    }
+    sock->async_connect(endpoint, [this, sock, request, target, cmdline, on_over](const asio::error_code& ec) {
         if (ec) {
             refuse(request.ident, "target " + target + " is not running (" + ec.message() + ")");
+            if (on_over) on_over(false);
             return;
         }
+        bool keep_open = static_cast<bool>(on_over);
         auto ends = std::make_shared<std::pair<UniqueFd, UniqueFd>>(channel_pair());
         auto conn = MessageConn::create(io_, UniqueFd(sock->release()), {});
         auto stage = std::make_shared<int>(0);  // 0: want HELLO, 1: want port, 2: done
         auto weak = std::weak_ptr<MessageConn>(conn);
         conn->start(
-            [this, weak, stage, ends, request, cmdline](const Header& h, std::string_view payload, UniqueFd) {
+            [this, weak, stage, ends, request, cmdline, keep_open](const Header& h, std::string_view payload,
+                                                                   UniqueFd) {
                 auto c = weak.lock();
                 if (!c) return;
                 if (*stage == 0) {
@@ -248,13 +304,16 @@ void Daemon::connect_to_qube(const ServiceRequest& request, const std::string& t
                     if (agent_ && agent_->is_open())
                         agent_->send(encode_service_connect({domain, port, request.ident}),
                                      std::move(ends->first));
-                    c->close("connected");
+                    // A disposable's call: its daemon closes this connection
+                    // when the service ends.
+                    if (!keep_open) c->close("connected");
                     return;
                 }
                 c->close("unexpected reply from target daemon");
             },
-            [this, stage, request, target](const std::string& reason) {
+            [this, stage, request, target, on_over](const std::string& reason) {
                 if (*stage != 2) refuse(request.ident, "cannot start the service in " + target + ": " + reason);
+                if (on_over) on_over(*stage == 2);
             });
         // The daemon greets first, but reads only after that: our HELLO and
         // the command can go at once, saving a round trip.

@@ -1,13 +1,16 @@
 // qrexec-daemon: the admin side of one qube. It holds the control channel to
 // the qube's agent, serves local clients on <socket-dir>/qrexec.<domid>, and
 // decides each service call the qube makes (policy daemon, else the policy
-// program), then joins the two ends of the call.
+// program), then joins the two ends of the call. A call to "@dispvm:TPL" gets
+// a new disposable from the admin daemon (admin.vm.CreateDisposable, Start),
+// runs in it, and the disposable is killed (admin.vm.Kill) when the call ends.
 #pragma once
 
 #include <asio.hpp>
 
 #include <array>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -33,6 +36,12 @@ struct DaemonConfig {
     // Where to ask for a halted target to be started when the policy says
     // autostart (internal.vm.Start); empty: $QUBESD_INTERNAL_SOCKET or the default.
     std::string admin_internal_socket;
+    // The admin daemon's main socket (Admin API as dom0), for disposables:
+    // admin.vm.CreateDisposable, admin.vm.Start, admin.vm.Kill. Empty:
+    // $QUBESD_SOCKET or /var/run/qubesd.sock.
+    std::string admin_socket;
+    // How long an Admin API call may take before the call it serves fails.
+    std::chrono::milliseconds admin_timeout{std::chrono::seconds(120)};
 };
 
 class LocalServiceRunner;  // runs dom0's side of calls that target dom0
@@ -51,6 +60,11 @@ private:
     struct Client;
     void start_then_connect(const ServiceRequest& request, const std::string& target,
                             const std::string& cmdline);
+    // dispvm_template names the template in messages; template_dest is
+    // how the admin daemon is told (its name, or "uuid:UUID").
+    void call_dispvm(const ServiceRequest& request, const std::string& dispvm_template,
+                     const std::string& template_dest, const std::string& cmdline);
+    void kill_disposable(const std::string& dest);
 
     void connect_agent();
     void on_agent_message(const Header& h, std::string_view payload);
@@ -60,8 +74,11 @@ private:
                            std::string_view payload, UniqueFd fd);
     void handle_trigger(const TriggerService& trigger);
     void on_policy_answer(const ServiceRequest& request, const PolicyAnswer& answer);
+    // on_over (if set) keeps the connection to the target's daemon open
+    // until the service ends (that daemon closes it) and runs once then, or
+    // once the call failed (it is refused first); `served` tells which.
     void connect_to_qube(const ServiceRequest& request, const std::string& target,
-                         const std::string& cmdline);
+                         const std::string& cmdline, std::function<void(bool served)> on_over = nullptr);
     void run_in_dom0(const ServiceRequest& request, const std::string& cmdline);
     void refuse(const std::string& ident, const std::string& why);
     std::optional<uint32_t> allocate_port(uint32_t remote_domain);

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "qrexec/admin_call.hpp"
 #include "qrexec/daemon.hpp"
 
 namespace {
@@ -30,7 +31,10 @@ std::string sibling_program(const char* name) {
                  "  --socket-dir=PATH - directory for qrexec socket, default: /var/run/qubes\n"
                  "  --policy-socket=PATH - policy daemon socket, default: /run/qubes/policy.sock\n"
                  "  -p, --policy-program=PATH - program to execute to check policy\n"
-                 "  -D, --direct - run directly, don't daemonize, log to stderr\n",
+                 "  -D, --direct - run directly, don't daemonize, log to stderr\n"
+                 "Environment:\n"
+                 "  QUBESD_SOCKET - the admin daemon's socket, for calls to disposables,\n"
+                 "                  default: /var/run/qubesd.sock\n",
                  argv0);
     std::exit(code);
 }
@@ -75,6 +79,9 @@ int main(int argc, char** argv) {
     config.domid = static_cast<uint32_t>(domid);
     config.name = argv[optind + 1];
     if (rest == 3) config.default_user = argv[optind + 2];
+    // The Admin API socket for calls to disposables (the admin daemon sets
+    // QUBESD_SOCKET for the qrexec daemons it starts).
+    config.admin_socket = aerie::qrexec::default_admin_socket();
     if (const char* t = std::getenv("QREXEC_STARTUP_TIMEOUT"); t && std::atoi(t) > 0)
         config.startup_timeout = std::chrono::seconds(std::atoi(t));
 
