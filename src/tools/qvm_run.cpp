@@ -21,11 +21,18 @@
 // when it is a terminal; qrexec-client gets -t/-T as upstream's does.
 // --all runs in every running qube that is neither paused nor internal.
 //
+// --dispvm[=BASE_APPVM] (or "--dispvm BASE_APPVM": argparse's nargs='?' takes
+// the next word unless it looks like an option) runs in a new disposable:
+// admin.vm.CreateDisposable on BASE_APPVM, or on dom0 for the default
+// disposable template, answers the new qube's name; then admin.vm.Start, the
+// command as in any qube, and admin.vm.Kill once it is over, also after a
+// failure or a SIGINT/SIGTERM/SIGHUP (forwarded to qrexec-client first); the
+// admin daemon removes the killed disposable. A disposable's service is
+// waited for even without -p (it would be killed under it otherwise).
+//
 // Differences: Aerie has no GUI, so --gui/--no-gui are accepted and change
-// nothing; --dispvm is refused ("not supported yet", exit code 1) until
-// disposables exist. VMNAME is the first word only without --all/--dispvm
-// (upstream's argparse would sometimes take it for the command and the
-// reverse).
+// nothing. VMNAME is the first word only without --all/--dispvm (upstream's
+// argparse would sometimes take it for the command and the reverse).
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -33,7 +40,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <optional>
 
@@ -95,7 +104,7 @@ const char* const kHelp =
     "  --no-shell            treat COMMAND as a simple executable, not a shell command\n"
     "  --dispvm [BASE_APPVM]\n"
     "                        start a service in new Disposable VM; optionally specify base\n"
-    "                        AppVM for DispVM (not supported yet)\n"
+    "                        AppVM for DispVM\n"
     "  --all                 run command on all running qubes\n"
     "  --exclude EXCLUDE     exclude the qube from --all\n"
     "\n"
@@ -239,8 +248,15 @@ private:
         if (name == "--colour-stderr" || name == "--color-stderr") return (opt_.color_stderr = take()), true;
         if (name == "--exclude") return opt_.exclude.push_back(take()), true;
         if (name == "--dispvm") {
+            // nargs='?': the inline value, else the next word unless it
+            // looks like an option.
             target("--dispvm");
-            opt_.dispvm = inline_value.value_or("");
+            if (inline_value)
+                opt_.dispvm = *inline_value;
+            else if (i < args.size() && !(args[i].size() > 1 && args[i][0] == '-'))
+                opt_.dispvm = args[i++];
+            else
+                opt_.dispvm = "";
             return true;
         }
         return false;
@@ -336,6 +352,9 @@ pid_t spawn(const std::vector<std::string>& argv, int in, int out, int err, cons
     if (pid < 0) return -1;
     if (pid == 0) {
         ::signal(SIGPIPE, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
         if (in >= 0) ::dup2(in, STDIN_FILENO);
         if (out >= 0) ::dup2(out, STDOUT_FILENO);
         if (err >= 0) ::dup2(err, STDERR_FILENO);
@@ -350,6 +369,59 @@ pid_t spawn(const std::vector<std::string>& argv, int in, int out, int err, cons
     }
     return pid;
 }
+
+// --- the end of a disposable on a signal ---------------------------------------
+// With --dispvm, SIGINT, SIGTERM and SIGHUP are passed on to our children
+// (qrexec-client, --localcmd) and remembered: once they are gone, the
+// disposable is killed and qvm-run exits with 128 + the signal.
+volatile sig_atomic_t g_signal = 0;
+pid_t g_main_pid = 0;
+std::array<volatile sig_atomic_t, 16> g_children{};
+volatile sig_atomic_t g_child_count = 0;
+
+void forward_signal(int sig) {
+    if (::getpid() != g_main_pid) return;  // a child between fork and exec
+    int saved = errno;
+    g_signal = sig;
+    for (sig_atomic_t i = 0; i < g_child_count; ++i) {
+        pid_t pid = static_cast<pid_t>(g_children[static_cast<size_t>(i)]);
+        if (pid > 0) ::kill(pid, sig);
+    }
+    errno = saved;
+}
+
+void catch_signals() {
+    g_main_pid = ::getpid();
+    struct sigaction sa {};
+    sa.sa_handler = forward_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+}
+
+void remember_child(pid_t pid) {
+    if (pid > 0 && static_cast<size_t>(g_child_count) < g_children.size()) {
+        g_children[static_cast<size_t>(g_child_count)] = pid;
+        g_child_count = g_child_count + 1;
+    }
+}
+
+// Blocks those signals while children are started and remembered.
+class SignalsHeld {
+public:
+    SignalsHeld() {
+        sigset_t set;
+        sigemptyset(&set);
+        for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);
+        ::sigprocmask(SIG_BLOCK, &set, &old_);
+    }
+    ~SignalsHeld() { ::sigprocmask(SIG_SETMASK, &old_, nullptr); }
+    SignalsHeld(const SignalsHeld&) = delete;
+    SignalsHeld& operator=(const SignalsHeld&) = delete;
+
+private:
+    sigset_t old_;
+};
 
 // subprocess's returncode: the exit status, or minus the signal.
 int wait_code(pid_t pid) {
@@ -404,12 +476,16 @@ public:
         std::fflush(stderr);
     }
 
-    // Starts the command in `vm`; its processes to wait for are added to `procs`.
-    void start(const std::string& vm, std::vector<std::pair<std::string, pid_t>>& procs, Child& filtered) {
-        try {
-            cli_.client.start(vm);
-        } catch (const admin::AdminError& e) {
-            if (!e.is_instance_of("QubesVMNotHaltedError")) throw;
+    // Starts the command in `vm`; its processes to wait for are added to
+    // `procs`. The qube is started first unless `started` (a disposable).
+    void start(const std::string& vm, std::vector<std::pair<std::string, pid_t>>& procs, Child& filtered,
+               bool started = false) {
+        if (!started) {
+            try {
+                cli_.client.start(vm);
+            } catch (const admin::AdminError& e) {
+                if (!e.is_instance_of("QubesVMNotHaltedError")) throw;
+            }
         }
         std::string user = opt_.user.value_or("DEFAULT");
         std::string cmdline;
@@ -424,7 +500,8 @@ public:
         }
         bool filter_out = opt_.passio && !opt_.localcmd && opt_.filter_esc;
         bool filter_err = opt_.passio && !opt_.localcmd && (opt_.filter_esc || ::isatty(STDERR_FILENO));
-        bool no_wait = opt_.service && !opt_.passio && !opt_.localcmd;
+        // A disposable lives until its service ends: always wait for it.
+        bool no_wait = opt_.service && !opt_.passio && !opt_.localcmd && !opt_.dispvm;
 
         const char* socket_dir = std::getenv("QREXEC_SOCKET_DIR");
         std::vector<std::string> argv = {self_dir() + "/qrexec-client",
@@ -473,24 +550,65 @@ private:
 
     static void add(const std::string& vm, pid_t pid, std::vector<std::pair<std::string, pid_t>>& procs) {
         if (pid < 0) throw admin::AdminError("QubesException", std::string("fork: ") + std::strerror(errno));
+        remember_child(pid);
         procs.emplace_back(vm, pid);
     }
 };
 
 bool is_running(const std::string& state) { return state != "Halted" && state != "NA"; }
 
+// A disposable of ours: killed (admin.vm.Kill) when this goes, whatever the
+// way out; the admin daemon then removes it. A disposable already halted or
+// gone is no error.
+class Disposable {
+public:
+    Disposable(const ToolCli& cli, std::string name) : cli_(cli), name_(std::move(name)) {}
+    ~Disposable() { kill(); }
+    Disposable(const Disposable&) = delete;
+    Disposable& operator=(const Disposable&) = delete;
+    const std::string& name() const { return name_; }
+
+    void kill() {
+        if (killed_) return;
+        killed_ = true;
+        try {
+            cli_.client.kill(name_);
+        } catch (const admin::AdminError& e) {
+            if (e.is_instance_of("QubesVMNotStartedError") || e.type() == "QubesVMNotFoundError") return;
+            cli_.log_error(name_, std::string("Failed to kill the disposable: ") + e.what());
+        } catch (const std::exception& e) {
+            cli_.log_error(name_, std::string("Failed to kill the disposable: ") + e.what());
+        }
+    }
+
+private:
+    const ToolCli& cli_;
+    std::string name_;
+    bool killed_ = false;
+};
+
+// A qube name as Qubes allows it, for what admin.vm.CreateDisposable answers.
+bool is_qube_name(std::string_view s) {
+    if (s.empty() || s.size() > 31 || !std::isalpha(static_cast<unsigned char>(s[0]))) return false;
+    return std::all_of(s.begin(), s.end(), [](unsigned char c) {
+        return std::isalnum(c) || c == '_' || c == '.' || c == '-';
+    });
+}
+
 int run(ToolCli& cli, Options& opt, int argc, char** argv) {
     ArgReader(cli, opt).read({argv + std::min(argc, 1), argv + argc});
 
-    // VmNameAction: the qubes named, or all of them.
-    auto qubes = cli.client.list_qubes();
+    // VmNameAction: the qubes named, or all of them (a disposable is none of
+    // them: no list needed).
     std::vector<admin::QubeInfo> domains;
     if (opt.all) {
+        auto qubes = cli.client.list_qubes();
         tools::qvm::VmNames v{true, opt.exclude, {}};
         domains = tools::qvm::chosen_qubes(cli, v, qubes);
     } else {
         if (!opt.exclude.empty()) cli.usage_error("--exclude can only be used with --all");
         if (!opt.dispvm && opt.vmname) {
+            auto qubes = cli.client.list_qubes();
             auto it = std::find_if(qubes.begin(), qubes.end(), [&](const auto& q) { return q.name == *opt.vmname; });
             if (it == qubes.end()) cli.usage_error("no such domain: " + tools::qvm::py_repr(*opt.vmname));
             domains.push_back(*it);
@@ -508,10 +626,7 @@ int run(ToolCli& cli, Options& opt, int argc, char** argv) {
     bool color_stderr = opt.color_stderr && !opt.color_stderr->empty();
     if (color_output && !opt.filter_esc) cli.usage_error("--color-output must be used with --filter-escape-chars");
     if (opt.service && opt.no_shell) cli.usage_error("--no-shell does not apply to --service");
-    if (opt.dispvm) {
-        if (!opt.exclude.empty()) cli.usage_error("Cannot use --exclude with --dispvm");
-        cli.runtime_error("--dispvm is not supported yet");
-    }
+    if (opt.dispvm && !opt.exclude.empty()) cli.usage_error("Cannot use --exclude with --dispvm");
 
     int verbose = cli.verbosity() - (opt.passio ? 1 : 0);
     if (opt.all)
@@ -538,6 +653,45 @@ int run(ToolCli& cli, Options& opt, int argc, char** argv) {
     int retcode = 0;
     std::vector<std::pair<std::string, pid_t>> procs;
     Child filtered;
+    // A failed start: the message, then the processes started so far.
+    auto give_up = [&](const std::string& logger, const std::string& message) {
+        if (color_output) {
+            fmt::print("\033[0m");
+            std::fflush(stdout);
+        }
+        cli.log_error(logger, message);
+        reset_colors();
+        for (const auto& [name, pid] : procs) wait_code(pid);
+        return 255;
+    };
+    std::optional<Disposable> disposable;  // killed on every way out
+    if (opt.dispvm) {
+        catch_signals();
+        // qubesadmin's DispVM wrapper is named after its method destination.
+        std::string wrapper = opt.dispvm->empty() ? "@dispvm" : "@dispvm:" + *opt.dispvm;
+        if (verbose > 0) runner.say("Running '" + *opt.cmd + "' on " + wrapper);
+        std::string name;
+        try {
+            name = cli.client.call(opt.dispvm->empty() ? "dom0" : *opt.dispvm, "admin.vm.CreateDisposable");
+        } catch (const admin::AdminError& e) {
+            return give_up(wrapper, std::string("Failed to create a disposable: ") + e.what());
+        }
+        if (!is_qube_name(name))
+            return give_up(wrapper, "Failed to create a disposable: invalid answer to "
+                                    "admin.vm.CreateDisposable: " + tools::qvm::py_repr(name));
+        disposable.emplace(cli, name);
+        try {
+            if (!g_signal) cli.client.start(name);
+        } catch (const admin::AdminError& e) {
+            return give_up(name, std::string("Failed to start the disposable: ") + e.what());
+        }
+        try {
+            SignalsHeld held;
+            if (!g_signal) runner.start(name, procs, filtered, true);
+        } catch (const admin::AdminError& e) {
+            return give_up(name, e.what());
+        }
+    }
     for (const auto& vm : domains) {
         try {
             if (!opt.autostart && !is_running(cli.client.power_state(vm.name))) {
@@ -562,14 +716,7 @@ int run(ToolCli& cli, Options& opt, int argc, char** argv) {
             if (verbose > 0) runner.say("Running '" + *opt.cmd + "' on " + vm.name);
             runner.start(vm.name, procs, filtered);
         } catch (const admin::AdminError& e) {
-            if (color_output) {
-                fmt::print("\033[0m");
-                std::fflush(stdout);
-            }
-            cli.log_error(vm.name, e.what());
-            reset_colors();
-            for (const auto& [name, pid] : procs) wait_code(pid);
-            return 255;
+            return give_up(vm.name, e.what());
         }
     }
     pump_filtered(filtered);
@@ -579,6 +726,8 @@ int run(ToolCli& cli, Options& opt, int argc, char** argv) {
         retcode = std::max(retcode, code);
     }
     reset_colors();
+    if (disposable) disposable->kill();
+    if (g_signal) return 128 + g_signal;
     return retcode;
 }
 

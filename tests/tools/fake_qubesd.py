@@ -11,6 +11,11 @@ keeps a little state: qubes with a class, a power state, properties,
 features and volumes; admin.vm.Create makes one (a TemplateVM with an empty
 root folder), admin.vm.Remove removes it. Lifecycle calls change the power states and send
 domain-* events to the open admin.Events streams, as the daemon does.
+admin.vm.CreateDisposable makes a DispVM "dispN" (N from "next_dispid",
+default 1000) from DEST's template_for_dispvms qube (dom0: its
+default_dispvm property) and answers its name, or "uuid:UUID" for the
+payload "uuid"; admin.vm.Kill of a DispVM with auto_cleanup removes it.
+A DEST "uuid:UUID" names the qube with that "uuid".
 
 STATE.json:
   {"qubes": {"NAME": {"class": "AppVM", "state": "Halted",
@@ -76,6 +81,37 @@ def qube(name):
     return STATE["qubes"].get(name)
 
 
+def resolve(dest):
+    """A qube name for DEST (a name, or "uuid:UUID")."""
+    if dest.startswith("uuid:"):
+        for name, q in STATE["qubes"].items():
+            if q.get("uuid") == dest[len("uuid:"):]:
+                return name
+    return dest
+
+
+def create_disposable(dest, payload):
+    q = qube(dest)
+    tpl = dest
+    if q["class"] == "AdminVM":
+        tpl = q.get("properties", {}).get("default_dispvm", "vm ").partition(" ")[2]
+        if not tpl:
+            return exception("QubesException", "No default DispVM template")
+    base = qube(tpl)
+    if base is None or base.get("properties", {}).get("template_for_dispvms") != "bool True":
+        return exception("QubesException", "Refusing to create DispVM out of this AppVM, "
+                                           "because template_for_dispvms=False")
+    with LOCK:
+        n = STATE.get("next_dispid", 1000)
+        STATE["next_dispid"] = n + 1
+        name = "disp{}".format(n)
+        uuid = "00000000-0000-4000-8000-{:012d}".format(n)
+        STATE["qubes"][name] = {"class": "DispVM", "state": "Halted", "uuid": uuid, "features": {},
+                                "volumes": {}, "properties": {"template": "vm " + tpl,
+                                                              "auto_cleanup": "bool True"}}
+    return success("uuid:" + uuid if payload == "uuid" else name)
+
+
 def set_state(name, state):
     with LOCK:
         qube(name)["state"] = state
@@ -96,6 +132,7 @@ LIFECYCLE = {"admin.vm.Start": "start", "admin.vm.Shutdown": "shutdown", "admin.
 
 
 def answer(method, arg, dest, payload):
+    dest = resolve(dest)
     q = qube(dest)
     if method.startswith("admin.vm.Create.") and dest == "dom0":
         fields = dict(f.split("=", 1) for f in payload.split(" ") if "=" in f)
@@ -117,6 +154,8 @@ def answer(method, arg, dest, payload):
     if q is None:
         return exception("QubesVMNotFoundError", "No such domain: '{}'".format(dest))
     state = q["state"]
+    if method == "admin.vm.CreateDisposable":
+        return create_disposable(dest, payload)
     if method == "admin.vm.CurrentState":
         return success("mem=0 mem_static_max=0 cputime=0 power_state=" + state)
     if q["class"] == "AdminVM" and method in LIFECYCLE:
@@ -139,6 +178,9 @@ def answer(method, arg, dest, payload):
                              "Domain not running (either powered off or paused): '{}'".format(dest))
         set_state(dest, "Halted")
         send_event(dest, "domain-shutdown", reason="shutdown")
+        if q["class"] == "DispVM" and q.get("properties", {}).get("auto_cleanup") == "bool True":
+            with LOCK:
+                del STATE["qubes"][dest]
         return success()
     if method == "admin.vm.Pause":
         if state != "Running":

@@ -424,8 +424,9 @@ qvm-run: error: --localcmd have no effect without --pass-io"
 check "run --service --no-shell" 2 "" -- "$RUN" --service --no-shell work x
 check_stderr_is "run --service --no-shell: message" "$RUN_USAGE
 qvm-run: error: --no-shell does not apply to --service"
-check "run --dispvm" 1 "" -- "$RUN" --dispvm xterm
-check_stderr_is "run --dispvm: message" "qvm-run: error: --dispvm is not supported yet"
+check "run --dispvm WORD: the word is the template" 2 "" -- "$RUN" --dispvm xterm
+check_stderr_is "run --dispvm WORD: message" "$RUN_USAGE
+qvm-run: error: the following arguments are required: COMMAND, ARG"
 check "run --dispvm --all" 2 "" -- "$RUN" --dispvm --all xterm
 check_stderr_is "run --dispvm --all: message" "$RUN_USAGE
 qvm-run: error: argument --all: not allowed with argument --dispvm"

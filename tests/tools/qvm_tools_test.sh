@@ -376,5 +376,154 @@ QUBESD_SOCKET=$WORK/nosuch.sock check "no daemon" 1 "" -- "$BIN/qvm-ls"
 check_stderr_is "no daemon: message" \
     "qvm-ls: error: Failed to connect to qubesd service: [Errno 2] No such file or directory"
 
+# --- qvm-run --dispvm (against fake_qubesd.py) ----------------------------------
+# The fake daemon logs every request ("DEST METHOD[ PAYLOAD]") and makes
+# disposables (disp1000, disp1001, ...); qvm-run runs the qrexec-client next
+# to it: a fake that logs its command line.
+HERE=$(cd "$(dirname "$0")" && pwd)
+FAKE_PID=
+stop_fake() {
+    if [ -n "$FAKE_PID" ]; then kill "$FAKE_PID" 2>/dev/null; wait "$FAKE_PID" 2>/dev/null; fi
+    FAKE_PID=
+}
+trap 'stop_fake; cleanup' EXIT
+cat >"$WORK/fake-state.json" <<'EOF'
+{"qubes": {
+  "dom0": {"class": "AdminVM", "state": "Running", "properties": {"default_dispvm": "vm default-dvm"}},
+  "default-dvm": {"class": "AppVM", "state": "Halted", "properties": {"template_for_dispvms": "bool True"}},
+  "other-dvm": {"class": "AppVM", "state": "Halted", "properties": {"template_for_dispvms": "bool True"}},
+  "work": {"class": "AppVM", "state": "Halted"}
+ },
+ "replies": {"broken-dvm admin.vm.CreateDisposable": null},
+ "next_dispid": 1000}
+EOF
+echo '{}' >"$WORK/fake-replies.json"
+python3 "$HERE/fake_qubesd.py" --socket "$WORK/fake.sock" --log "$WORK/requests" \
+    --state "$WORK/fake-state.json" --replies "$WORK/fake-replies.json" >"$WORK/fake.log" 2>&1 &
+FAKE_PID=$!
+for _ in $(seq 200); do
+    [ -S "$WORK/fake.sock" ] && break
+    sleep 0.05
+done
+mkdir "$WORK/runbin"
+cp "$BIN/qvm-run" "$WORK/runbin/"
+cat >"$WORK/runbin/qrexec-client" <<'END'
+#!/bin/bash
+printf '%s\n' "$*" >>"$FAKE_QREXEC_LOG"
+if [ -n "$FAKE_SLEEP" ]; then
+    sleep "$FAKE_SLEEP" &
+    trap 'kill $!; exit 143' TERM
+    wait $!
+fi
+echo remote-out
+exit "${FAKE_RC:-0}"
+END
+chmod +x "$WORK/runbin/qrexec-client"
+RUN=$WORK/runbin/qvm-run
+SD="--socket-dir=$WORK/qrexec"
+export FAKE_QREXEC_LOG=$WORK/qrexec-client.log
+: >"$FAKE_QREXEC_LOG"
+: >"$WORK/requests"
+
+check_file() {  # NAME FILE TEXT: FILE must hold exactly TEXT; then it is emptied
+    local got
+    got=$(cat "$2")
+    if [ "$got" = "$3" ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: $1: $(basename "$2") differs"
+        diff <(printf '%s\n' "$3") <(printf '%s\n' "$got") | sed 's/^/    /'
+    fi
+    : >"$2"
+}
+frun() {  # a command against the fake daemon
+    QUBESD_SOCKET=$WORK/fake.sock QREXEC_SOCKET_DIR=$WORK/qrexec "$@"
+}
+
+check "run --dispvm: the default template" 0 "" -- frun "$RUN" --dispvm -- 'echo hi'
+check_stderr_is "run --dispvm: message" "Running 'echo hi' on @dispvm"
+check_file "run --dispvm: requests" "$WORK/requests" "dom0 admin.vm.CreateDisposable
+disp1000 admin.vm.Start
+disp1000 admin.vm.Kill"
+check_file "run --dispvm: qrexec-client" "$FAKE_QREXEC_LOG" "$SD -d disp1000 DEFAULT:echo hi"
+check "run --dispvm: the disposable is gone" 0 "default-dvm
+dom0
+other-dvm
+work" -- frun "$BIN/qvm-ls" --raw-list
+: >"$WORK/requests"
+FAKE_RC=3 check "run --dispvm=TPL -p: output and exit code" 3 "remote-out" -- \
+    frun "$RUN" --dispvm=other-dvm -p -u root cat
+check_stderr_is "run --dispvm=TPL -p: no message" ""
+check_file "run --dispvm=TPL -p: requests" "$WORK/requests" "other-dvm admin.vm.CreateDisposable
+disp1001 admin.vm.Start
+disp1001 admin.vm.Kill"
+check_file "run --dispvm=TPL -p: qrexec-client" "$FAKE_QREXEC_LOG" "$SD -d disp1001 root:cat"
+check "run --dispvm TPL --service: waited for" 0 "" -- frun "$RUN" --dispvm other-dvm --service qubes.Test+arg
+check_file "run --dispvm TPL --service: requests" "$WORK/requests" "other-dvm admin.vm.CreateDisposable
+disp1002 admin.vm.Start
+disp1002 admin.vm.Kill"
+check_file "run --dispvm TPL --service: no -e" "$FAKE_QREXEC_LOG" \
+    "$SD -d disp1002 DEFAULT:QUBESRPC qubes.Test+arg dom0"
+check "run --dispvm with arguments" 0 "" -- frun "$RUN" -q --dispvm -- ls -l "a b"
+check_file "run --dispvm with arguments: qrexec-client" "$FAKE_QREXEC_LOG" "$SD -d disp1003 DEFAULT:ls -l 'a b'"
+: >"$WORK/requests"
+check "run --dispvm: a template that is not one" 255 "" -- frun "$RUN" --dispvm=work true
+check_stderr_is "run --dispvm: not a template: message" "Running 'true' on @dispvm:work
+@dispvm:work: Failed to create a disposable: \
+Refusing to create DispVM out of this AppVM, because template_for_dispvms=False"
+check_file "run --dispvm: not a template: no Start, no Kill" "$WORK/requests" "work admin.vm.CreateDisposable"
+check "run --dispvm: CreateDisposable refused" 255 "" -- frun "$RUN" -p --dispvm=broken-dvm true
+check_stderr_is "run --dispvm: refused: message" "@dispvm:broken-dvm: Failed to create a disposable: $EMPTY"
+check_file "run --dispvm: refused: no Start, no Kill" "$WORK/requests" "broken-dvm admin.vm.CreateDisposable"
+check_file "run --dispvm: refused: nothing run" "$FAKE_QREXEC_LOG" ""
+echo '{"disp1004 admin.vm.Start": "2\u0000QubesException\u0000\u0000Not enough memory\u0000"}' \
+    >"$WORK/fake-replies.json"
+check "run --dispvm: Start fails" 255 "" -- frun "$RUN" --dispvm -- true
+check_stderr_is "run --dispvm: Start fails: message" "Running 'true' on @dispvm
+disp1004: Failed to start the disposable: Not enough memory"
+check_file "run --dispvm: Start fails: killed" "$WORK/requests" "dom0 admin.vm.CreateDisposable
+disp1004 admin.vm.Start
+disp1004 admin.vm.Kill"
+check_file "run --dispvm: Start fails: nothing run" "$FAKE_QREXEC_LOG" ""
+echo '{"disp1005 admin.vm.Kill": "2\u0000QubesVMNotRunningError\u0000\u0000Domain not running\u0000"}' \
+    >"$WORK/fake-replies.json"
+check "run --dispvm: halted by itself at the end" 0 "remote-out" -- frun "$RUN" --dispvm -p true
+check_stderr_is "run --dispvm: halted by itself: no message" ""
+echo '{"disp1006 admin.vm.Kill": "2\u0000QubesException\u0000\u0000Kill refused\u0000"}' \
+    >"$WORK/fake-replies.json"
+check "run --dispvm: Kill fails" 0 "remote-out" -- frun "$RUN" --dispvm -p true
+check_stderr_is "run --dispvm: Kill fails: message" "disp1006: Failed to kill the disposable: Kill refused"
+echo '{}' >"$WORK/fake-replies.json"
+: >"$WORK/requests"
+: >"$FAKE_QREXEC_LOG"
+# SIGTERM while the command runs: passed on to qrexec-client, then Kill.
+FAKE_SLEEP=10 QUBESD_SOCKET=$WORK/fake.sock QREXEC_SOCKET_DIR=$WORK/qrexec "$RUN" -p --dispvm -- sleeper \
+    >/dev/null 2>"$WORK/stderr" &
+RUN_PID=$!
+for _ in $(seq 200); do
+    grep -q sleeper "$FAKE_QREXEC_LOG" 2>/dev/null && break
+    sleep 0.05
+done
+kill -TERM "$RUN_PID"
+wait "$RUN_PID"
+rc=$?
+if [ "$rc" = 143 ]; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL: run --dispvm: SIGTERM (rc=$rc, want 143)"
+fi
+check_file "run --dispvm: SIGTERM: killed" "$WORK/requests" "dom0 admin.vm.CreateDisposable
+disp1007 admin.vm.Start
+disp1007 admin.vm.Kill"
+check "run --dispvm TPL without a command" 2 "" -- frun "$RUN" --dispvm other-dvm
+check_stderr "run --dispvm TPL without a command: message" \
+    "qvm-run: error: the following arguments are required: COMMAND, ARG"
+check "run --dispvm --all" 2 "" -- frun "$RUN" --dispvm --all true
+check_stderr "run --dispvm --all: message" "qvm-run: error: argument --all: not allowed with argument --dispvm"
+check_file "run --dispvm: argument errors ask nothing" "$WORK/requests" ""
+stop_fake
+
 echo "qvm tools: $pass passed, $fail failed"
 [ "$fail" = 0 ]
