@@ -347,9 +347,9 @@ void Disposables::create(const std::string& tpl_name, const std::string& creator
             if (!queue.empty()) log("found only outdated preloaded qube(s) of " + tpl_name + ", making a new disposable");
             fresh(*tpl, creator, std::move(done));
         } else if (chosen->power_state == "Paused" || chosen->power_state == "Running") {
-            // Complete, or started and still waiting for its services: ours now.
-            registry_.change_features(changes);
-            hand_over(*chosen, creator, std::move(done));
+            // Complete, or started and still waiting for its services: ours
+            // now (its leaving the queue stored with its use, at once).
+            hand_over(*chosen, creator, std::move(done), std::move(changes));
         } else {
             // Still starting: wait for it, but not for ever.
             changes.push_back({chosen, std::string(kPreloadInProgress), "1"});
@@ -388,11 +388,10 @@ void Disposables::create(const std::string& tpl_name, const std::string& creator
     schedule_refill(tpl_name);
 }
 
-void Disposables::hand_over(Qube& disp, const std::string& creator, Done done) {
+void Disposables::hand_over(Qube& disp, const std::string& creator, Done done, std::vector<FeatureChange> changes) {
     std::string name = disp.name;
     try {
         if (disp.power_state == "Paused") lifecycle_.unpause(disp);
-        std::vector<FeatureChange> changes;
         if (!feature_true(disp, kPreloadCompleted)) changes.push_back({&disp, std::string(kPreloadCompleted), "1"});
         use_preload(disp, true, std::move(changes), creator);
     } catch (const std::exception& e) {
@@ -555,10 +554,12 @@ void Disposables::recover() {
         for (const auto& name : preload_queue(*tpl))
             if (!model_.find(name)) gone.push_back(name);
         // Interrupted: still being preloaded or handed out when the daemon
-        // stopped, or complete but no longer running.
+        // stopped, or complete but no longer paused (halted meanwhile, or
+        // unpaused for a request whose answer the crash lost).
         for (Qube* disp : dispvms_of(model_, *tpl)) {
             bool completed = feature_true(*disp, kPreloadCompleted);
-            if ((disp->is_halted() && completed) || feature_true(*disp, kPreloadInProgress))
+            bool queued = is_preload(model_, *disp);
+            if ((queued && completed && disp->power_state != "Paused") || feature_true(*disp, kPreloadInProgress))
                 stale.push_back(disp->name);
         }
         if (gone.empty() && stale.empty()) continue;

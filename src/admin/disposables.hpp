@@ -67,7 +67,7 @@ private:
     void wait_running_system(const std::string& name);
     void preload_ready(const std::string& name);
     void preload_failed(const std::string& name, const std::string& why);
-    void hand_over(Qube& disp, const std::string& creator, Done done);
+    void hand_over(Qube& disp, const std::string& creator, Done done, std::vector<FeatureChange> changes = {});
     void use_preload(Qube& disp, bool requested, std::vector<FeatureChange> changes = {},
                      const std::string& creator = {});
     void fresh(Qube& tpl, const std::string& creator, Done done);

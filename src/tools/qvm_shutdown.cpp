@@ -67,8 +67,11 @@ std::optional<bool> wait_by_events(const admin::AdminClient& client, std::set<st
             auto event = stream->next(deadline);
             if (!event) return false;
             if (event->name == "connection-established") {
-                for (auto it = vms.begin(); it != vms.end();)
-                    it = client.power_state(*it) == "Halted" ? vms.erase(it) : std::next(it);
+                // Halted, or gone already (a disposable removes itself on shutdown).
+                for (auto it = vms.begin(); it != vms.end();) {
+                    std::string state = client.power_state(*it);
+                    it = state == "Halted" || state == "NA" ? vms.erase(it) : std::next(it);
+                }
             } else if (event->name == "domain-shutdown") {
                 vms.erase(event->subject);
             }
@@ -103,7 +106,8 @@ void kill_all(const ToolCli& cli, const std::vector<std::string>& names) {
         try {
             cli.client.kill(name);
         } catch (const admin::AdminError& e) {
-            if (e.is_instance_of("QubesVMNotStartedError")) continue;  // already shut down
+            // Already shut down, or a disposable already removed.
+            if (e.is_instance_of("QubesVMNotStartedError") || e.is_instance_of("QubesVMNotFoundError")) continue;
             cli.runtime_error(e.what());
         }
     }
@@ -127,7 +131,8 @@ int run(ToolCli& cli, Options& opt, int argc, char** argv) {
                 try {
                     cli.client.shutdown(name, force);
                 } catch (const admin::AdminError& e) {
-                    if (e.is_instance_of("QubesVMNotStartedError")) continue;
+                    if (e.is_instance_of("QubesVMNotStartedError") || e.is_instance_of("QubesVMNotFoundError"))
+                        continue;
                     if (!opt.wait)
                         cli.log_error(name, std::string("Shutdown error: ") + e.what());
                     else

@@ -533,6 +533,27 @@ class WorldTest(unittest.TestCase):
         self.assertEqual(problems, [])
 
 
+    def custom_bin_dir(self, agent_script, keep_agent_as=None):
+        """Aerie's programs, with the qubes' qrexec-agent replaced by
+        `agent_script` (the real one kept next to it as `keep_agent_as`)."""
+        d = os.path.join(self.w.root, "bin")
+        os.makedirs(d)
+        for name in os.listdir(os.path.join(BUILD, "bin")):
+            src = bin_path(name)
+            if name == "qrexec-agent":
+                if keep_agent_as:
+                    shutil.copy2(src, os.path.join(d, keep_agent_as))
+                continue
+            if name == "aerie-qube-init":
+                shutil.copy2(src, os.path.join(d, name))  # seen inside the qube
+            else:
+                os.symlink(src, os.path.join(d, name))    # run on the host
+        with open(os.path.join(d, "qrexec-agent"), "w") as f:
+            f.write(agent_script)
+        os.chmod(os.path.join(d, "qrexec-agent"), 0o755)
+        os.chmod(d, 0o755)
+        return d
+
 
 def run_tests(argv, needed):
     """The main() of a world test module: exit code 77 without root."""

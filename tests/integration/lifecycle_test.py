@@ -38,12 +38,10 @@ Needs root (exit code 77 otherwise).
 Run: python3 lifecycle_test.py BUILD_DIR"""
 
 import os
-import shutil
 import signal
 import sys
 import time
 
-import aerie_world
 from aerie_world import (ECHO_SERVICE, GRACE, PREFIX, Events, WorldTest, bin_path, ended, run_tests, wait_for)
 
 
@@ -201,23 +199,9 @@ class LifecycleTest(WorldTest):
     def broken_bin_dir(self):
         """Aerie's programs, with an agent that fails at once in qubes named
         *bad and never answers in others."""
-        d = os.path.join(self.w.root, "bin")
-        os.makedirs(d)
-        for name in os.listdir(os.path.join(aerie_world.BUILD, "bin")):
-            if name == "qrexec-agent":
-                continue
-            src = bin_path(name)
-            if name == "aerie-qube-init":
-                shutil.copy2(src, os.path.join(d, name))  # seen inside the qube
-            else:
-                os.symlink(src, os.path.join(d, name))    # run on the host
-        with open(os.path.join(d, "qrexec-agent"), "w") as f:
-            f.write("#!/bin/sh\ncase $(hostname) in\n"
-                    "  *bad) echo 'qrexec-agent: broken on purpose' >&2; exit 1 ;;\n"
-                    "  *) exec sleep 1000 ;;\nesac\n")
-        os.chmod(os.path.join(d, "qrexec-agent"), 0o755)
-        os.chmod(d, 0o755)
-        return d
+        return self.custom_bin_dir("#!/bin/sh\ncase $(hostname) in\n"
+                                   "  *bad) echo 'qrexec-agent: broken on purpose' >&2; exit 1 ;;\n"
+                                   "  *) exec sleep 1000 ;;\nesac\n")
 
     def test_06_start_with_a_broken_agent_fails_cleanly(self):
         self.make_world(appvms=("bad", "mute"), bin_dir=self.broken_bin_dir())
