@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "admin_socket.hpp"
+#include "bench_process.hpp"
 
 extern char** environ;
 
@@ -54,20 +55,12 @@ namespace {
 
 using namespace aerie::bench;
 
-namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
 constexpr int kStartSamples = 30;
 constexpr int kBreakdownSamples = 8;
 constexpr int kIdleTarget = 200;
 constexpr int kOverheadAt = 20;           // also shown: the overhead with this many idle qubes
 constexpr double kIdlePhaseLimitS = 100;  // the idle phase stops here, whatever the count
-
-fs::path self_dir() {
-    char self[PATH_MAX];
-    ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-    return fs::path(std::string(self, n > 0 ? static_cast<size_t>(n) : 0)).parent_path();
-}
 
 std::string root_dir;  // for the cleanup in die()
 pid_t daemon_pid = 0;
@@ -81,52 +74,17 @@ void cleanup();
 
 pid_t spawn(const std::vector<std::string>& argv, const std::string& log,
             const std::vector<std::string>& extra_env = {}) {
-    std::vector<char*> a;
-    for (auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-    a.push_back(nullptr);
-    std::vector<std::string> env_store;
-    for (char** e = environ; *e; ++e) env_store.emplace_back(*e);
-    for (auto& e : extra_env) env_store.push_back(e);
-    std::vector<char*> env;
-    for (auto& e : env_store) env.push_back(e.data());
-    env.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    pid_t pid;
-    int rc = posix_spawn(&pid, a[0], &fa, nullptr, a.data(), env.data());
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) die("cannot start " + argv[0] + ": " + std::strerror(rc));
+    std::string error;
+    pid_t pid = spawn_logged(argv, log, extra_env, error);
+    if (pid < 0) die(error);
     return pid;
 }
-
-std::string read_text(const fs::path& path) {
-    std::ifstream in(path);
-    return std::string((std::istreambuf_iterator<char>(in)), {});
-}
-
-
-
-
 
 std::string must(const std::string& socket_path, const std::string& request) {
     std::string reply = call(socket_path, request);
     if (!success(reply))
         die("no success reply to " + request.substr(0, request.find('\0')) + ": " + shown(reply));
     return reply.substr(2);
-}
-
-double ms_since(Clock::time_point t0) {
-    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-double percentile(std::vector<double> v, double p) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
-    return v[i];
 }
 
 long long meminfo_kib(const std::string& key) {
@@ -152,40 +110,6 @@ long long pss_kib(pid_t pid) {
     for (std::string line; std::getline(in, line);)
         if (line.rfind("Pss:", 0) == 0) return std::atoll(line.c_str() + 4);
     return 0;
-}
-
-bool zombie_or_gone(pid_t pid) {
-    std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
-    size_t paren = stat.rfind(')');
-    return paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] == 'Z';
-}
-
-// Processes (not zombies) whose command line names `needle`.
-std::vector<std::pair<pid_t, std::string>> processes_naming(const std::string& needle) {
-    std::vector<std::pair<pid_t, std::string>> out;
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator("/proc", ec)) {
-        std::string name = entry.path().filename();
-        if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
-        pid_t pid = std::atoi(name.c_str());
-        if (pid == ::getpid()) continue;
-        std::string cmdline = read_text(entry.path() / "cmdline");
-        std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
-        if (cmdline.find(needle) != std::string::npos && !zombie_or_gone(pid)) out.emplace_back(pid, cmdline);
-    }
-    return out;
-}
-
-std::vector<std::string> mounts_under(const std::string& dir) {
-    std::vector<std::string> out;
-    std::ifstream in("/proc/self/mountinfo");
-    for (std::string line; std::getline(in, line);) {
-        std::istringstream fields(line);
-        std::string f[5];
-        for (auto& x : f) fields >> x;
-        if (f[4] == dir || f[4].rfind(dir + "/", 0) == 0) out.push_back(f[4]);
-    }
-    return out;
 }
 
 // The memory charged to this process's own memory cgroup, in KiB: aeried
@@ -256,22 +180,8 @@ void cleanup() {
         daemon_pid = 0;
     }
     if (root_dir.empty()) return;
-    for (auto& [pid, cmdline] : processes_naming(root_dir)) ::kill(pid, SIGKILL);
-    auto mounts = mounts_under(root_dir);
-    for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) ::umount2(it->c_str(), MNT_DETACH);
-    if (mounts_under(root_dir).empty()) {
-        std::error_code ec;
-        fs::remove_all(root_dir, ec);
-    } else {
+    if (!remove_world(root_dir))
         std::fprintf(stderr, "bench_lifecycle: mounts left under %s; not removed\n", root_dir.c_str());
-    }
-}
-
-std::string json_out_path(int argc, char** argv) {
-    for (int i = 1; i < argc; ++i)
-        if (std::strncmp(argv[i], "--json-out=", 11) == 0) return argv[i] + 11;
-    if (const char* dir = std::getenv("AERIE_BENCH_DIR")) return std::string(dir) + "/lifecycle.json";
-    return self_dir() / "lifecycle.json";
 }
 
 std::map<std::string, std::string> current_state(const std::string& sock, const std::string& name) {
@@ -563,7 +473,7 @@ int main(int argc, char** argv) {
     std::fputs(json, stdout);
     std::fprintf(stderr, "bench_lifecycle: %.0f s in all; load average %s", ms_since(bench_t0) / 1000,
                  read_text("/proc/loadavg").c_str());
-    std::string out = json_out_path(argc, argv);
+    std::string out = json_out_path(argc, argv, "lifecycle");
     std::error_code ec;
     fs::create_directories(fs::path(out).parent_path().empty() ? "." : fs::path(out).parent_path(), ec);
     std::ofstream(out) << json;

@@ -247,13 +247,17 @@ void Lifecycle::spawn_qrexec_daemon(const Qube& qube, Running& running) {
     write_text(runtime / "qrexec-daemon.pid", std::to_string(pid));
 }
 
-// The qrexec daemon makes its qrexec.<name> link once the agent said hello.
+// The qrexec daemon makes its qrexec.<name> and qrexec.uuid:<uuid> links once
+// the agent said hello.
 void Lifecycle::wait_ready(const std::string& name, std::chrono::steady_clock::time_point deadline) {
     auto it = running_.find(name);
     if (it == running_.end() || !it->second->starting) return;
     Running& running = *it->second;
     std::error_code ec;
-    if (fs::exists(config_.qrexec_socket_dir / ("qrexec." + name), ec)) {
+    // The daemon links qrexec.uuid:UUID last (after qrexec.NAME): both are there.
+    const Qube* starting = model_.find(name);
+    std::string link = starting ? "qrexec.uuid:" + starting->uuid : "qrexec." + name;
+    if (fs::exists(config_.qrexec_socket_dir / link, ec)) {
         Qube* qube = model_.find(name);
         if (qube) {
             qube->power_state = "Running";
