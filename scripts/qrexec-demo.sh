@@ -5,7 +5,8 @@
 # namespaces, cgroups, root file system and private volume, with Aerie's
 # qrexec agent inside), commands run in them with qvm-run, and qrexec calls
 # between them decided by the policy daemon from a policy file and the live
-# system info aeried gives it.
+# system info aeried gives it; then disposables: the same call to a new
+# disposable, cold and preloaded, with the times side by side.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/build/bin
@@ -45,6 +46,7 @@ cat >"$STATE/policy.d/30-demo.policy" <<'POLICY'
 # SERVICE      ARGUMENT  SOURCE          TARGET  ACTION
 demo.Greet     *         @tag:trusted    vault   allow
 demo.ReadKeys  *         @anyvm          vault   deny
+demo.Whoami    *         work            @dispvm allow
 *              *         @anyvm          @anyvm  deny
 POLICY
 # No --system-info: the policy daemon asks aeried for every decision.
@@ -75,6 +77,9 @@ printf '#!/bin/sh\nread -r name\necho "vault says hello to $name (the caller is 
 printf '#!/bin/sh\necho "secret keys"\n' |
     run "$BIN/qvm-run" -p -u root debian-12 \
         'cat > /etc/qubes-rpc/demo.ReadKeys && chmod +x /etc/qubes-rpc/demo.ReadKeys'
+printf '#!/bin/sh\nread -r name < /proc/sys/kernel/hostname\necho "$name"\n' |
+    run "$BIN/qvm-run" -p -u root debian-12 \
+        'cat > /etc/qubes-rpc/demo.Whoami && chmod +x /etc/qubes-rpc/demo.Whoami'
 run "$BIN/qvm-shutdown" --wait debian-12
 echo
 
@@ -105,5 +110,53 @@ call demo.Greet
 echo "    (vault was halted: the policy's autostart started it for the call)"
 run "$BIN/qvm-ls"
 call demo.ReadKeys
+
+bold "Disposables: a new qube for every call, gone when the call ends"
+run "$BIN/qvm-create" --template debian-12 --label red dvm
+run "$BIN/qvm-prefs" dvm template_for_dispvms True
+run "$BIN/qvm-prefs" work default_dispvm dvm
+# Five calls from work to @dispvm, each timed inside work until the answer.
+timed_calls() {
+    "$BIN/qvm-run" -p work 'bash -s' <<'CALLS' 2>&1
+for i in 1 2 3 4 5; do
+    t0=${EPOCHREALTIME/./}
+    name=$(qrexec-client-vm @dispvm demo.Whoami)
+    t1=${EPOCHREALTIME/./}
+    echo "$name $(( (t1 - t0) / 10 ))"
+    sleep 1
+done
+CALLS
+}
+show_calls() {  # "NAME CENTI-MS" lines -> shown; the median goes to $2
+    local -n median=$2
+    local times=()
+    while read -r name t; do
+        printf '    answered by %-9s in %d.%02d ms\n' "$name" $((t / 100)) $((t % 100))
+        times+=("$t")
+    done <<<"$1"
+    median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 3p)
+}
+bold "work\$ qrexec-client-vm @dispvm demo.Whoami    (five times, cold: each call starts a new disposable)"
+show_calls "$(timed_calls)" cold
+run "$BIN/qvm-ls"
+echo "    (every disposable was removed when its call ended)"
+echo
+run "$BIN/qvm-features" dvm preload-dispvm-delay 0.5
+run "$BIN/qvm-features" dvm preload-dispvm-max 2
+for _ in $(seq 100); do
+    [ "$("$BIN/qvm-ls" | grep -c ' Paused ')" = 2 ] && break
+    sleep 0.1
+done
+run "$BIN/qvm-ls"
+echo "    (two disposables preloaded: started, then paused until a call needs one)"
+echo
+bold "work\$ qrexec-client-vm @dispvm demo.Whoami    (five times, preloaded: refilled half a second after each use)"
+show_calls "$(timed_calls)" warm
+echo
+bold "The same call to a new disposable:"
+printf '    cold       %d.%02d ms (median)\n' $((cold / 100)) $((cold % 100))
+printf '    preloaded  %d.%02d ms (median)\n' $((warm / 100)) $((warm % 100))
+echo
+run "$BIN/qvm-features" dvm preload-dispvm-max 0
 run "$BIN/qvm-shutdown" --all --wait
 run "$BIN/qvm-ls"
