@@ -6,6 +6,8 @@
 // qrexec agent (through the caller's /run, seen from the host), so the whole
 // path is timed: trigger, policy, admin.vm.CreateDisposable, the start (cold)
 // or the unpause (preloaded), the service, its output.
+//  - running: the same call to a running AppVM, for reference: what any
+//    qrexec call costs here (client, policy, service);
 //  - cold: 100 sequential calls without preloading;
 //  - preloaded: 100 sequential calls with preload-dispvm-max=4, each made
 //    once the queue is full again (preload-dispvm-delay 0.5 s);
@@ -193,11 +195,13 @@ struct CallTimes {
     std::string disposable;
 };
 
-// One call to @dispvm from the caller, as the caller makes it.
-CallTimes call_dispvm(const fs::path& client, const std::string& agent_socket, DeleteWatch& watch) {
+// One call to `target` (normally @dispvm) from the caller, as the caller
+// makes it; `watch`: wait for the disposable's removal.
+CallTimes call_dispvm(const fs::path& client, const std::string& agent_socket, DeleteWatch* watch,
+                      const std::string& target = "@dispvm") {
     int out[2];
     if (::pipe2(out, O_CLOEXEC) != 0) die("pipe");
-    std::vector<std::string> args = {client.string(), "--agent-socket=" + agent_socket, "@dispvm", "test.Trivial"};
+    std::vector<std::string> args = {client.string(), "--agent-socket=" + agent_socket, target, "test.Trivial"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -229,7 +233,8 @@ CallTimes call_dispvm(const fs::path& client, const std::string& agent_socket, D
         die("the call to @dispvm failed (exit " + std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) +
             "): " + text);
     t.disposable = text.substr(0, text.find('\n'));
-    auto gone = watch.deleted(t.disposable);
+    if (!watch) return t;
+    auto gone = watch->deleted(t.disposable);
     if (!gone) die(t.disposable + " was not removed within 10 s of its call's end");
     t.cleanup_ms = std::chrono::duration<double, std::milli>(*gone - ended).count();
     return t;
@@ -302,6 +307,7 @@ int main(int argc, char** argv) {
     {
         std::ofstream policy(root + "/policy/30-bench.policy");
         policy << "test.Trivial * " << caller << " @dispvm allow\n";
+        policy << "test.Trivial * " << caller << " " << prefix << "target allow\n";
     }
     daemons.push_back(spawn({(bin / "aeried").string(), "--state-dir", root + "/state", "--socket", sock,
                              "--internal-socket", internal, "--runtime-dir", root + "/run", "--qrexec-socket-dir",
@@ -334,6 +340,9 @@ int main(int argc, char** argv) {
     must(sock, encode("admin.vm.Create.AppVM+" + tpl, "dom0", "name=" + caller + " label=blue"));
     must(sock, encode("admin.vm.property.Set+default_dispvm", caller, dvm));
     must(sock, encode("admin.vm.Start", caller));
+    std::string target = prefix + "target";
+    must(sock, encode("admin.vm.Create.AppVM+" + tpl, "dom0", "name=" + target + " label=green"));
+    must(sock, encode("admin.vm.Start", target));
     pid_t caller_init =
         std::atoi(read_text(fs::path(root) / "run/qubes" / caller / "init.pid").c_str());
     logs = {log, root + "/policy-daemon.log", root + "/run/log/" + caller + ".qrexec-daemon.log"};
@@ -341,10 +350,18 @@ int main(int argc, char** argv) {
     fs::path client = bin / "qrexec-client-vm";
     DeleteWatch watch(sock);
 
+    // --- the same call to a running qube: what any qrexec call costs ------------------------------
+    std::vector<CallTimes> plain;
+    for (int i = 0; i < kSequential + kWarmup; ++i) {
+        CallTimes t = call_dispvm(client, agent_socket, nullptr, target);
+        if (i >= kWarmup) plain.push_back(t);
+    }
+    summary("running", plain);
+
     // --- cold ------------------------------------------------------------------------------------
     std::vector<CallTimes> cold;
     for (int i = 0; i < kSequential + kWarmup; ++i) {
-        CallTimes t = call_dispvm(client, agent_socket, watch);
+        CallTimes t = call_dispvm(client, agent_socket, &watch);
         if (i >= kWarmup) cold.push_back(t);
     }
     summary("cold", cold);
@@ -358,7 +375,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < kSequential + kWarmup; ++i) {
         wait_full(sock, dvm, kPreloads, log);
         auto expected = queue(sock, dvm).front();
-        CallTimes t = call_dispvm(client, agent_socket, watch);
+        CallTimes t = call_dispvm(client, agent_socket, &watch);
         if (t.disposable != expected) die("the call did not get the first preload: " + t.disposable);
         if (i >= kWarmup) preloaded.push_back(t);
     }
@@ -370,7 +387,7 @@ int main(int argc, char** argv) {
     {
         std::vector<std::thread> threads;
         for (int i = 0; i < kConcurrent; ++i)
-            threads.emplace_back([&, i] { concurrent[i] = call_dispvm(client, agent_socket, watch); });
+            threads.emplace_back([&, i] { concurrent[i] = call_dispvm(client, agent_socket, &watch); });
         for (auto& t : threads) t.join();
     }
     summary("concurrent", concurrent);
@@ -387,7 +404,8 @@ int main(int argc, char** argv) {
          << ", \"preloaded_p50_ms\": " << pre_p50 << ", \"preloaded_p99_ms\": " << percentile(outputs(preloaded), 0.99)
          << ", \"speedup_x\": " << (pre_p50 > 0 ? cold_p50 / pre_p50 : 0)
          << ", \"cleanup_p50_ms\": " << percentile(cleanups, 0.5)
-         << ", \"concurrent10_p50_ms\": " << percentile(outputs(concurrent), 0.5) << "}\n";
+         << ", \"concurrent10_p50_ms\": " << percentile(outputs(concurrent), 0.5)
+         << ", \"running_qube_call_p50_ms\": " << percentile(outputs(plain), 0.5) << "}\n";
     json.close();
     std::fprintf(stderr, "bench_dispvm: %.0f s in all\n", ms_since(bench_t0) / 1000);
     std::printf("%s", read_text(out_path).c_str());

@@ -9,6 +9,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <iterator>
+
 #include "admin/dispvm_rules.hpp"
 #include "admin/lifecycle.hpp"
 #include "storage/pool.hpp"
@@ -46,6 +49,8 @@ Disposables::Disposables(asio::io_context& io, Registry& registry, EventHub& eve
     events_.observe([this, alive = alive_](std::string_view subject, std::string_view event,
                                            const EventHub::Kwargs& kwargs) {
         bool wanted = event == "domain-shutdown" || event == "domain-unpaused" ||
+                      starts_with(event, "domain-feature-set:preload-dispvm") ||
+                      starts_with(event, "domain-feature-delete:preload-dispvm") ||
                       event == "domain-feature-set:preload-dispvm-max" ||
                       event == "domain-feature-delete:preload-dispvm-max" || starts_with(event, "property-set:") ||
                       starts_with(event, "property-reset:");
@@ -61,7 +66,30 @@ Disposables::~Disposables() { *alive_ = false; }
 
 // --- reacting to events --------------------------------------------------------
 
-void Disposables::on_event(const std::string& subject, const std::string& event, const EventHub::Kwargs&) {
+void Disposables::on_event(const std::string& subject, const std::string& event, const EventHub::Kwargs& kwargs) {
+    // Whether a qube is a preload (its is_preload property) changes with the
+    // queue and with its -in-progress mark: announced as Qubes does.
+    std::string feature = event.substr(event.find(':') + 1);
+    if (starts_with(event, "domain-feature-") && (feature == kPreloadQueue || feature == kPreloadInProgress)) {
+        std::vector<std::string> changed;
+        if (feature == kPreloadInProgress) {
+            changed.push_back(subject);
+        } else {
+            auto arg = [&](const char* key) {
+                Qube holder;
+                for (const auto& [k, v] : kwargs)
+                    if (k == key) holder.features[std::string(kPreloadQueue)] = v;
+                auto names = preload_queue(holder);
+                return std::set<std::string>(names.begin(), names.end());
+            };
+            auto now = arg("value"), before = arg("oldvalue");
+            std::set_symmetric_difference(now.begin(), now.end(), before.begin(), before.end(),
+                                          std::back_inserter(changed));
+        }
+        for (const auto& name : changed)
+            if (model_.find(name)) events_.publish(name, "property-reset:is_preload", {{"name", "is_preload"}});
+        return;
+    }
     if (event == "domain-shutdown") {
         Qube* qube = model_.find(subject);
         if (!qube) return;
@@ -91,7 +119,8 @@ void Disposables::on_event(const std::string& subject, const std::string& event,
             use_preload(*qube, false);
         return;
     }
-    if (starts_with(event, "domain-feature-")) {  // preload-dispvm-max set or removed
+    if (starts_with(event, "domain-feature-")) {
+        if (feature != kPreloadMax) return;
         Qube* qube = model_.find(subject);
         if (!qube) return;
         std::string tpl = qube->is_admin() ? model_.value_text(nullptr, "default_dispvm") : subject;
@@ -285,9 +314,17 @@ void Disposables::preload_ready(const std::string& name) {
 void Disposables::preload_failed(const std::string& name, const std::string& why) {
     Qube* disp = model_.find(name);
     std::string tpl_name = disp ? model_.value_text(disp, "template") : std::string();
+    Qube* tpl = tpl_name.empty() ? nullptr : model_.find(tpl_name);
+    // A preload discarded on purpose (trimmed, outdated, given up on) left
+    // the queue first: its end is no failure of the template.
+    auto queued = tpl ? preload_queue(*tpl) : std::vector<std::string>();
+    bool wanted = waiters_.count(name) || std::find(queued.begin(), queued.end(), name) != queued.end();
+    if (!wanted) {
+        cleanup(name);
+        return;
+    }
     log("preloading " + name + (tpl_name.empty() ? "" : " for " + tpl_name) + " failed: " + why);
     if (!tpl_name.empty()) failed_.insert(tpl_name);
-    Qube* tpl = tpl_name.empty() ? nullptr : model_.find(tpl_name);
     if (tpl) {
         std::vector<FeatureChange> changes;
         remove_from_queue(*tpl, {name}, changes);
@@ -371,6 +408,7 @@ void Disposables::create(const std::string& tpl_name, const std::string& creator
                                 name, seconds));
                 Qube* disp = model_.find(name);
                 Qube* t = disp ? model_.find(model_.value_text(disp, "template")) : nullptr;
+                if (t) failed_.insert(t->name);  // not tried again until asked for
                 cleanup(name);
                 if (t)
                     fresh(*t, w->creator, std::move(w->done));

@@ -290,6 +290,10 @@ class DispVMTest(WorldTest):
         used = self.events.wait(self.dvm, "domain-preload-dispvm-used")
         self.assertEqual(used, {"dispvm": name})
         self.assertEqual(self.queue(), queue[1:])
+        # Its is_preload changed, and said so (as the queue feature did).
+        self.assertEqual(self.events.wait(name, "property-reset:is_preload"), {"name": "is_preload"})
+        changed = self.events_named("domain-feature-set:preload-dispvm", self.dvm)
+        self.assertTrue(any(kw.get("value", "").split() == queue[1:] for _, kw in changed), changed)
         # It runs commands at once.
         self.assertEqual(self.w.run(name, "hostname")[1], name + "\n")
         # No refill before the delay; one after it.
