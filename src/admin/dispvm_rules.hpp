@@ -36,7 +36,7 @@ std::vector<Qube*> dispvms_of(Model& model, const Qube& tpl);
 // tags and explicitly set properties (those a disposable has, but not the
 // ones that name or place the qube).
 void inherit_from_template(Qube& disp, const Qube& tpl);
-// disp<N>: N at random in 0..9999, unused (0 when all are taken).
+// disp<N>: N at random in 0..9999, unused (nullopt when all are taken).
 std::optional<int> new_dispid(const Model& model, std::mt19937& random);
 
 // --- the preload queue and its settings
