@@ -48,6 +48,7 @@ Disposables::Disposables(asio::io_context& io, Registry& registry, EventHub& eve
       config_(std::move(config)), random_(std::random_device{}()) {
     events_.observe([this, alive = alive_](std::string_view subject, std::string_view event,
                                            const EventHub::Kwargs& kwargs) {
+        if (!*alive) return;  // the hub outlives us
         bool wanted = event == "domain-shutdown" || event == "domain-unpaused" ||
                       starts_with(event, "domain-feature-set:preload-dispvm") ||
                       starts_with(event, "domain-feature-delete:preload-dispvm") ||
