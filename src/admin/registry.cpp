@@ -54,7 +54,7 @@ Qube& Registry::add_qube(Qube qube, const std::vector<FeatureChange>& also) {
     return *model_.find(name);
 }
 
-void Registry::remove_qube(const std::string& name) {
+void Registry::remove_qube(std::string name) {
     Qube* qube = model_.find(name);
     if (!qube) return;
     std::string uuid = qube->uuid;

@@ -40,7 +40,7 @@ public:
     Qube& add_qube(Qube qube, const std::vector<FeatureChange>& also = {});
     // The record, the model entry and the volumes; publishes domain-delete.
     // The qube must not run.
-    void remove_qube(const std::string& name);
+    void remove_qube(std::string name);  // by value: callers pass the qube's own name
     // Features set and removed, and tags added to `tagged`, in one
     // transaction; a removal of a feature that is not there is skipped.
     // Publishes domain-feature-set:KEY / domain-feature-delete:KEY and
