@@ -636,10 +636,13 @@ class DispVMTest(WorldTest):
         self.assertEqual(out.strip(), "500", err)
         self.settled(2)
         def back():
-            # aeried's descriptors vary with what it is doing; a leak only grows.
+            # aeried's descriptors: the pool keeps one user namespace per qid
+            # it has shown volumes to (qids are reused: a few more after the
+            # runs, never one per run), the rest varies with what it does.
             now = self.footprint()
             fds = now.pop("fds of aeried")
-            return fds <= before["fds of aeried"] and now == {k: v for k, v in before.items() if k != "fds of aeried"}
+            return fds <= before["fds of aeried"] + 8 and now == {k: v for k, v in before.items()
+                                                                 if k != "fds of aeried"}
         wait_for(back, GRACE * 4, "the footprint to come back: before %s, now %s" % (before, self.footprint()))
         added = len(self.events_named("domain-add"))
         deleted = len(self.events_named("domain-delete"))
