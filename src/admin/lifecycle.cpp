@@ -125,6 +125,9 @@ void Lifecycle::launch(Qube& qube) {
     if (::chown((runtime / "vchan").c_str(), owner_uid(qube), owner_uid(qube)) != 0)
         throw std::runtime_error("chown " + (runtime / "vchan").string() + ": " + std::strerror(errno));
     ::chmod((runtime / "vchan").c_str(), 0700);
+    QubesDb db(runtime / "qubesdb");
+    fs::create_directories(db.dir());
+    if (on_launch) on_launch(qube, db);
 
     storage::StartedVolumes volumes = pool_.start(qube.uuid, qube.klass, model_.template_chain(qube), owner_uid(qube));
 
@@ -139,6 +142,7 @@ void Lifecycle::launch(Qube& qube) {
     spec.mounts.push_back({volumes.private_dir / "home", "/home", false});
     spec.mounts.push_back({config_.bin_dir, "/run/aerie/bin", true});
     spec.mounts.push_back({runtime / "vchan", "/run/qubes-vchan", false});
+    spec.mounts.push_back({db.dir(), kQubesDbMountPoint, true});
     spec.memory_mib = static_cast<uint64_t>(mib_of(model_, qube, "memory"));
     spec.maxmem_mib = static_cast<uint64_t>(std::max(mib_of(model_, qube, "maxmem"), mib_of(model_, qube, "memory")));
     spec.vcpus = static_cast<int>(std::max<long long>(1, mib_of(model_, qube, "vcpus")));
@@ -418,6 +422,11 @@ void Lifecycle::unpause(Qube& qube) {
     backend_.unpause(qube.name);
     qube.power_state = "Running";
     publish(qube, "domain-unpaused");
+}
+
+std::optional<QubesDb> Lifecycle::qubesdb(const std::string& name) const {
+    if (!running_.count(name)) return std::nullopt;
+    return QubesDb(qube_runtime(name) / "qubesdb");
 }
 
 backend::QubeStats Lifecycle::stats(const Qube& qube) {

@@ -16,6 +16,7 @@
 
 #include "admin/api_error.hpp"
 #include "admin/model.hpp"
+#include "admin/qubesdb.hpp"
 #include "admin/server.hpp"
 #include "backend/backend.hpp"
 #include "storage/host_template.hpp"
@@ -55,6 +56,12 @@ public:
     void adopt();
     // The host uid the qube's root maps to (its private volume's owner).
     static uid_t owner_uid(const Qube& qube);
+
+    // The QubesDB of a qube that runs (or is starting), else nullopt.
+    std::optional<QubesDb> qubesdb(const std::string& name) const;
+    // Called at every start, with the qube's fresh QubesDB, before the qube
+    // runs: what it must find there from its first moment.
+    std::function<void(const Qube&, const QubesDb&)> on_launch;
 
 private:
     struct Running;

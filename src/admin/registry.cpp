@@ -91,4 +91,26 @@ void Registry::change_features(const std::vector<FeatureChange>& changes, Qube* 
     }
 }
 
+void Registry::change_tags(Qube& qube, const std::vector<std::string>& add, const std::vector<std::string>& remove) {
+    std::vector<std::string> added, removed;
+    for (const auto& tag : add)
+        if (!qube.tags.count(tag) && std::find(added.begin(), added.end(), tag) == added.end()) added.push_back(tag);
+    for (const auto& tag : remove)
+        if (qube.tags.count(tag) && std::find(removed.begin(), removed.end(), tag) == removed.end())
+            removed.push_back(tag);
+    if (added.empty() && removed.empty()) return;
+    Store::Transaction txn(store_);
+    for (const auto& tag : removed) txn.remove_tag(qube.uuid, tag);
+    for (const auto& tag : added) txn.add_tag(qube.uuid, tag);
+    txn.commit();
+    for (const auto& tag : removed) {
+        qube.tags.erase(tag);
+        events_.publish(qube.name, "domain-tag-delete:" + tag, {{"tag", tag}});
+    }
+    for (const auto& tag : added) {
+        qube.tags.insert(tag);
+        events_.publish(qube.name, "domain-tag-add:" + tag, {{"tag", tag}});
+    }
+}
+
 }  // namespace aerie::admin

@@ -48,6 +48,10 @@ public:
     void change_features(const std::vector<FeatureChange>& changes, Qube* tagged = nullptr,
                          const std::vector<std::string>& tags = {});
 
+    // Tags added and removed in one transaction (domain-tag-add /
+    // domain-tag-delete for each that changes).
+    void change_tags(Qube& qube, const std::vector<std::string>& add, const std::vector<std::string>& remove);
+
     std::function<void(const std::string&)> log = [](const std::string&) {};
 
 private:

@@ -12,6 +12,7 @@
 
 #include "admin/api.hpp"
 #include "admin/disposables.hpp"
+#include "admin/relays.hpp"
 #include "admin/lifecycle.hpp"
 #include "backend/ns/ns_backend.hpp"
 #include "storage/pool.hpp"
@@ -145,6 +146,8 @@ int main(int argc, char** argv) {
         Disposables disposables(io, api.registry(), events, lifecycle, disposables_config);
         api.set_disposables(&disposables);
         disposables.recover();
+        Relays relays(io, api.registry(), events, lifecycle);
+        relays.sync();
 
         ApiServer server(io, options.socket, [&](const ApiRequest& r) { return api.handle(r); }, &events, 0660);
         ApiServer internal(io, options.internal_socket, [&](const ApiRequest& r) { return api.handle_internal(r); },

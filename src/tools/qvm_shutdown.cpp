@@ -118,6 +118,8 @@ int run(ToolCli& cli, Options& opt, int argc, char** argv) {
     tools::qvm::check_vm_names(cli, opt.vms);
     double timeout = opt.timeout ? parse_timeout(cli, *opt.timeout) : 60;
     auto domains = tools::qvm::chosen_qubes(cli, opt.vms, cli.client.list_qubes());
+    // A remote qube runs elsewhere: --all means the qubes of this host.
+    if (opt.vms.all) std::erase_if(domains, [](const admin::QubeInfo& q) { return q.klass == "RemoteVM"; });
     bool force = opt.force || opt.vms.all;
 
     std::set<std::string> remaining;

@@ -1,0 +1,44 @@
+// Qubes Air relays, as Qubes R4.3's Relay extension and beyond it: each
+// RemoteVM carries the tag relayvm-<its relay> (and no other relayvm- tag),
+// and each relay finds in its QubesDB the names of the remote qubes it
+// carries calls for: /remote/<local name> = <remote_name, else the local
+// name>. Unlike upstream the mapping is kept exact, not only added to: it is
+// rewritten when a RemoteVM's relayvm, remote_name or name changes, when one
+// is added or removed, when a relay is renamed, and at each start of a relay.
+#pragma once
+
+#include <asio.hpp>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "admin/registry.hpp"
+
+namespace aerie::admin {
+
+class Lifecycle;
+
+class Relays {
+public:
+    Relays(asio::io_context& io, Registry& registry, EventHub& events, Lifecycle& lifecycle);
+    ~Relays();
+    // At daemon start: the tags of every RemoteVM, the mapping of every relay that runs.
+    void sync();
+
+    // /remote/ entries of `relay`: local name -> remote name.
+    static std::map<std::string, std::string> mapping(const Model& model, const std::string& relay);
+
+private:
+    void retag();
+    void publish_mappings();
+
+    asio::io_context& io_;
+    Registry& registry_;
+    Model& model_;
+    Lifecycle& lifecycle_;
+    bool queued_ = false;  // a sync is posted
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace aerie::admin
