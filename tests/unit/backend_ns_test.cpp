@@ -271,7 +271,9 @@ TEST_F(NsQubes, PidReuseIsNotAdoption) {
     int st;
     ::waitpid(a.init_pid, &st, 0);
     // The record's pid now names an unrelated process (pid reuse): another
-    // start time, so not adopted, and not killed either.
+    // start time, so not adopted, and not killed either. Start times count
+    // clock ticks (10 ms): the other process starts a few ticks later.
+    std::this_thread::sleep_for(30ms);
     pid_t other = ::fork();
     if (other == 0) {
         ::execl("/usr/bin/sleep", "sleep", "1000", nullptr);
