@@ -16,6 +16,10 @@ with real qubes (aeried from this build, the ns backend, qrexec).
                a RemoteVM R that it relays for, then decided with R as the
                source (the service sees QREXEC_REMOTE_DOMAIN=R); a qube
                claiming a source it does not relay for is refused.
+  chaining     a remote source calling @dispvm:TPL gets a disposable; one
+               calling a RemoteVM behind another relay goes on to that
+               relay's transport; back through its own relay is refused
+               (loopback).
 Needs root (exit code 77 otherwise).
 Run: python3 air_test.py BUILD_DIR"""
 
@@ -155,6 +159,45 @@ class AirTest(WorldTest):
             self.assertNotIn("test.Echo in", out)
         calls = self.w.run(self.work, "cat /tmp/test.Echo.calls")[1].split()
         self.assertEqual(calls, [self.remote])
+
+    def test_05_remote_to_dispvm_and_remote_to_remote(self):
+        self.make_air()
+        self.w.tool("qvm-start", self.tpl)
+        for name, text in (("test.Echo", ECHO_SERVICE), ("qubesair.Test", TRANSPORT)):
+            self.w.run(self.tpl, "mkdir -p /etc/qubes-rpc && cat > /etc/qubes-rpc/%s && chmod 755 /etc/qubes-rpc/%s"
+                       % (name, name), user="root", input=text)
+        self.w.tool("qvm-shutdown", "--wait", self.tpl)
+        dvm, relay2, far, near = PREFIX + "dvm", PREFIX + "relay2", PREFIX + "rfar", PREFIX + "rnear"
+        self.w.tool("qvm-create", "--template", self.tpl, "--label", "red", dvm)
+        self.w.tool("qvm-prefs", dvm, "template_for_dispvms", "True")
+        self.w.tool("qvm-create", "--template", self.tpl, "--label", "red", relay2)
+        for remote, relay in ((far, relay2), (near, self.relay)):
+            self.w.tool("qvm-create", "--class", "RemoteVM", "--label", "red", remote)
+            self.w.tool("qvm-prefs", remote, "relayvm", relay)
+            self.w.tool("qvm-prefs", remote, "transport_rpc", "qubesair.Test")
+        self.w.start_policy_daemon("test.Echo * {r} @dispvm:{dvm} allow\n"
+                                   "test.Echo * {r} {far} allow\n"
+                                   "test.Echo * {r} {near} allow\n"
+                                   "qubesair.Test * {r} {relay2} allow\n"
+                                   "qubesair.Test * {r} {relay} allow\n".format(
+                                       r=self.remote, dvm=dvm, far=far, near=near, relay2=relay2,
+                                       relay=self.relay))
+        self.w.tool("qvm-start", self.relay)
+        self.w.tool("qvm-start", relay2)
+        claim = "qrexec-client-vm --source-qube=%s " % self.remote
+        # To a disposable on this host.
+        rc, out, err = self.w.run(self.relay, claim + "@dispvm:%s test.Echo+d" % dvm, input="x\n", check=False)
+        self.assertEqual(rc, 0, err + self.w.log())
+        self.assertRegex(out.splitlines()[0], r"^test\.Echo in disp[0-9]+ for %s arg=d$" % self.remote)
+        # On to a remote qube behind the other relay.
+        rc, out, err = self.w.run(self.relay, claim + "%s test.Echo+chain" % far, input="y\n", check=False)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.splitlines()[0], "transport in %s: arg=%s+test.Echo+chain from=%s" % (
+            relay2, far, self.remote))
+        # Back out through the relay it came in by: refused.
+        rc, out, _ = self.w.run(self.relay, claim + "%s test.Echo+loop </dev/null" % near, check=False)
+        self.assertEqual(rc, 126)
+        self.assertNotIn("transport", out)
 
 
 def main():
