@@ -1,0 +1,88 @@
+#include "air/zone.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <set>
+
+#include "admin/qube.hpp"
+
+namespace aerie::air {
+
+using nlohmann::json;
+
+namespace {
+
+std::string text_field(const json& obj, const char* key, const std::string& where) {
+    auto it = obj.find(key);
+    if (it == obj.end()) throw ZoneError(where + ": no \"" + key + "\"");
+    if (!it->is_string()) throw ZoneError(where + ": \"" + key + "\" is not a string");
+    return it->get<std::string>();
+}
+
+bool printable_ascii(std::string_view text) {
+    for (unsigned char c : text)
+        if (c < 0x21 || c > 0x7e) return false;
+    return true;
+}
+
+}  // namespace
+
+std::string invalid_zone_name(std::string_view name) {
+    if (name.empty() || name.size() > 31) return "a zone name has 1 to 31 characters";
+    for (size_t i = 0; i < name.size(); ++i) {
+        char c = name[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && i > 0);
+        if (!ok) return "a zone name is lowercase letters, digits and '-' (not first)";
+    }
+    return {};
+}
+
+std::string invalid_transport(std::string_view service) {
+    if (service.empty() || service.size() > 31) return "a transport service name has 1 to 31 characters";
+    for (char c : service) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                  c == '_' || c == '-';
+        if (!ok) return "a transport service name is letters, digits, '.', '_' and '-'";
+    }
+    return {};
+}
+
+Zone parse_zone(std::string_view json_text) {
+    json doc = json::parse(json_text, nullptr, false);
+    if (doc.is_discarded()) throw ZoneError("zone file: not valid JSON");
+    if (!doc.is_object()) throw ZoneError("zone file: not a JSON object");
+    Zone zone;
+    zone.name = text_field(doc, "zone", "zone file");
+    if (auto why = invalid_zone_name(zone.name); !why.empty()) throw ZoneError("zone file: zone: " + why);
+    zone.address = text_field(doc, "address", "zone file");
+    if (zone.address.empty() || zone.address.size() > 255 || !printable_ascii(zone.address))
+        throw ZoneError("zone file: address: 1 to 255 printable characters without spaces");
+    zone.transport = text_field(doc, "transport", "zone file");
+    if (auto why = invalid_transport(zone.transport); !why.empty()) throw ZoneError("zone file: transport: " + why);
+    auto qubes = doc.find("qubes");
+    if (qubes == doc.end() || !qubes->is_array()) throw ZoneError("zone file: \"qubes\" is not a list");
+    if (qubes->size() > 1000) throw ZoneError("zone file: more than 1000 qubes");
+    std::set<std::string> seen;
+    for (size_t i = 0; i < qubes->size(); ++i) {
+        const json& q = (*qubes)[i];
+        std::string where = "zone file: qubes[" + std::to_string(i) + "]";
+        if (!q.is_object()) throw ZoneError(where + ": not an object");
+        ExportedQube e{text_field(q, "name", where), text_field(q, "label", where)};
+        if (auto why = admin::invalid_qube_name_reason(e.name); !why.empty()) throw ZoneError(where + ": name: " + why);
+        if (auto why = admin::invalid_qube_name_reason(e.label); !why.empty() && !e.label.empty())
+            throw ZoneError(where + ": label: not a label name");
+        if (!seen.insert(e.name).second) throw ZoneError(where + ": " + e.name + " is listed twice");
+        zone.qubes.push_back(std::move(e));
+    }
+    return zone;
+}
+
+std::string format_zone(const Zone& zone) {
+    json doc = {{"zone", zone.name}, {"address", zone.address}, {"transport", zone.transport}};
+    json qubes = json::array();
+    for (const auto& q : zone.qubes) qubes.push_back({{"name", q.name}, {"label", q.label}});
+    doc["qubes"] = qubes;
+    return doc.dump(2) + "\n";
+}
+
+}  // namespace aerie::air
