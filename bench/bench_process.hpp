@@ -34,13 +34,19 @@ inline fs::path self_dir() {
     return fs::path(std::string(self, n > 0 ? static_cast<size_t>(n) : 0)).parent_path();
 }
 
+// The argv array of `args` (which must outlive it), null-terminated.
+inline std::vector<char*> argv_of(const std::vector<std::string>& args) {
+    std::vector<char*> a;
+    for (auto& s : args) a.push_back(const_cast<char*>(s.c_str()));
+    a.push_back(nullptr);
+    return a;
+}
+
 // argv[0] with our environment plus `extra_env`; stdin from /dev/null,
 // stdout and stderr appended to `log`. -1 (and `error`) when it cannot start.
 inline pid_t spawn_logged(const std::vector<std::string>& argv, const std::string& log,
                           const std::vector<std::string>& extra_env, std::string& error) {
-    std::vector<char*> a;
-    for (auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-    a.push_back(nullptr);
+    std::vector<char*> a = argv_of(argv);
     std::vector<std::string> env_store;
     for (char** e = environ; *e; ++e) env_store.emplace_back(*e);
     for (auto& e : extra_env) env_store.push_back(e);

@@ -17,10 +17,7 @@
 //    event (it is killed and removed by then: volumes, cgroups, mounts).
 // Needs root (skipped otherwise). Figures go to --json-out=PATH, else
 // $AERIE_BENCH_DIR/dispvm.json, else dispvm.json next to this executable.
-#include <poll.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -31,6 +28,7 @@
 #include <mutex>
 #include <thread>
 
+#include "admin/client.hpp"
 #include "admin_socket.hpp"
 #include "bench_process.hpp"
 
@@ -118,25 +116,16 @@ std::string must(const std::string& sock, const std::string& request) {
     return reply.substr(2);
 }
 
-// The domain-delete events of an admin.Events stream, with their times.
+// The domain-delete events of an admin.Events stream (the client library's
+// reader), with the times they arrived.
 class DeleteWatch {
 public:
-    explicit DeleteWatch(const std::string& sock) {
-        fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::strncpy(addr.sun_path, sock.c_str(), sizeof addr.sun_path - 1);
-        if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) die("admin.Events: cannot connect");
-        std::string request = encode("admin.Events", "dom0");
-        if (::write(fd_, request.data(), request.size()) != static_cast<ssize_t>(request.size()))
-            die("admin.Events: cannot send");
-        ::shutdown(fd_, SHUT_WR);
+    explicit DeleteWatch(const std::string& sock) : stream_(sock, "dom0") {
         thread_ = std::thread([this] { read_events(); });
     }
     ~DeleteWatch() {
-        ::shutdown(fd_, SHUT_RDWR);
+        stop_ = true;
         thread_.join();
-        ::close(fd_);
     }
     // When `name` was deleted; waits up to 10 s.
     std::optional<Clock::time_point> deleted(const std::string& name) {
@@ -148,42 +137,25 @@ public:
 
 private:
     void read_events() {
-        std::string buf;
-        char chunk[65536];
-        for (;;) {
-            ssize_t n = ::read(fd_, chunk, sizeof chunk);
-            if (n <= 0) return;
-            auto now = Clock::now();
-            buf.append(chunk, static_cast<size_t>(n));
-            // "1\0SUBJECT\0EVENT\0(KEY\0VALUE\0)*\0"
-            for (;;) {
-                std::vector<std::string> fields;
-                size_t pos = 2;
-                bool complete = false;
-                while (pos <= buf.size()) {
-                    size_t end = buf.find('\0', pos);
-                    if (end == std::string::npos) break;
-                    fields.push_back(buf.substr(pos, end - pos));
-                    pos = end + 1;
-                    if (fields.size() >= 3 && fields.size() % 2 == 1 && fields.back().empty()) {
-                        complete = true;
-                        break;
+        try {
+            while (!stop_) {
+                auto event = stream_.next(Clock::now() + std::chrono::milliseconds(100));
+                if (!event || event->name != "domain-delete") continue;
+                auto now = Clock::now();
+                for (const auto& [key, value] : event->kwargs)
+                    if (key == "vm") {
+                        std::lock_guard lock(mutex_);
+                        deleted_[value] = now;
+                        cv_.notify_all();
                     }
-                }
-                if (!complete) break;
-                if (fields[1] == "domain-delete")
-                    for (size_t i = 2; i + 1 < fields.size(); i += 2)
-                        if (fields[i] == "vm") {
-                            std::lock_guard lock(mutex_);
-                            deleted_[fields[i + 1]] = now;
-                            cv_.notify_all();
-                        }
-                buf.erase(0, pos);
             }
+        } catch (const aerie::admin::AdminError&) {
+            // the daemon went away: nothing more to record
         }
     }
 
-    int fd_ = -1;
+    aerie::admin::EventStream stream_;
+    std::atomic<bool> stop_{false};
     std::thread thread_;
     std::mutex mutex_;
     std::condition_variable cv_;
@@ -202,9 +174,7 @@ CallTimes call_dispvm(const fs::path& client, const std::string& agent_socket, D
     int out[2];
     if (::pipe2(out, O_CLOEXEC) != 0) die("pipe");
     std::vector<std::string> args = {client.string(), "--agent-socket=" + agent_socket, target, "test.Trivial"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
+    std::vector<char*> argv = argv_of(args);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);

@@ -115,12 +115,7 @@ std::string AdminApi::tag_set(Call& call) {
     check_tag(call.arg());
     Qube& qube = *call.dest;
     check_tag_changeable(qube, call.arg());
-    if (qube.tags.count(call.arg())) return {};
-    Store::Transaction txn(store_);
-    txn.add_tag(qube.uuid, call.arg());
-    txn.commit();
-    qube.tags.insert(call.arg());
-    publish(&qube, "domain-tag-add:" + call.arg(), {{"tag", call.arg()}});
+    registry_.change_tags(qube, {call.arg()}, {});
     return {};
 }
 
@@ -130,11 +125,7 @@ std::string AdminApi::tag_remove(Call& call) {
     check_tag_changeable(qube, call.arg());
     if (!qube.tags.count(call.arg()))
         throw qubes_error("QubesTagNotFoundError", "Tag not set for domain " + qube.name + ": " + call.arg());
-    Store::Transaction txn(store_);
-    txn.remove_tag(qube.uuid, call.arg());
-    txn.commit();
-    qube.tags.erase(call.arg());
-    publish(&qube, "domain-tag-delete:" + call.arg(), {{"tag", call.arg()}});
+    registry_.change_tags(qube, {}, {call.arg()});
     return {};
 }
 

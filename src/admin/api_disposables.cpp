@@ -20,8 +20,7 @@ std::string AdminApi::vm_create_disposable(Call& call) {
     std::string tpl = call.dest_is_dom0() ? model_.value_text(call.src, "default_dispvm") : call.dest->name;
     if (tpl.empty()) throw qubes_error("QubesException", "No default disposable template for " + call.src->name);
     if (const Qube* t = model_.find(tpl); !t || !is_disposable_template(model_, *t))
-        throw qubes_error("QubesException",
-                          "Refusing to create disposable out of this AppVM, because template_for_dispvms=False");
+        throw qubes_error("QubesException", std::string(kNotADisposableTemplate));
     if (call.arg() == "preload") {
         disposables_->start_preloading(tpl, "autostart was requested");
         return {};

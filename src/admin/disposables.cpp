@@ -354,8 +354,7 @@ void Disposables::create(const std::string& tpl_name, const std::string& creator
     Qube* tpl = model_.find(tpl_name);
     if (!tpl) return done(qubes_error("QubesVMNotFoundError", "No such domain: '" + tpl_name + "'"), "");
     if (!is_disposable_template(model_, *tpl))
-        return done(qubes_error("QubesException", "Refusing to create disposable out of this AppVM, because "
-                                                  "template_for_dispvms=False"),
+        return done(qubes_error("QubesException", std::string(kNotADisposableTemplate)),
                     "");
     auto queue = preload_queue(*tpl);
     std::vector<std::string> dropped, outdated;

@@ -28,6 +28,9 @@ std::string api_feature_refusal(std::string_view key, std::string_view value);
 // A feature as Qubes' bool() reads it: set and not empty.
 bool feature_true(const Qube& qube, std::string_view key);
 
+// What a request for a disposable of anything else is answered (QubesException).
+inline constexpr std::string_view kNotADisposableTemplate =
+    "Refusing to create disposable out of this AppVM, because template_for_dispvms=False";
 // An AppVM with template_for_dispvms=True.
 bool is_disposable_template(const Model& model, const Qube& qube);
 // The DispVMs whose template is `tpl`.

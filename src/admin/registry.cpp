@@ -74,42 +74,38 @@ void Registry::remove_qube(std::string name) {
 
 void Registry::change_features(const std::vector<FeatureChange>& changes, Qube* tagged,
                                const std::vector<std::string>& tags) {
-    std::vector<std::string> added;
-    if (tagged)
-        for (const auto& tag : tags)
-            if (!tagged->tags.count(tag) && std::find(added.begin(), added.end(), tag) == added.end())
-                added.push_back(tag);
-    if (changes.empty() && added.empty()) return;
-    Store::Transaction txn(store_);
-    stage_features(txn, changes);
-    for (const auto& tag : added) txn.add_tag(tagged->uuid, tag);
-    txn.commit();
-    apply_features(changes);
-    for (const auto& tag : added) {
-        tagged->tags.insert(tag);
-        events_.publish(tagged->name, "domain-tag-add:" + tag, {{"tag", tag}});
-    }
+    commit(changes, tagged, tags, {});
 }
 
 void Registry::change_tags(Qube& qube, const std::vector<std::string>& add, const std::vector<std::string>& remove) {
+    commit({}, &qube, add, remove);
+}
+
+void Registry::commit(const std::vector<FeatureChange>& changes, Qube* tagged, const std::vector<std::string>& add,
+                      const std::vector<std::string>& remove) {
+    // Only what changes, each once.
     std::vector<std::string> added, removed;
-    for (const auto& tag : add)
-        if (!qube.tags.count(tag) && std::find(added.begin(), added.end(), tag) == added.end()) added.push_back(tag);
-    for (const auto& tag : remove)
-        if (qube.tags.count(tag) && std::find(removed.begin(), removed.end(), tag) == removed.end())
-            removed.push_back(tag);
-    if (added.empty() && removed.empty()) return;
+    auto keep = [](std::vector<std::string>& out, const std::string& tag, bool wanted) {
+        if (wanted && std::find(out.begin(), out.end(), tag) == out.end()) out.push_back(tag);
+    };
+    if (tagged) {
+        for (const auto& tag : add) keep(added, tag, !tagged->tags.count(tag));
+        for (const auto& tag : remove) keep(removed, tag, tagged->tags.count(tag) > 0);
+    }
+    if (changes.empty() && added.empty() && removed.empty()) return;
     Store::Transaction txn(store_);
-    for (const auto& tag : removed) txn.remove_tag(qube.uuid, tag);
-    for (const auto& tag : added) txn.add_tag(qube.uuid, tag);
+    stage_features(txn, changes);
+    for (const auto& tag : removed) txn.remove_tag(tagged->uuid, tag);
+    for (const auto& tag : added) txn.add_tag(tagged->uuid, tag);
     txn.commit();
+    apply_features(changes);
     for (const auto& tag : removed) {
-        qube.tags.erase(tag);
-        events_.publish(qube.name, "domain-tag-delete:" + tag, {{"tag", tag}});
+        tagged->tags.erase(tag);
+        events_.publish(tagged->name, "domain-tag-delete:" + tag, {{"tag", tag}});
     }
     for (const auto& tag : added) {
-        qube.tags.insert(tag);
-        events_.publish(qube.name, "domain-tag-add:" + tag, {{"tag", tag}});
+        tagged->tags.insert(tag);
+        events_.publish(tagged->name, "domain-tag-add:" + tag, {{"tag", tag}});
     }
 }
 

@@ -55,6 +55,8 @@ public:
     std::function<void(const std::string&)> log = [](const std::string&) {};
 
 private:
+    void commit(const std::vector<FeatureChange>& changes, Qube* tagged, const std::vector<std::string>& add,
+                const std::vector<std::string>& remove);
     void stage_features(Store::Transaction& txn, const std::vector<FeatureChange>& changes);
     void apply_features(const std::vector<FeatureChange>& changes);
 

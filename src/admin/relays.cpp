@@ -1,5 +1,7 @@
 #include "admin/relays.hpp"
 
+#include <iterator>
+
 #include "admin/lifecycle.hpp"
 
 namespace aerie::admin {
@@ -24,12 +26,14 @@ Relays::Relays(asio::io_context& io, Registry& registry, EventHub& events, Lifec
         asio::post(io_, [this, alive] {
             if (!*alive) return;
             queued_ = false;
-            sync();
+            refresh(false);
         });
     });
     // A relay that starts finds its mapping there from the first moment.
     lifecycle_.on_launch = [this](const Qube& qube, const QubesDb& db) {
-        db.replace("/remote/", mapping(model_, qube.name));
+        auto wanted = mapping(model_, qube.name);
+        db.replace("/remote/", wanted);
+        published_[qube.name] = std::move(wanted);
     };
 }
 
@@ -38,23 +42,33 @@ Relays::~Relays() {
     lifecycle_.on_launch = nullptr;
 }
 
-std::map<std::string, std::string> Relays::mapping(const Model& model, const std::string& relay) {
-    std::map<std::string, std::string> out;
-    for (const Qube* q : model.qubes_by_name())
-        if (q->is_remote() && model.value_text(q, "relayvm") == relay) {
-            std::string remote = model.value_text(q, "remote_name");
-            out[q->name] = remote.empty() ? q->name : remote;
-        }
+std::map<std::string, std::map<std::string, std::string>> Relays::mappings(const Model& model) {
+    std::map<std::string, std::map<std::string, std::string>> out;
+    for (const Qube* q : model.qubes_by_name()) {
+        if (!q->is_remote()) continue;
+        std::string relay = model.value_text(q, "relayvm");
+        if (relay.empty()) continue;
+        std::string remote = model.value_text(q, "remote_name");
+        out[relay][q->name] = remote.empty() ? q->name : remote;
+    }
     return out;
 }
 
-void Relays::sync() {
+std::map<std::string, std::string> Relays::mapping(const Model& model, const std::string& relay) {
+    auto all = mappings(model);
+    auto it = all.find(relay);
+    return it == all.end() ? std::map<std::string, std::string>() : it->second;
+}
+
+void Relays::sync() { refresh(true); }
+
+void Relays::refresh(bool all_running) {
     try {
         retag();
     } catch (const std::exception& e) {
         registry_.log(std::string("relayvm tags: ") + e.what());
     }
-    publish_mappings();
+    publish_mappings(all_running);
 }
 
 void Relays::retag() {
@@ -72,12 +86,23 @@ void Relays::retag() {
     }
 }
 
-void Relays::publish_mappings() {
+// Written only where it changed: every qube added or removed (a disposable
+// too) comes here, and most of them change no relay's map.
+void Relays::publish_mappings(bool all_running) {
+    auto all = mappings(model_);  // relay -> its map
+    for (auto it = published_.begin(); it != published_.end();)
+        it = model_.find(it->first) && lifecycle_.qubesdb(it->first) ? std::next(it) : published_.erase(it);
     for (const Qube* q : model_.qubes_by_name()) {
+        auto wanted_it = all.find(q->name);
+        const std::map<std::string, std::string> none;
+        const auto& wanted = wanted_it == all.end() ? none : wanted_it->second;
+        auto known = published_.find(q->name);
+        if (!all_running && (known != published_.end() ? known->second == wanted : wanted.empty())) continue;
         auto db = lifecycle_.qubesdb(q->name);
         if (!db) continue;
         try {
-            db->replace("/remote/", mapping(model_, q->name));
+            db->replace("/remote/", wanted);
+            published_[q->name] = wanted;
         } catch (const std::exception& e) {
             registry_.log("QubesDB of " + q->name + ": " + e.what());
         }

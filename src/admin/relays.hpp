@@ -23,21 +23,27 @@ class Relays {
 public:
     Relays(asio::io_context& io, Registry& registry, EventHub& events, Lifecycle& lifecycle);
     ~Relays();
-    // At daemon start: the tags of every RemoteVM, the mapping of every relay that runs.
+    // At daemon start: the tags of every RemoteVM, the map of every qube
+    // that runs (written whatever it held: the daemon may have died between
+    // a change and its writing).
     void sync();
 
-    // /remote/ entries of `relay`: local name -> remote name.
+    // /remote/ entries of `relay`: local name -> remote name; and of every relay.
     static std::map<std::string, std::string> mapping(const Model& model, const std::string& relay);
+    static std::map<std::string, std::map<std::string, std::string>> mappings(const Model& model);
 
 private:
+    void refresh(bool all_running);
     void retag();
-    void publish_mappings();
+    void publish_mappings(bool all_running);
 
     asio::io_context& io_;
     Registry& registry_;
     Model& model_;
     Lifecycle& lifecycle_;
     bool queued_ = false;  // a sync is posted
+    // What each running qube's QubesDB holds under /remote/, as last written.
+    std::map<std::string, std::map<std::string, std::string>> published_;
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

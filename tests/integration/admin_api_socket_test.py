@@ -17,6 +17,8 @@ import tempfile
 import time
 import unittest
 
+from admin_wire import encode, exchange
+
 BUILD = None
 MAX_REQUEST = 65536
 CLOSED = b""  # what a client reads when the daemon closes without a reply
@@ -24,34 +26,6 @@ LABELS = ["red", "orange", "yellow", "green", "gray", "blue", "purple", "black"]
 COLOURS = ["0xcc0000", "0xf57900", "0xedd400", "0x73d216", "0x555555", "0x3465a4", "0x75507b", "0x000000"]
 SYSTEM_INFO_KEYS = {"tags", "type", "template_for_dispvms", "default_dispvm", "power_state", "uuid", "icon",
                     "label", "guivm", "internal", "relayvm", "transport_rpc"}
-
-
-def encode(method, dest="dom0", arg="", payload=b"", source="dom0", dest_type="name"):
-    head = method + ("+" + arg if arg else "")
-    return ("%s %s %s %s" % (head, source, dest_type, dest)).encode() + b"\0" + payload
-
-
-def exchange(path, data, timeout=10):
-    """Sends one request, shuts down the write side and reads to EOF. A reset
-    counts as the end: the daemon may drop a connection it reads no further."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        try:
-            s.sendall(data)
-            s.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
 
 
 def exc(type_name, message):

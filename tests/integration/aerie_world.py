@@ -18,6 +18,8 @@ import threading
 import time
 import unittest
 
+from admin_wire import encode, exchange
+
 BUILD = None
 PREFIX = "t%d-" % (os.getpid() % 100000)  # qube names: cgroup folders are shared host-wide
 GRACE = 5.0  # seconds leftovers get to go away after a qube halted
@@ -79,28 +81,6 @@ def ended(pid):
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return True
-
-
-def encode(method, dest="dom0", arg="", payload=b""):
-    return ("%s%s dom0 name %s" % (method, "+" + arg if arg else "", dest)).encode() + b"\0" + payload
-
-
-def exchange(path, data, timeout=60):
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
 
 
 def own_cgroup_dirs():
@@ -350,7 +330,7 @@ class World:
         return r.returncode, r.stdout, r.stderr
 
     def call(self, method, dest="dom0", arg="", payload=b""):
-        return exchange(self.socket, encode(method, dest, arg, payload))
+        return exchange(self.socket, encode(method, dest, arg, payload), timeout=60)
 
     def ok(self, method, dest="dom0", arg="", payload=b""):
         reply = self.call(method, dest, arg, payload)
@@ -555,8 +535,16 @@ class WorldTest(unittest.TestCase):
         return d
 
 
-def run_tests(argv, needed):
-    """The main() of a world test module: exit code 77 without root."""
+# What a world of running qubes needs built.
+PROGRAMS = ("aeried", "aerie-qube-init", "qrexec-agent", "qrexec-daemon", "qrexec-client", "qrexec-client-vm",
+            "qrexec-policy-daemon", "qvm-template", "qvm-create", "qvm-start", "qvm-shutdown", "qvm-kill",
+            "qvm-run", "qvm-ls", "qvm-prefs", "qvm-remove")
+
+
+def run_tests(argv, more=()):
+    """The main() of a world test module: exit code 77 without root; the
+    programs a world needs (and `more`) must be built."""
+    needed = PROGRAMS + tuple(more)
     setup(argv.pop(1) if len(argv) > 1 else os.environ.get("AERIE_BUILD_DIR", "build"))
     if os.geteuid() != 0:
         print("these tests need root (namespaces, cgroups, id-mapped mounts); skipped")

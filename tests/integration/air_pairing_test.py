@@ -105,7 +105,7 @@ class AirPairingTest(WorldTest):
 
 
 def main():
-    return run_tests(sys.argv, ("aeried", "qvm-air", "qvm-create"))
+    return run_tests(sys.argv, ("qvm-air",))
 
 
 if __name__ == "__main__":

@@ -201,9 +201,7 @@ class AirTest(WorldTest):
 
 
 def main():
-    return run_tests(sys.argv, ("aeried", "aerie-qube-init", "qrexec-agent", "qrexec-daemon", "qrexec-client",
-                                "qrexec-client-vm", "qrexec-policy-daemon", "qvm-template", "qvm-create",
-                                "qvm-start", "qvm-shutdown", "qvm-run", "qvm-prefs", "qvm-remove"))
+    return run_tests(sys.argv)
 
 
 if __name__ == "__main__":

@@ -37,60 +37,12 @@ pass=0
 fail=0
 export COLUMNS=80  # argparse wraps usage at $COLUMNS - 2
 EMPTY="Got empty response from qubesd. See journalctl in dom0 for details."
-
-check() {  # NAME EXPECTED_RC EXPECTED_STDOUT -- COMMAND...
-    local name=$1 want_rc=$2 want_out=$3
-    shift 4
-    local out rc
-    out=$("$@" 2>"$WORK/stderr" <"${STDIN:-/dev/null}")
-    rc=$?
-    if [ "$rc" = "$want_rc" ] && [ "$out" = "$want_out" ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $name (rc=$rc, want $want_rc)"
-        diff <(printf '%s\n' "$want_out") <(printf '%s\n' "$out") | sed 's/^/    /'
-        sed 's/^/    stderr: /' "$WORK/stderr"
-    fi
-}
-
-check_stderr_is() {  # NAME TEXT: the last command's stderr must be exactly TEXT
-    local got
-    got=$(cat "$WORK/stderr")
-    if [ "$got" = "$2" ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $1: stderr differs"
-        diff <(printf '%s\n' "$2") <(printf '%s\n' "$got") | sed 's/^/    /'
-    fi
-}
-
-check_file() {  # NAME FILE TEXT: FILE must hold exactly TEXT; then it is emptied
-    local got
-    got=$(cat "$2")
-    if [ "$got" = "$3" ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $1: $(basename "$2") differs"
-        diff <(printf '%s\n' "$3") <(printf '%s\n' "$got") | sed 's/^/    /'
-    fi
-    : >"$2"
-}
+# shellcheck source=check_lib.sh
+source "$HERE/check_lib.sh"
 
 # The requests since the last look.
 check_requests() {  # NAME TEXT
     check_file "$1: requests" "$WORK/requests" "$2"
-}
-
-wait_for_socket() {  # PATH PID
-    for _ in $(seq 200); do
-        [ -S "$1" ] && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
 }
 
 cat >"$WORK/state.json" <<'EOF'

@@ -30,44 +30,8 @@ fi
 export QUBESD_SOCKET=$WORK/qubesd.sock
 export COLUMNS=80  # argparse wraps usage at $COLUMNS - 2
 EMPTY="Got empty response from qubesd. See journalctl in dom0 for details."
-
-check() {  # NAME EXPECTED_RC EXPECTED_STDOUT -- COMMAND...
-    local name=$1 want_rc=$2 want_out=$3
-    shift 4
-    local out rc
-    out=$("$@" 2>"$WORK/stderr" <"${STDIN:-/dev/null}")
-    rc=$?
-    if [ "$rc" = "$want_rc" ] && [ "$out" = "$want_out" ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $name (rc=$rc, want $want_rc)"
-        diff <(printf '%s\n' "$want_out") <(printf '%s\n' "$out") | sed 's/^/    /'
-        sed 's/^/    stderr: /' "$WORK/stderr"
-    fi
-}
-
-check_stderr() {  # NAME PATTERN: the last command's stderr must contain PATTERN
-    if grep -qF -- "$2" "$WORK/stderr"; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $1: stderr lacks '$2'"
-        sed 's/^/    stderr: /' "$WORK/stderr"
-    fi
-}
-
-check_stderr_is() {  # NAME TEXT: the last command's stderr must be exactly TEXT
-    local got
-    got=$(cat "$WORK/stderr")
-    if [ "$got" = "$2" ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $1: stderr differs"
-        diff <(printf '%s\n' "$2") <(printf '%s\n' "$got") | sed 's/^/    /'
-    fi
-}
+# shellcheck source=check_lib.sh
+source "$(dirname "$0")/check_lib.sh"
 
 # Lines of a qvm-prefs listing for the named properties (exact padding).
 prefs_lines() {  # VM PROP...
@@ -401,10 +365,7 @@ echo '{}' >"$WORK/fake-replies.json"
 python3 "$HERE/fake_qubesd.py" --socket "$WORK/fake.sock" --log "$WORK/requests" \
     --state "$WORK/fake-state.json" --replies "$WORK/fake-replies.json" >"$WORK/fake.log" 2>&1 &
 FAKE_PID=$!
-for _ in $(seq 200); do
-    [ -S "$WORK/fake.sock" ] && break
-    sleep 0.05
-done
+wait_for_socket "$WORK/fake.sock" "$FAKE_PID"
 mkdir "$WORK/runbin"
 cp "$BIN/qvm-run" "$WORK/runbin/"
 cat >"$WORK/runbin/qrexec-client" <<'END'
@@ -425,18 +386,6 @@ export FAKE_QREXEC_LOG=$WORK/qrexec-client.log
 : >"$FAKE_QREXEC_LOG"
 : >"$WORK/requests"
 
-check_file() {  # NAME FILE TEXT: FILE must hold exactly TEXT; then it is emptied
-    local got
-    got=$(cat "$2")
-    if [ "$got" = "$3" ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $1: $(basename "$2") differs"
-        diff <(printf '%s\n' "$3") <(printf '%s\n' "$got") | sed 's/^/    /'
-    fi
-    : >"$2"
-}
 frun() {  # a command against the fake daemon
     QUBESD_SOCKET=$WORK/fake.sock QREXEC_SOCKET_DIR=$WORK/qrexec "$@"
 }
