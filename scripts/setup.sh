@@ -10,6 +10,7 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libasio-dev
   libsqlite3-dev libssl-dev libseccomp-dev libcap-dev
   python3 graphviz
+  openssh-client openssh-server iproute2
 )
 
 missing=()
@@ -29,4 +30,13 @@ fi
 echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# openssh-server is for Qubes Air relays (sshd -i inside a relay qube): the
+# host's own ssh service must not be started by its installation.
+made_policy_rc=no
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  made_policy_rc=yes
+fi
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+[ "$made_policy_rc" = no ] || rm -f /usr/sbin/policy-rc.d

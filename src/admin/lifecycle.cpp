@@ -13,6 +13,8 @@
 #include <fstream>
 #include <iterator>
 
+#include "qrexec/service_config.hpp"
+
 extern char** environ;  // passed on to the qrexec daemons
 
 namespace aerie::admin {
@@ -127,6 +129,8 @@ void Lifecycle::launch(Qube& qube) {
     ::chmod((runtime / "vchan").c_str(), 0700);
     QubesDb db(runtime / "qubesdb");
     fs::create_directories(db.dir());
+    // Qubes Air: the host's uplink socket for a relay appears here (docs/air.md).
+    fs::create_directories(runtime / "air");
     if (on_launch) on_launch(qube, db);
 
     storage::StartedVolumes volumes = pool_.start(qube.uuid, qube.klass, model_.template_chain(qube), owner_uid(qube));
@@ -143,6 +147,7 @@ void Lifecycle::launch(Qube& qube) {
     spec.mounts.push_back({config_.bin_dir, "/run/aerie/bin", true});
     spec.mounts.push_back({runtime / "vchan", "/run/qubes-vchan", false});
     spec.mounts.push_back({db.dir(), kQubesDbMountPoint, true});
+    spec.mounts.push_back({runtime / "air", "/run/aerie-air", true});
     spec.memory_mib = static_cast<uint64_t>(mib_of(model_, qube, "memory"));
     spec.maxmem_mib = static_cast<uint64_t>(std::max(mib_of(model_, qube, "maxmem"), mib_of(model_, qube, "memory")));
     spec.vcpus = static_cast<int>(std::max<long long>(1, mib_of(model_, qube, "vcpus")));
@@ -154,6 +159,8 @@ void Lifecycle::launch(Qube& qube) {
         {"VCHAN_DOMAIN", std::to_string(qube.qid)},
         {"HOME", "/root"},
         {"QUBES_NAME", qube.name},
+        // The services Aerie ships (qubesair.*) come last: a qube's own win.
+        {"QREXEC_SERVICE_PATH", std::string(qrexec::kDefaultServicePath) + ":/run/aerie/bin/qubes-rpc"},
     };
     spec.console_log = qube_log(qube.name, "console");
 
