@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <string>
 #include <string_view>
 
 namespace aerie::air {
@@ -23,5 +24,13 @@ inline constexpr std::string_view kSshService = "qubesair.SSHProxy";
 
 // The relay's transport state: $AERIE_AIR_HOME, else $HOME/.aerie-air.
 std::filesystem::path relay_home();
+
+// The fixed paths above, each overridable from the environment so that the
+// relay's commands run outside a qube in tests.
+std::filesystem::path qubesdb_dir();  // $AERIE_AIR_QUBESDB, else kQubesDb
+std::string qrexec_client_vm();       // $AERIE_AIR_QREXEC_CLIENT_VM, else kQrexecClientVm
+std::string uplink_socket();          // $AERIE_AIR_UPLINK, else kUplinkSocket
+std::string relay_program();          // $AERIE_AIR_RELAY_PROGRAM, else kRelayProgram
+std::string ssh_login_user();         // $AERIE_AIR_SSH_USER, else "user" (the relay's account)
 
 }  // namespace aerie::air
