@@ -135,7 +135,14 @@ std::string answer_policy_request(const policy::Policy& pol, const policy::Syste
         policy::Decision decision = policy::evaluate(pol, system, req);
         if (decision.verdict == policy::Verdict::Ask) {
             if (request.just_evaluate) return deny("ask is not an allow when only evaluating");
-            if (!request.assume_yes_for_ask) return deny("denied for non-interactive ask");
+            if (!request.assume_yes_for_ask) {
+                // A relay's call for a remote qube (Qubes Air): no one on this
+                // host started it, so no prompt here can vouch for it.
+                if (req.requested_source)
+                    return deny("denied: ask for a call from the remote qube " + *req.requested_source +
+                                " (through " + request.source + "): no prompt answers for another zone's qubes");
+                return deny("denied for non-interactive ask");
+            }
             decision = policy::answer_ask(pol, system, decision,
                                           policy::assumed_ask_choice(system, decision));
         }

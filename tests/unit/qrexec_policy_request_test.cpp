@@ -162,6 +162,7 @@ constexpr const char* kPolicy =
     "test.Ask    *  work    @anyvm  ask\n"
     "test.Dom0   *  work    @adminvm allow\n"
     "test.Remote *  remote  work    allow\n"
+    "test.RemoteAsk * remote work   ask\n"
     "*           *  @anyvm  @anyvm  deny\n";
 
 class QrexecPolicyAnswer : public ::testing::Test {
@@ -249,6 +250,18 @@ TEST_F(QrexecPolicyAnswer, RequestedSource) {
     // An empty requested_source counts as none.
     EXPECT_EQ(answer("requested_source=\n", "work", "vault", "test.Allow+"),
               answer("", "work", "vault", "test.Allow+"));
+}
+
+TEST_F(QrexecPolicyAnswer, AskForARemoteSourceIsDeniedWithItsReason) {
+    std::string why;
+    EXPECT_EQ(answer("requested_source=remote\n", "relay", "work", "test.RemoteAsk+", &why), "result=deny\n");
+    EXPECT_EQ(why, "denied: ask for a call from the remote qube remote (through relay): no prompt answers for "
+                   "another zone's qubes");
+    // The admin's standing answer for asks covers remote sources too.
+    EXPECT_EQ(answer("requested_source=remote\nassume_yes_for_ask=yes\n", "relay", "work", "test.RemoteAsk+"),
+              "user=DEFAULT\nresult=allow\ntarget=work\n"
+              "target_uuid=uuid:11111111-1111-1111-1111-111111111111\n"
+              "autostart=True\nrequested_target=work\npolicy_source=remote\n");
 }
 
 TEST_F(QrexecPolicyAnswer, IgnoredKeysDoNotChangeTheAnswer) {
