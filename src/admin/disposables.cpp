@@ -1,12 +1,5 @@
 #include "admin/disposables.hpp"
 
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -14,9 +7,8 @@
 
 #include "admin/dispvm_rules.hpp"
 #include "admin/lifecycle.hpp"
+#include "admin/qube_command.hpp"
 #include "storage/pool.hpp"
-
-extern char** environ;
 
 namespace aerie::admin {
 
@@ -246,50 +238,21 @@ void Disposables::on_preload_started(const std::string& name, std::optional<ApiE
 void Disposables::wait_running_system(const std::string& name) {
     Qube* qube = model_.find(name);
     long long timeout = std::max<long long>(1, int_of(model_, *qube, "qrexec_timeout", 60));
-    std::string program = (config_.bin_dir / "qrexec-client").string();
-    std::vector<std::string> args = {program, "--socket-dir=" + config_.qrexec_socket_dir.string(), "-d", name,
-                                     "DEFAULT:QUBESRPC " + std::string(kWaitService) + " dom0"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    for (int fd : {0, 1, 2}) posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0);
-    pid_t pid = 0;
-    int rc = ::posix_spawn(&pid, program.c_str(), &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    int pidfd = rc == 0 ? static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)) : -1;
-    if (pidfd < 0) {
-        if (rc == 0) ::waitpid(pid, nullptr, 0);
-        return preload_failed(name, "cannot run " + program);
-    }
-    auto watch = std::make_shared<asio::posix::stream_descriptor>(io_, pidfd);
-    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(timeout));
-    auto timed_out = std::make_shared<bool>(false);
-    timer->async_wait([pid, timed_out](const asio::error_code& ec) {
-        if (ec) return;
-        *timed_out = true;
-        ::kill(pid, SIGKILL);
-    });
-    watch->async_wait(asio::posix::stream_descriptor::wait_read,
-                      [this, alive = alive_, watch, timer, timed_out, pid, name, timeout](const asio::error_code&) {
-                          int status = 0;
-                          while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-                          }
-                          timer->cancel();
-                          if (!*alive) return;
-                          Qube* disp = model_.find(name);
-                          // Taken meanwhile: handed over without waiting (see create()).
-                          if (!disp || !is_preload(model_, *disp) || feature_true(*disp, kPreloadCompleted)) return;
-                          if (*timed_out)
-                              return preload_failed(
-                                  name, fmt::format("Timed out call to '{}' after '{}' seconds during preload startup",
+    QubeCommand command{config_.bin_dir, config_.qrexec_socket_dir, name,
+                        "DEFAULT:QUBESRPC " + std::string(kWaitService) + " dom0", std::chrono::seconds(timeout)};
+    run_in_qube(io_, std::move(command), [this, alive = alive_, name, timeout](QubeCommandResult r) {
+        if (!*alive) return;
+        Qube* disp = model_.find(name);
+        // Taken meanwhile: handed over without waiting (see create()).
+        if (!disp || !is_preload(model_, *disp) || feature_true(*disp, kPreloadCompleted)) return;
+        if (!r.error.empty()) return preload_failed(name, r.error);
+        if (r.timed_out)
+            return preload_failed(name, fmt::format("Timed out call to '{}' after '{}' seconds during preload startup",
                                                     kWaitService, timeout));
-                          if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-                              return preload_failed(name, fmt::format("Error on call to '{}' during preload startup",
-                                                                      kWaitService));
-                          preload_ready(name);
-                      });
+        if (r.exit_code != 0)
+            return preload_failed(name, fmt::format("Error on call to '{}' during preload startup", kWaitService));
+        preload_ready(name);
+    });
 }
 
 void Disposables::preload_ready(const std::string& name) {

@@ -191,10 +191,36 @@ void Daemon::on_policy_answer(const ServiceRequest& request, const PolicyAnswer&
             dest = by_uuid.substr(8);
         return call_dispvm(request, target.substr(8), dest, cmdline);
     }
+    bool autostart = answer.get("autostart") == "True";
+    std::string requested = answer.get("requested_target");
+    bool to_remote = answer.fields.count("service") && !requested.empty() && requested[0] != '@' && requested != target;
+    if (to_remote && autostart) return start_remote_then_relay(request, requested, target, cmdline);
+    relay_or_connect(request, target, cmdline, autostart);
+}
+
+void Daemon::relay_or_connect(const ServiceRequest& request, const std::string& target, const std::string& cmdline,
+                              bool autostart) {
     std::error_code ec;
     bool running = std::filesystem::exists(config_.socket_dir + "/qrexec." + target, ec);
-    if (!running && answer.get("autostart") == "True") return start_then_connect(request, target, cmdline);
+    if (!running && autostart) return start_then_connect(request, target, cmdline);
     connect_to_qube(request, target, cmdline);
+}
+
+// A call to a RemoteVM (redirected to its relay) that the policy lets
+// autostart: the admin daemon is asked to start the remote qube first (for a
+// paired one it asks the other host, whose policy decides; a RemoteVM it
+// cannot start answers an error, which is no reason to fail the call: the
+// other host's own policy still decides its leg).
+void Daemon::start_remote_then_relay(const ServiceRequest& request, const std::string& remote,
+                                     const std::string& relay, const std::string& cmdline) {
+    std::string path = config_.admin_internal_socket.empty() ? default_internal_socket()
+                                                              : config_.admin_internal_socket;
+    admin_call(io_, path, AdminCall{"internal.vm.Start", remote, ""},
+               [this, request, remote, relay, cmdline](AdminResult r) {
+                   if (!r.ok()) log("not starting the remote qube " + remote + ": " + r.error());
+                   relay_or_connect(request, relay, cmdline, true);
+               },
+               config_.admin_timeout);
 }
 
 // A halted target the policy lets us start: the admin daemon starts it

@@ -58,6 +58,10 @@ public:
 
 private:
     struct Client;
+    void relay_or_connect(const ServiceRequest& request, const std::string& target, const std::string& cmdline,
+                          bool autostart);
+    void start_remote_then_relay(const ServiceRequest& request, const std::string& remote, const std::string& relay,
+                                 const std::string& cmdline);
     void start_then_connect(const ServiceRequest& request, const std::string& target,
                             const std::string& cmdline);
     // dispvm_template names the template in messages; template_dest is
