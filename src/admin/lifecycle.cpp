@@ -131,7 +131,7 @@ void Lifecycle::launch(Qube& qube) {
     fs::create_directories(db.dir());
     // Qubes Air: the host's uplink socket for a relay appears here (docs/air.md).
     fs::create_directories(runtime / "air");
-    if (on_launch) on_launch(qube, db);
+    for (const auto& hook : on_launch) hook(qube, db);
 
     storage::StartedVolumes volumes = pool_.start(qube.uuid, qube.klass, model_.template_chain(qube), owner_uid(qube));
 

@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "admin/api_error.hpp"
 #include "admin/model.hpp"
@@ -60,8 +61,9 @@ public:
     // The QubesDB of a qube that runs (or is starting), else nullopt.
     std::optional<QubesDb> qubesdb(const std::string& name) const;
     // Called at every start, with the qube's fresh QubesDB, before the qube
-    // runs: what it must find there from its first moment.
-    std::function<void(const Qube&, const QubesDb&)> on_launch;
+    // runs: what it must find there from its first moment. Each part of the
+    // daemon that needs it adds its own hook (relays, the Air uplink).
+    std::vector<std::function<void(const Qube&, const QubesDb&)>> on_launch;
 
 private:
     struct Running;

@@ -10,7 +10,8 @@ namespace {
 
 bool relevant(std::string_view event) {
     for (std::string_view e : {"property-set:relayvm", "property-reset:relayvm", "property-set:remote_name",
-                               "property-reset:remote_name", "property-set:name", "domain-add", "domain-delete"})
+                               "property-reset:remote_name", "property-set:name", "domain-add", "domain-delete",
+                               "domain-feature-set:air-zone", "domain-feature-delete:air-zone"})
         if (event == e) return true;
     return false;
 }
@@ -30,17 +31,14 @@ Relays::Relays(asio::io_context& io, Registry& registry, EventHub& events, Lifec
         });
     });
     // A relay that starts finds its mapping there from the first moment.
-    lifecycle_.on_launch = [this](const Qube& qube, const QubesDb& db) {
-        auto wanted = mapping(model_, qube.name);
-        db.replace("/remote/", wanted);
-        published_[qube.name] = std::move(wanted);
-    };
+    lifecycle_.on_launch.push_back([this, alive = alive_](const Qube& qube, const QubesDb& db) {
+        if (!*alive) return;
+        auto zone_maps = zones(model_);
+        write(qube.name, db, {mapping(model_, qube.name), zone_maps[qube.name]});
+    });
 }
 
-Relays::~Relays() {
-    *alive_ = false;
-    lifecycle_.on_launch = nullptr;
-}
+Relays::~Relays() { *alive_ = false; }
 
 std::map<std::string, std::map<std::string, std::string>> Relays::mappings(const Model& model) {
     std::map<std::string, std::map<std::string, std::string>> out;
@@ -50,6 +48,17 @@ std::map<std::string, std::map<std::string, std::string>> Relays::mappings(const
         if (relay.empty()) continue;
         std::string remote = model.value_text(q, "remote_name");
         out[relay][q->name] = remote.empty() ? q->name : remote;
+    }
+    return out;
+}
+
+std::map<std::string, std::map<std::string, std::string>> Relays::zones(const Model& model) {
+    std::map<std::string, std::map<std::string, std::string>> out;
+    for (const Qube* q : model.qubes_by_name()) {
+        if (!q->is_remote()) continue;
+        std::string relay = model.value_text(q, "relayvm");
+        auto zone = q->features.find("air-zone");
+        if (!relay.empty() && zone != q->features.end()) out[relay][q->name] = zone->second;
     }
     return out;
 }
@@ -86,23 +95,27 @@ void Relays::retag() {
     }
 }
 
+void Relays::write(const std::string& relay, const QubesDb& db, Published wanted) {
+    db.replace("/remote/", wanted.remote);
+    db.replace("/air-zone/", wanted.zones);
+    published_[relay] = std::move(wanted);
+}
+
 // Written only where it changed: every qube added or removed (a disposable
 // too) comes here, and most of them change no relay's map.
 void Relays::publish_mappings(bool all_running) {
-    auto all = mappings(model_);  // relay -> its map
+    auto remote = mappings(model_);  // relay -> its map
+    auto zone_maps = zones(model_);
     for (auto it = published_.begin(); it != published_.end();)
         it = model_.find(it->first) && lifecycle_.qubesdb(it->first) ? std::next(it) : published_.erase(it);
     for (const Qube* q : model_.qubes_by_name()) {
-        auto wanted_it = all.find(q->name);
-        const std::map<std::string, std::string> none;
-        const auto& wanted = wanted_it == all.end() ? none : wanted_it->second;
+        Published wanted{remote[q->name], zone_maps[q->name]};
         auto known = published_.find(q->name);
-        if (!all_running && (known != published_.end() ? known->second == wanted : wanted.empty())) continue;
+        if (!all_running && (known != published_.end() ? known->second == wanted : wanted == Published{})) continue;
         auto db = lifecycle_.qubesdb(q->name);
         if (!db) continue;
         try {
-            db->replace("/remote/", wanted);
-            published_[q->name] = wanted;
+            write(q->name, *db, std::move(wanted));
         } catch (const std::exception& e) {
             registry_.log("QubesDB of " + q->name + ": " + e.what());
         }

@@ -5,6 +5,9 @@
 // name>. Unlike upstream the mapping is kept exact, not only added to: it is
 // rewritten when a RemoteVM's relayvm, remote_name or name changes, when one
 // is added or removed, when a relay is renamed, and at each start of a relay.
+// Qubes Air (docs/air.md): beside it, /air-zone/<local name> = the RemoteVM's
+// feature air-zone (for those that have it), kept current the same way and
+// when that feature is set or removed.
 #pragma once
 
 #include <asio.hpp>
@@ -13,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "admin/qubesdb.hpp"
 #include "admin/registry.hpp"
 
 namespace aerie::admin {
@@ -31,8 +35,16 @@ public:
     // /remote/ entries of `relay`: local name -> remote name; and of every relay.
     static std::map<std::string, std::string> mapping(const Model& model, const std::string& relay);
     static std::map<std::string, std::map<std::string, std::string>> mappings(const Model& model);
+    // /air-zone/ entries of every relay: local name -> zone.
+    static std::map<std::string, std::map<std::string, std::string>> zones(const Model& model);
 
 private:
+    // What one relay's QubesDB holds.
+    struct Published {
+        std::map<std::string, std::string> remote, zones;
+        bool operator==(const Published&) const = default;
+    };
+    void write(const std::string& relay, const QubesDb& db, Published wanted);
     void refresh(bool all_running);
     void retag();
     void publish_mappings(bool all_running);
@@ -42,8 +54,8 @@ private:
     Model& model_;
     Lifecycle& lifecycle_;
     bool queued_ = false;  // a sync is posted
-    // What each running qube's QubesDB holds under /remote/, as last written.
-    std::map<std::string, std::map<std::string, std::string>> published_;
+    // What each running qube's QubesDB holds, as last written.
+    std::map<std::string, Published> published_;
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -19,6 +19,7 @@
 #include "admin/model.hpp"
 #include "admin/server.hpp"
 #include "admin/store.hpp"
+#include "air/host_uplink.hpp"
 #include "cli_support.hpp"
 
 namespace fs = std::filesystem;
@@ -39,6 +40,7 @@ struct Options {
     std::string policy_socket = "/run/qubes/policy.sock";
     std::string meminfo = "/proc/meminfo";
     std::string bin_dir;  // default: this program's folder
+    std::string air_listen;  // ADDR:PORT where peer zones connect (Qubes Air)
 };
 
 std::string own_folder() {
@@ -104,6 +106,8 @@ int main(int argc, char** argv) {
                    "Where free memory is read for preloading disposables (MemAvailable)")
         ->capture_default_str();
     app.add_option("--bin-dir", options.bin_dir, "Aerie's programs (default: this program's folder)");
+    app.add_option("--air-listen", options.air_listen,
+                   "Qubes Air: accept peer zones' connections on ADDR:PORT (IPv6: [ADDR]:PORT)");
     if (int rc = aerie::tools::parse_args(app, argc, argv); rc >= 0) return rc;
 
     std::signal(SIGPIPE, SIG_IGN);
@@ -148,6 +152,10 @@ int main(int argc, char** argv) {
         disposables.recover();
         Relays relays(io, api.registry(), events, lifecycle);
         relays.sync();
+        aerie::air::HostUplink uplink(io, api.registry(), events, lifecycle,
+                                      {lifecycle_config.bin_dir, options.qrexec_socket_dir, lifecycle_config.log_dir,
+                                       options.air_listen});
+        uplink.sync();
 
         ApiServer server(io, options.socket, [&](const ApiRequest& r) { return api.handle(r); }, &events, 0660);
         ApiServer internal(io, options.internal_socket, [&](const ApiRequest& r) { return api.handle_internal(r); },
