@@ -200,7 +200,7 @@ void Serve::on_uplink() {
     serve_log("the host closed the uplink");
     uplink_state_.clear();
     loop_.remove(uplink_token_);
-    loop_.post([this, gone = std::shared_ptr<UplinkListener>(std::move(uplink_))] {});
+    loop_.post([gone = std::shared_ptr<UplinkListener>(std::move(uplink_))] {});  // its handler is running
     loop_.after(kUplinkRetry, [this] { register_uplink(); });
 }
 

@@ -11,8 +11,9 @@ code); the next calls reuse the connection, in either direction; refusals
 (a source not exported, not in the certificate, a wrong pinned certificate
 either way); 100 MiB each way with matching sha256 (MB/s printed); the peer
 killed mid-stream fails the call plainly and, once it is back, the next call
-works; nothing is left running.
-Run: python3 air_tls_test.py BUILD_DIR"""
+works; the same for the caller's own daemon, which the next call starts
+again; an SSH connection gets sshd -i; nothing is left running.
+Run: python3 air_tls_test.py BUILD_DIR [TEST...]   (AIR_TLS_MIB=N: N MiB instead of 100)"""
 
 import hashlib
 import os
@@ -28,7 +29,7 @@ import unittest
 
 BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
 RELAY = os.path.join(BUILD, "bin", "aerie-air-relay")
-BLOB_SIZE = 100 * 1024 * 1024
+BLOB_SIZE = int(os.environ.get("AIR_TLS_MIB", "100")) * 1024 * 1024  # more for a longer benchmark
 
 # Stand-in for qrexec-client-vm: "--source-qube=LOCAL TARGET SERVICE".
 STAND_IN = """#!/bin/sh
@@ -85,6 +86,12 @@ class FakeHost:
                     pass
                 s.close()
 
+    def set_listener(self, conn):
+        with self.lock:
+            old, self.listener = self.listener, conn
+        if old:
+            old.close()
+
     def serve_uplink(self):
         while not self.closing:
             try:
@@ -101,8 +108,7 @@ class FakeHost:
             return
         if words == ["listen"]:
             conn.sendall(b"ok\n")
-            with self.lock:
-                self.listener = conn  # a newer listener replaces the older
+            self.set_listener(conn)  # a newer listener replaces the older
             return
         if len(words) == 2 and words[0] == "connect" and words[1] in self.peers:
             with self.lock:
@@ -438,7 +444,7 @@ class AirTlsTest(unittest.TestCase):
             r = self.east.call("work", "west-vault+test.Null", stdin=blob, stdout=subprocess.DEVNULL)
             bare = mb / (time.perf_counter() - start)
         self.assertEqual(r.returncode, 0)
-        print(f"\n100 MiB caller->service {up:.0f} MB/s, service->caller {down:.0f} MB/s (sha256 matched); "
+        print(f"\n{BLOB_SIZE >> 20} MiB caller->service {up:.0f} MB/s, service->caller {down:.0f} MB/s (sha256 matched); "
               f"file->/dev/null {bare:.0f} MB/s", flush=True)
 
     def test_6_peer_killed_mid_stream_then_back(self):
@@ -461,7 +467,7 @@ class AirTlsTest(unittest.TestCase):
             stderr = p.stderr.read().decode()
         self.assertRegex(stderr, r"^aerie-air: (the connection to zone west was lost|zone west closed the connection).*\n$")
         # While west is down: a plain failure.
-        self.west.host.listener = None
+        self.west.host.set_listener(None)
         r = self.echo()
         self.assertEqual(r.returncode, 1)
         self.assertTrue(r.stderr.startswith(b"aerie-air: "), r.stderr)
@@ -470,6 +476,36 @@ class AirTlsTest(unittest.TestCase):
         r = self.echo()
         self.assertEqual(r.returncode, 7, r.stderr.decode() + self.log_tail(self.east))
         self.assertGreater(self.east.host.connects, before)
+
+    def test_7_own_daemon_killed_then_started_again(self):
+        self.echo()
+        [daemon] = self.east.serve_pids()
+        p = subprocess.Popen([RELAY, "tls-proxy", "west-vault+test.Blob"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=self.east.env(QREXEC_REMOTE_DOMAIN="work"))
+        self.assertEqual(len(p.stdout.read(1 << 20)), 1 << 20)
+        os.kill(daemon, signal.SIGKILL)
+        p.stdout.read()
+        self.assertEqual(p.wait(timeout=10), 1)
+        p.stdout.close()
+        with p.stderr:
+            self.assertEqual(p.stderr.read(), b"aerie-air: the relay's serve daemon went away\n")
+        # The next call starts a new daemon (the old socket is stale).
+        r = self.echo()
+        self.assertEqual(r.returncode, 7, r.stderr)
+        self.assertNotIn(daemon, self.east.serve_pids())
+        self.assertEqual(len(self.east.serve_pids()), 1)
+
+    def test_8_an_ssh_connection_gets_sshd(self):
+        ssh = os.path.join(self.west.home, "ssh")
+        os.makedirs(ssh, exist_ok=True)
+        key = os.path.join(ssh, "host_ed25519")
+        if not os.path.exists(key):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+        self.west.write("ssh/sshd_config", f"HostKey {key}\nUsePAM no\nStrictModes no\nPidFile none\n")
+        with socket.create_connection(("127.0.0.1", self.west.host.port), timeout=10) as tcp:
+            tcp.sendall(b"aerie-air/1 east ssh\n")
+            banner = tcp.makefile("rb").readline()
+        self.assertTrue(banner.startswith(b"SSH-2.0-"), banner)
 
 
 if __name__ == "__main__":
