@@ -77,10 +77,9 @@ SslCtxPtr make_tls_context(const fs::path& home, bool server) {
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
     // Writes may go out in part and be retried from a buffer that moved.
     SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    // A few records per system call. Not more: OpenSSL moves what is left in
-    // its buffer to the front at every record (payload alignment).
-    SSL_CTX_set_read_ahead(c, 1);
-    SSL_CTX_set_default_read_buffer_len(c, 64 * 1024);
+    // No read-ahead: the wire BIO (tls_wire.hpp) buffers, and OpenSSL would
+    // move what is left in its own buffer to the front at every record.
+    SSL_CTX_set_read_ahead(c, 0);
     fs::path key = home / "tls" / "key.pem", cert = home / "tls" / "cert.pem";
     if (SSL_CTX_use_certificate_file(c, cert.c_str(), SSL_FILETYPE_PEM) != 1)
         throw AirError("this relay's certificate " + cert.string() + ": " + tls_error_text("unreadable"));
@@ -92,9 +91,13 @@ SslCtxPtr make_tls_context(const fs::path& home, bool server) {
     return ctx;
 }
 
-SslPtr make_tls_connection(SSL_CTX* ctx, int fd, bool server, const std::string* pinned_der) {
+SslPtr make_tls_connection(SSL_CTX* ctx, BIO* bio, bool server, const std::string* pinned_der) {
     SslPtr ssl(SSL_new(ctx));
-    if (!ssl || SSL_set_fd(ssl.get(), fd) != 1) throw AirError("TLS: " + tls_error_text("no connection"));
+    if (!ssl || !bio) {
+        BIO_free(bio);
+        throw AirError("TLS: " + tls_error_text("no connection"));
+    }
+    SSL_set_bio(ssl.get(), bio, bio);
     SSL_set_ex_data(ssl.get(), pin_index(), const_cast<std::string*>(pinned_der));
     if (server)
         SSL_set_accept_state(ssl.get());

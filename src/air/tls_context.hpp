@@ -25,9 +25,9 @@ using SslPtr = std::unique_ptr<SSL, SslFree>;
 // either side of a handshake. Throws AirError naming what is missing.
 SslCtxPtr make_tls_context(const std::filesystem::path& home, bool server);
 
-// A connection on `fd` that accepts only a peer presenting `pinned_der`.
-// `pinned_der` must outlive the SSL object. Throws AirError.
-SslPtr make_tls_connection(SSL_CTX* ctx, int fd, bool server, const std::string* pinned_der);
+// A connection over `bio` (taken over) that accepts only a peer presenting
+// `pinned_der`, which must outlive the SSL object. Throws AirError.
+SslPtr make_tls_connection(SSL_CTX* ctx, BIO* bio, bool server, const std::string* pinned_der);
 
 // Whether the handshake failed on the pin (the peer's certificate was not
 // the pinned one), so the caller can say so plainly.

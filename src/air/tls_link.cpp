@@ -131,7 +131,8 @@ void TlsLink::attach(qrexec::UniqueFd sock) {
     try {
         pinned_der_ = read_cert_der(home_ / "peers" / zone_ / "cert.pem");
         ctx_ = make_tls_context(home_, server);
-        ssl_ = make_tls_connection(ctx_.get(), sock_.get(), server, &pinned_der_);
+        wire_.fd = sock_.get();
+        ssl_ = make_tls_connection(ctx_.get(), make_wire_bio(&wire_), server, &pinned_der_);
     } catch (const AirError& e) {
         return fail(e.what());
     }
@@ -152,20 +153,20 @@ void TlsLink::on_socket(uint32_t) {
 void TlsLink::handshake() {
     ERR_clear_error();
     int r = SSL_do_handshake(ssl_.get());
-    if (r != 1) {
-        int err = SSL_get_error(ssl_.get(), r);
-        if (err == SSL_ERROR_WANT_READ) return loop_.modify(sock_token_, EPOLLIN);
-        if (err == SSL_ERROR_WANT_WRITE) return loop_.modify(sock_token_, EPOLLIN | EPOLLOUT);
+    int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_.get(), r);
+    // Whatever the handshake wrote waits in the wire buffer.
+    if (!wire_.send_out()) return fail("the TLS handshake with zone " + zone_ + " failed: " + io_failure(""));
+    uint32_t events = wire_.out.empty() ? EPOLLIN : EPOLLIN | EPOLLOUT;
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return loop_.modify(sock_token_, events);
+    if (err != SSL_ERROR_NONE) {
         if (tls_pin_refused(ssl_.get())) {
             ERR_clear_error();
             return fail("zone " + zone_ + " presented a certificate other than the one pinned for it");
         }
-        std::string why = err == SSL_ERROR_SYSCALL && errno ? std::strerror(errno) : "the connection closed";
-        return fail("the TLS handshake with zone " + zone_ + " failed: " + tls_error_text(why));
+        return fail("the TLS handshake with zone " + zone_ + " failed: " + io_failure("the connection closed"));
     }
     loop_.cancel(handshake_timer_);
     state_ = State::Ready;
-    loop_.modify(sock_token_, EPOLLIN);
     std::vector<std::string> certified;
     if (X509* peer = SSL_get0_peer_certificate(ssl_.get())) certified = cert_names(peer);
     for (auto& name : read_names(home_ / "peers" / zone_ / "names"))
@@ -178,8 +179,12 @@ void TlsLink::handshake() {
     flush();
 }
 
+std::string TlsLink::io_failure(const std::string& fallback) {
+    std::string why = wire_.error ? std::strerror(wire_.error) : wire_.eof ? "closed by the other end" : fallback;
+    return tls_error_text(why);
+}
+
 void TlsLink::read_tls() {
-    read_wants_write_ = false;
     size_t budget = 0;
     while (state_ == State::Ready) {
         size_t have = 0;
@@ -194,13 +199,11 @@ void TlsLink::read_tls() {
             }
             int err = SSL_get_error(ssl_.get(), 0);
             if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
-                read_wants_write_ = err == SSL_ERROR_WANT_WRITE;  // flush() watches for it
-                drained = true;
+                drained = true;  // (WANT_WRITE: the wire buffer is full; flush() sends it)
             } else if (err == SSL_ERROR_ZERO_RETURN) {
                 lost = "zone " + zone_ + " closed the connection";
             } else {
-                std::string why = err == SSL_ERROR_SYSCALL && errno ? std::strerror(errno) : "closed by the other end";
-                why = tls_error_text(why);
+                std::string why = io_failure("closed by the other end");
                 if (why.find("alert") != std::string::npos)  // e.g. it refused our certificate
                     lost = "zone " + zone_ + " refused the connection: " + why;
                 else
@@ -217,8 +220,9 @@ void TlsLink::read_tls() {
         if (drained) return;
         budget += have;
         if (budget >= kReadBudget) {
-            // What OpenSSL holds already will not wake epoll: come back for it.
-            if (SSL_has_pending(ssl_.get()))
+            // What OpenSSL or the wire buffer hold already will not wake
+            // epoll: come back for it.
+            if (SSL_has_pending(ssl_.get()) || !wire_.in.empty())
                 loop_.post([this, alive = std::weak_ptr<int>(alive_)] {
                     if (alive.lock() && state_ == State::Ready) {
                         read_tls();
@@ -232,24 +236,30 @@ void TlsLink::read_tls() {
 
 void TlsLink::flush() {
     if (state_ != State::Ready) return;
-    bool blocked = false;
-    while (!out_.empty()) {
-        size_t wrote = 0;
-        ERR_clear_error();
-        if (SSL_write_ex(ssl_.get(), out_.data(), out_.size(), &wrote) == 1) {
-            out_.consume(wrote);
-            continue;
+    for (;;) {
+        bool stuck = false;  // OpenSSL wants to read first
+        while (!out_.empty()) {
+            size_t wrote = 0;
+            ERR_clear_error();
+            if (SSL_write_ex(ssl_.get(), out_.data(), out_.size(), &wrote) == 1) {
+                out_.consume(wrote);
+                continue;
+            }
+            int err = SSL_get_error(ssl_.get(), 0);
+            if (err == SSL_ERROR_WANT_WRITE) break;  // the wire buffer is full
+            if (err == SSL_ERROR_WANT_READ) {
+                stuck = true;
+                break;
+            }
+            return fail("the connection to zone " + zone_ + " was lost: " + io_failure("closed by the other end"));
         }
-        int err = SSL_get_error(ssl_.get(), 0);
-        if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
-            blocked = err == SSL_ERROR_WANT_WRITE;
-            break;
-        }
-        std::string why = err == SSL_ERROR_SYSCALL && errno ? std::strerror(errno) : "closed by the other end";
-        return fail("the connection to zone " + zone_ + " was lost: " + tls_error_text(why));
+        if (!wire_.send_out())
+            return fail("the connection to zone " + zone_ + " was lost: " + io_failure("closed by the other end"));
+        if (out_.empty() || !wire_.out.empty() || stuck) break;  // done, or the socket is full
     }
-    loop_.modify(sock_token_, blocked || read_wants_write_ ? EPOLLIN | EPOLLOUT : EPOLLIN);
-    bool full = out_.size() > (out_full_ ? kOutLow : kOutHigh);
+    loop_.modify(sock_token_, wire_.out.empty() ? EPOLLIN : EPOLLIN | EPOLLOUT);
+    size_t unsent = out_.size() + wire_.out.size();
+    bool full = unsent > (out_full_ ? kOutLow : kOutHigh);
     if (full != out_full_) {
         out_full_ = full;
         update_all_inputs();

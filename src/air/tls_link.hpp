@@ -21,6 +21,7 @@
 #include "air/mux.hpp"
 #include "air/tls_context.hpp"
 #include "air/tls_loop.hpp"
+#include "air/tls_wire.hpp"
 #include "qrexec/byte_buffer.hpp"
 #include "qrexec/unique_fd.hpp"
 
@@ -87,6 +88,7 @@ private:
     void handshake();
     void read_tls();
     void flush();
+    std::string io_failure(const std::string& fallback);
     void on_frame(const mux::Event& e);
     void on_open_frame(uint32_t id, const mux::OpenRequest& open);
     void on_data(Stream& s, std::string_view bytes);
@@ -118,6 +120,7 @@ private:
     qrexec::UniqueFd sock_;
     EventLoop::Token sock_token_ = 0;
     EventLoop::Token handshake_timer_ = 0;
+    TlsWire wire_;  // outlives ssl_, whose BIO uses it
     SslCtxPtr ctx_;
     SslPtr ssl_;
     std::string pinned_der_;
@@ -125,7 +128,6 @@ private:
 
     qrexec::ByteBuffer out_;        // frames not yet taken by TLS
     bool out_full_ = false;         // above the high mark: local inputs paused
-    bool read_wants_write_ = false; // OpenSSL must write before it reads on
     std::unique_ptr<char[]> in_;    // decrypted bytes, fed to the decoder
     mux::Decoder decoder_;
     uint32_t next_id_;
