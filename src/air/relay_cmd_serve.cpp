@@ -9,7 +9,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "air/fd_message.hpp"
 #include "air/layout.hpp"
@@ -21,6 +24,17 @@ namespace aerie::air {
 namespace {
 
 namespace fs = std::filesystem;
+
+// A daemon started by tls-proxy inherits the first caller's qrexec
+// environment; what it runs must not.
+void forget_the_starting_call() {
+    std::vector<std::string> names;
+    for (char** e = environ; *e; ++e) {
+        std::string_view kv(*e);
+        if (kv.starts_with("QREXEC_")) names.emplace_back(kv.substr(0, kv.find('=')));
+    }
+    for (const auto& name : names) ::unsetenv(name.c_str());
+}
 
 // Forks; the parent returns false, the child (in a new session, stdio on
 // the log) true.
@@ -60,6 +74,7 @@ int serve(const std::vector<std::string>& args) {
         serve_log("a serve daemon runs already");
         return 0;
     }
+    forget_the_starting_call();
     ::signal(SIGPIPE, SIG_IGN);  // a reader gone shows as EPIPE
     EventLoop loop;
     Serve daemon_state(loop, ServeOptions{home, uplink_socket(), qubesdb_dir()});

@@ -38,6 +38,7 @@ case "$3" in
   test.Sha256) openssl dgst -sha256 -r | cut -c1-64 ;;
   test.Blob) exec cat "$AIR_TEST_BLOB" ;;
   test.Null) exec cat > /dev/null ;;
+  test.Env) echo "${QREXEC_REMOTE_DOMAIN:-unset}" ;;
   test.Slow) sleep 0.5; printf 'slow done\\n' ;;
   *) echo "no such service $3" >&2; exit 126 ;;
 esac
@@ -346,6 +347,10 @@ class AirTlsTest(unittest.TestCase):
         r = self.west.call("vault", "east-work+test.Echo+back", stdin=b"hi")
         self.assertEqual(r.returncode, 7, r.stderr)
         self.assertEqual(r.stdout, b"args: --source-qube=west-vault work test.Echo+back\nhi")
+        # east's daemon, started by a call from work, does not pass that call's
+        # environment on
+        r = self.west.call("vault", "east-work+test.Env")
+        self.assertEqual((r.returncode, r.stdout), (0, b"unset\n"))
         self.assertEqual(self.west.host.connects, 0)
         self.assertEqual(self.east.host.connects, before)
         # Concurrent calls, one slow, share it.
