@@ -79,8 +79,14 @@ int serve(const std::vector<std::string>& args) {
     EventLoop loop;
     Serve daemon_state(loop, ServeOptions{home, uplink_socket(), qubesdb_dir()});
     daemon_state.start();
-    loop.run();
-    return 0;
+    for (;;) {
+        try {
+            loop.run();
+            return 0;
+        } catch (const std::exception& e) {  // one event's failure; the links go on
+            serve_log(std::string("unexpected: ") + e.what());
+        }
+    }
 }
 
 const RelayCommandRegistration registration("serve", "[--daemon]", serve);
