@@ -47,6 +47,11 @@ void encode_header(std::string& out, FrameType type, uint32_t stream, uint32_t l
     out.append(h, kHeaderSize);
 }
 
+void encode_ping(std::string& out) {
+    char h[kHeaderSize] = {static_cast<char>(FrameType::Ping), 0, 0, 0, 0, 0, 0, 0, 0};
+    out.append(h, kHeaderSize);
+}
+
 void encode_open(std::string& out, uint32_t stream, const OpenRequest& open) {
     check_open_field(open.source, "source");
     check_open_field(open.target, "target");
@@ -99,8 +104,12 @@ void Decoder::check_header() {
     uint8_t type = static_cast<uint8_t>(header_[0]);
     stream_ = get_u32(header_ + 1);
     remaining_ = get_u32(header_ + 5);
-    if (type < 1 || type > 6) throw MuxError(fmt::format("unknown frame type {}", type));
+    if (type < 1 || type > 7) throw MuxError(fmt::format("unknown frame type {}", type));
     type_ = static_cast<FrameType>(type);
+    if (type_ == FrameType::Ping) {
+        if (stream_ != 0 || remaining_ != 0) throw MuxError("PING not on stream 0 or with a payload");
+        return;
+    }
     if (stream_ == 0) throw MuxError("frame for stream 0");
     if (remaining_ > kMaxPayload) throw MuxError(fmt::format("frame payload of {} bytes", remaining_));
     switch (type_) {
@@ -109,6 +118,8 @@ void Decoder::check_header() {
             break;
         case FrameType::Eof:
             if (remaining_ != 0) throw MuxError("EOF with a payload");
+            break;
+        case FrameType::Ping:
             break;
         case FrameType::Exit:
         case FrameType::Window:
@@ -138,6 +149,7 @@ Event Decoder::control_event(OpenRequest& storage) {
             break;
         case FrameType::Eof:
         case FrameType::Data:
+        case FrameType::Ping:
             break;
     }
     return e;

@@ -14,7 +14,9 @@
 
 namespace aerie::air::mux {
 
-enum class FrameType : uint8_t { Open = 1, Data = 2, Eof = 3, Exit = 4, Reset = 5, Window = 6 };
+// Ping (stream 0, no payload) is the link's heartbeat: a side that hears
+// nothing for a while takes the link for dead (a cut cable sends no RST).
+enum class FrameType : uint8_t { Open = 1, Data = 2, Eof = 3, Exit = 4, Reset = 5, Window = 6, Ping = 7 };
 
 inline constexpr size_t kHeaderSize = 9;
 inline constexpr uint32_t kMaxPayload = 65536;
@@ -43,6 +45,7 @@ void encode_eof(std::string& out, uint32_t stream);
 void encode_exit(std::string& out, uint32_t stream, uint32_t code);
 void encode_reset(std::string& out, uint32_t stream, std::string_view reason);  // cut to kMaxResetReason
 void encode_window(std::string& out, uint32_t stream, uint32_t bytes);
+void encode_ping(std::string& out);
 
 // What the decoder hands on. For Data, `bytes` is one piece of a DATA frame's
 // payload (a frame may come in several pieces); for the other types the

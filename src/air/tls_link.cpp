@@ -30,6 +30,10 @@ constexpr size_t kWindowUpdate = 256 * 1024;     // credit the peer in steps of 
 constexpr uint64_t kMaxWindow = uint64_t(1) << 30;
 constexpr size_t kMaxPeerStreams = 256;          // calls from the peer at once
 constexpr auto kHandshakeTimeout = std::chrono::seconds(15);
+// Each side pings every kPingEvery; a link silent for kSilence is dead (a cut
+// link sends nothing, and TCP alone would wait minutes).
+constexpr auto kPingEvery = std::chrono::milliseconds(2000);
+constexpr auto kSilence = std::chrono::seconds(8);
 
 void set_nonblocking(int fd) {
     int flags = ::fcntl(fd, F_GETFL);
@@ -119,6 +123,7 @@ TlsLink::~TlsLink() {
     streams_.clear();
     loop_.remove(sock_token_);
     loop_.cancel(handshake_timer_);
+    loop_.cancel(heartbeat_timer_);
 }
 
 void TlsLink::attach(qrexec::UniqueFd sock) {
@@ -167,6 +172,8 @@ void TlsLink::handshake() {
     }
     loop_.cancel(handshake_timer_);
     state_ = State::Ready;
+    last_heard_ = std::chrono::steady_clock::now();
+    heartbeat_timer_ = loop_.after(kPingEvery, [this] { heartbeat(); });
     std::vector<std::string> certified;
     if (X509* peer = SSL_get0_peer_certificate(ssl_.get())) certified = cert_names(peer);
     for (auto& name : read_names(home_ / "peers" / zone_ / "names"))
@@ -195,6 +202,7 @@ void TlsLink::read_tls() {
             ERR_clear_error();
             if (SSL_read_ex(ssl_.get(), in_.get() + have, kInBuffer - have, &got) == 1) {
                 have += got;
+                last_heard_ = std::chrono::steady_clock::now();
                 continue;
             }
             int err = SSL_get_error(ssl_.get(), 0);
@@ -232,6 +240,19 @@ void TlsLink::read_tls() {
             return;
         }
     }
+}
+
+void TlsLink::heartbeat() {
+    heartbeat_timer_ = 0;
+    if (state_ != State::Ready) return;
+    if (std::chrono::steady_clock::now() - last_heard_ > kSilence)
+        return fail("the connection to zone " + zone_ + " was lost: nothing heard for " +
+                    std::to_string(std::chrono::seconds(kSilence).count()) + " seconds");
+    std::string ping;
+    encode_ping(ping);
+    send_control(ping);
+    flush();
+    if (state_ == State::Ready) heartbeat_timer_ = loop_.after(kPingEvery, [this] { heartbeat(); });
 }
 
 void TlsLink::flush() {
@@ -279,7 +300,7 @@ TlsLink::Stream* TlsLink::find(uint32_t id) {
 }
 
 void TlsLink::on_frame(const Event& e) {
-    if (state_ != State::Ready) return;
+    if (state_ != State::Ready || e.type == FrameType::Ping) return;
     if (e.type == FrameType::Open) return on_open_frame(e.stream, *e.open);
     Stream* s = find(e.stream);
     if (!s) return;  // a stream that ended here already: what was in flight is dropped
@@ -312,6 +333,7 @@ void TlsLink::on_frame(const Event& e) {
             if (s->local_exit) on_input(*s);  // its process ended: no readiness may come
             break;
         case FrameType::Open:
+        case FrameType::Ping:
             break;
     }
 }
@@ -535,6 +557,8 @@ void TlsLink::fail(const std::string& reason) {
     if (state_ == State::Closed) return;
     state_ = State::Closed;
     loop_.cancel(handshake_timer_);
+    loop_.cancel(heartbeat_timer_);
+    heartbeat_timer_ = 0;
     loop_.remove(sock_token_);
     sock_token_ = 0;
     while (!streams_.empty()) {

@@ -8,6 +8,7 @@
 // refused link fails every stream on it with the reason.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -88,6 +89,7 @@ private:
     void handshake();
     void read_tls();
     void flush();
+    void heartbeat();
     std::string io_failure(const std::string& fallback);
     void on_frame(const mux::Event& e);
     void on_open_frame(uint32_t id, const mux::OpenRequest& open);
@@ -120,6 +122,8 @@ private:
     qrexec::UniqueFd sock_;
     EventLoop::Token sock_token_ = 0;
     EventLoop::Token handshake_timer_ = 0;
+    EventLoop::Token heartbeat_timer_ = 0;
+    std::chrono::steady_clock::time_point last_heard_;  // the peer's last bytes
     TlsWire wire_;  // outlives ssl_, whose BIO uses it
     SslCtxPtr ctx_;
     SslPtr ssl_;

@@ -112,10 +112,24 @@ TEST(AirMux, DataComesInThePiecesItArrivedIn) {
 
 TEST(AirMux, RefusesUnknownTypesStreamZeroAndOversizePayloads) {
     EXPECT_EQ(refusal(header(0, 1, 0)), "unknown frame type 0");
-    EXPECT_EQ(refusal(header(7, 1, 0)), "unknown frame type 7");
+    EXPECT_EQ(refusal(header(8, 1, 0)), "unknown frame type 8");
     EXPECT_EQ(refusal(header(2, 0, 0)), "frame for stream 0");
     EXPECT_EQ(refusal(header(2, 1, 65537)), "frame payload of 65537 bytes");
     EXPECT_EQ(refusal(header(2, 1, 65536) + std::string(65536, 'a')), "(accepted)");
+}
+
+TEST(AirMux, PingIsStreamZeroWithoutPayload) {
+    std::string wire;
+    encode_ping(wire);
+    EXPECT_EQ(wire, header(7, 0, 0));
+    encode_eof(wire, 3);
+    auto seen = decode(wire, 1);
+    ASSERT_EQ(seen.size(), 2u);
+    EXPECT_EQ(seen[0].type, FrameType::Ping);
+    EXPECT_EQ(seen[0].stream, 0u);
+    EXPECT_EQ(seen[1].type, FrameType::Eof);
+    EXPECT_EQ(refusal(header(7, 1, 0)), "PING not on stream 0 or with a payload");
+    EXPECT_EQ(refusal(header(7, 0, 1) + "x"), "PING not on stream 0 or with a payload");
 }
 
 TEST(AirMux, RefusesWrongSizesOfFixedFrames) {
