@@ -37,10 +37,10 @@ void check_qube_name(std::string_view what, std::string_view name) {
 
 // What qrexec-client-vm takes as a target here: a qube name, @default,
 // @dispvm or @dispvm:NAME.
-void check_target(std::string_view target) {
+void check_target(std::string_view target, std::string_view what = "target") {
     if (target == "@default" || target == "@dispvm") return;
-    if (target.starts_with("@dispvm:")) return check_qube_name("target", target.substr(8));
-    check_qube_name("target", target);
+    if (target.starts_with("@dispvm:")) return check_qube_name(what, target.substr(8));
+    check_qube_name(what, target);
 }
 
 // A QubesDB value (one file); nullopt when there is none. At most one
@@ -68,7 +68,9 @@ OutgoingCall resolve_outgoing(std::string_view argument, const fs::path& qubesdb
     auto zone = read_value(qubesdb / "air-zone" / call.local_name);
     if (!zone || zone->empty()) throw AirError(call.local_name + " has no zone");
     if (!invalid_zone_name(*zone).empty()) throw AirError(call.local_name + ": its zone is not a zone name");
-    check_qube_name(call.local_name + ": its remote name", *remote);
+    // A remote name may be a target token too: @dispvm:TPL is a new
+    // disposable on the other host for every call.
+    check_target(*remote, call.local_name + ": its remote name");
     call.zone = *zone;
     call.remote_name = *remote;
     return call;

@@ -67,6 +67,17 @@ TEST_F(RelayNames, ResolvesAnOutgoingCall) {
     EXPECT_EQ(resolve_outgoing("home-work+test.Echo", db).zone, "home");
 }
 
+TEST_F(RelayNames, ARemoteNameMayBeADisposable) {
+    remote("office-disp", "@dispvm:office-dvm", "office");
+    EXPECT_EQ(resolve_outgoing("office-disp+test.Echo", db).remote_name, "@dispvm:office-dvm");
+    remote("office-anydisp", "@dispvm", "office");
+    EXPECT_EQ(resolve_outgoing("office-anydisp+test.Echo", db).remote_name, "@dispvm");
+    remote("office-bad", "@anyvm", "office");
+    EXPECT_EQ(outgoing_refusal("office-bad+test.Echo"), "office-bad: its remote name: not a qube name");
+    remote("office-bad2", "@dispvm:../x", "office");
+    EXPECT_EQ(outgoing_refusal("office-bad2+test.Echo"), "office-bad2: its remote name: not a qube name");
+}
+
 TEST_F(RelayNames, RefusesBadOutgoingCalls) {
     EXPECT_EQ(outgoing_refusal("office-vault"), "the argument is not LOCAL+SERVICE");
     EXPECT_EQ(outgoing_refusal("office-vault+"), "no service name");
