@@ -95,6 +95,7 @@ void Lifecycle::publish(const Qube& qube, const std::string& event,
 }
 
 void Lifecycle::start(Qube& qube, Done done) {
+    if (qube.is_remote() && remote_lifecycle && remote_lifecycle(qube, "admin.vm.Start", done)) return;
     if (qube.is_admin() || qube.is_remote())
         return done(qubes_error("QubesException", qube.klass + " '" + qube.name + "' cannot be started"));
     if (!qube.is_halted()) return done(std::nullopt);  // as Qubes: starting a running qube is no error
@@ -377,6 +378,8 @@ void Lifecycle::finish_stop(const std::string& name, bool crashed) {
 }
 
 void Lifecycle::shutdown(Qube& qube, bool wait, bool force, Done done) {
+    std::string flags = force && wait ? "+force+wait" : force ? "+force" : wait ? "+wait" : "";
+    if (qube.is_remote() && remote_lifecycle && remote_lifecycle(qube, "admin.vm.Shutdown" + flags, done)) return;
     auto it = running_.find(qube.name);
     if (qube.is_halted() || it == running_.end())
         return done(qubes_error("QubesVMNotStartedError", "Domain is powered off: '" + qube.name + "'"));
@@ -405,6 +408,7 @@ void Lifecycle::shutdown(Qube& qube, bool wait, bool force, Done done) {
 }
 
 void Lifecycle::kill(Qube& qube, Done done) {
+    if (qube.is_remote() && remote_lifecycle && remote_lifecycle(qube, "admin.vm.Kill", done)) return;
     auto it = running_.find(qube.name);
     if (qube.is_halted() || it == running_.end()) return done(not_running(qube));
     it->second->stopping = true;

@@ -64,6 +64,11 @@ public:
     // runs: what it must find there from its first moment. Each part of the
     // daemon that needs it adds its own hook (relays, the Air uplink).
     std::vector<std::function<void(const Qube&, const QubesDb&)>> on_launch;
+    // Start, shutdown and kill of a RemoteVM: Qubes' errors, unless this hook
+    // takes the call (returns true, having taken `done`): a paired RemoteVM's
+    // lifecycle is the remote qube's (src/air/remote_admin.*). `method` is
+    // the Admin API call with its argument ("admin.vm.Shutdown+force").
+    std::function<bool(Qube&, const std::string& method, Done& done)> remote_lifecycle;
 
 private:
     struct Running;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 
 #include <climits>
@@ -20,7 +21,9 @@
 #include "admin/server.hpp"
 #include "admin/store.hpp"
 #include "air/host_uplink.hpp"
+#include "air/remote_admin.hpp"
 #include "cli_support.hpp"
+#include "qrexec/service_config.hpp"
 
 namespace fs = std::filesystem;
 using namespace aerie::admin;
@@ -111,6 +114,10 @@ int main(int argc, char** argv) {
     if (int rc = aerie::tools::parse_args(app, argc, argv); rc >= 0) return rc;
 
     std::signal(SIGPIPE, SIG_IGN);
+    // The qrexec daemons (our children) find the published admin.* services
+    // as dom0's, before the usual folders.
+    if (!options.rpc_dir.empty() && !std::getenv("QREXEC_SERVICE_PATH"))
+        ::setenv("QREXEC_SERVICE_PATH", (options.rpc_dir + ":" + aerie::qrexec::kDefaultServicePath).c_str(), 1);
     try {
         fs::create_directories(options.state_dir);
         ::chmod(options.state_dir.c_str(), 0700);
@@ -156,6 +163,8 @@ int main(int argc, char** argv) {
                                       {lifecycle_config.bin_dir, options.qrexec_socket_dir, lifecycle_config.log_dir,
                                        options.air_listen});
         uplink.sync();
+        aerie::air::RemoteAdmin remote_admin(io, api.registry(), lifecycle, {lifecycle_config.bin_dir, options.qrexec_socket_dir});
+        remote_admin.start();
 
         ApiServer server(io, options.socket, [&](const ApiRequest& r) { return api.handle(r); }, &events, 0660);
         ApiServer internal(io, options.internal_socket, [&](const ApiRequest& r) { return api.handle_internal(r); },

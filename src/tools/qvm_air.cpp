@@ -1,10 +1,12 @@
 // qvm-air: pairs this host with another zone (Qubes Air) so that remote qubes
 // need no aliasing by hand.
 //
-//   qvm-air export --zone NAME --relay RELAY --address ADDR [--transport RPC] QUBE...
+//   qvm-air export --zone NAME --relay RELAY --address ADDR [--transport RPC] [--admin] QUBE...
 //       prints this zone's description (JSON) with the qubes it exports and
 //       the relay's keys: the relay (started if need be) makes them, or
-//       keeps those it has (`aerie-air-relay keys init`, `keys show`)
+//       keeps those it has (`aerie-air-relay keys init`, `keys show`);
+//       --admin exports dom0 too (the other side's <zone>-dom0: the source
+//       of this host's remote lifecycle calls, which that side's policy decides)
 //   qvm-air pair --relay RELAY [--prefix P | --name REMOTE=LOCAL...] ZONE_FILE
 //       registers every qube the other zone exports as a RemoteVM here:
 //       relayvm RELAY, transport_rpc and remote_name from the file, named
@@ -325,12 +327,16 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
     std::string zone, address, transport = std::string(air::kTlsService), relay, prefix, file;
     std::vector<std::string> names, renames;
+    bool admin_too = false;
     auto* exp = app.add_subcommand("export", "print this zone's description with the qubes it exports");
     exp->add_option("--zone", zone, "this zone's name")->required();
     exp->add_option("--relay", relay, "the local qube that carries calls from that zone (its keys are exported)")
         ->required();
     exp->add_option("--address", address, "where this zone's relay is reached")->required();
     exp->add_option("--transport", transport, "the relay's qrexec service that carries calls")->capture_default_str();
+    exp->add_flag("--admin", admin_too,
+                  "also export this host's dom0, which the other zone's policy may then let make Admin API calls "
+                  "about its qubes (their power state and lifecycle here)");
     exp->add_option("qubes", names, "the qubes to export")->required();
     auto* pair = app.add_subcommand("pair", "register the qubes of another zone as RemoteVMs");
     pair->add_option("--relay", relay, "the local qube that carries calls to that zone")->required();
@@ -352,7 +358,10 @@ int main(int argc, char** argv) {
     }
     admin::AdminClient client;
     try {
-        if (exp->parsed()) return do_export(client, zone, relay, address, transport, names);
+        if (exp->parsed()) {
+            if (admin_too && std::find(names.begin(), names.end(), "dom0") == names.end()) names.push_back("dom0");
+            return do_export(client, zone, relay, address, transport, names);
+        }
         if (pair->parsed()) return do_pair(client, relay, prefix, prefix_opt->count() > 0, renames, file);
         if (unpair->parsed()) return do_unpair(client, unpair_zone);
         return do_list(client);
