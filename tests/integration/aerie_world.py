@@ -227,6 +227,7 @@ class World:
         self.policy_daemon = None
         self.bin_dir = None
         self.daemon_args = []  # more options for aeried
+        self.netns = None      # a network namespace (ip netns) to run aeried in: another "host"
         self.env = dict(os.environ, QUBESD_SOCKET=self.socket, QREXEC_SOCKET_DIR=self.qrexec_dir)
         self.env.pop("VCHAN_SOCKET_DIR", None)
         self.env.pop("VCHAN_DOMAIN", None)
@@ -242,6 +243,9 @@ class World:
         if self.bin_dir:
             argv += ["--bin-dir", self.bin_dir]
         argv += self.daemon_args
+        if self.netns:
+            # Only the network namespace: `ip netns exec` would also remount /sys (and lose the cgroups).
+            argv = ["nsenter", "--net=/run/netns/" + self.netns] + argv
         with open(self.log_path, "ab") as log:
             self.daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         OWN_CHILDREN.add(self.daemon.pid)
@@ -440,6 +444,42 @@ class World:
                 return left
             time.sleep(0.05)
 
+    def finish(self, events=None):
+        """Every qube shut down, the daemons stopped, and nothing may be
+        left: the problems found (none: []); cleans up in any case."""
+        return self.stop_everything(events) + self.verify_clean()
+
+    def stop_everything(self, events=None):
+        """Every qube shut down and the daemons stopped: the problems found."""
+        problems = []
+        try:
+            if self.daemon is not None and self.daemon.poll() is None:
+                r = self.tool("qvm-shutdown", "--all", "--wait", check=False, timeout=120)
+                if r.returncode != 0:
+                    problems.append("qvm-shutdown --all --wait: exit %d: %s" % (r.returncode, r.stderr.strip()))
+            if events:
+                events.close()
+        finally:
+            self.stop_daemon()
+            self.stop_policy_daemon()
+        return problems
+
+    def verify_clean(self):
+        """Nothing may be left once stopped (worlds sharing the machine: all
+        stopped first): the problems found; cleans up in any case."""
+        problems = []
+        try:
+            left = self.wait_clean()
+            if left:
+                problems.append("left behind %.0f s after every qube halted and the daemons stopped: %s" % (
+                    GRACE, json.dumps(left, indent=1)))
+        finally:
+            self.force_clean()
+        after = {k: v for k, v in self.leftovers().items() if v}
+        if after:
+            problems.append("cannot clean up: %s" % json.dumps(after, indent=1))
+        return problems
+
     def force_clean(self):
         """Whatever is left goes: processes, mounts, cgroups."""
         for _ in range(3):
@@ -490,28 +530,7 @@ class WorldTest(unittest.TestCase):
         self.events = Events(self.w.socket)
 
     def tearDown(self):
-        w = self.w
-        problems = []
-        try:
-            if w.daemon is not None and w.daemon.poll() is None:
-                r = w.tool("qvm-shutdown", "--all", "--wait", check=False, timeout=120)
-                if r.returncode != 0:
-                    problems.append("qvm-shutdown --all --wait: exit %d: %s" % (r.returncode, r.stderr.strip()))
-            if self.events:
-                self.events.close()
-            w.stop_daemon()
-            w.stop_policy_daemon()
-            left = w.wait_clean()
-            if left:
-                problems.append("left behind %.0f s after every qube halted and the daemons stopped: %s" % (
-                    GRACE, json.dumps(left, indent=1)))
-        finally:
-            w.force_clean()
-        after = {k: v for k, v in w.leftovers().items() if v}
-        if after:
-            problems.append("cannot clean up: %s" % json.dumps(after, indent=1))
-        self.assertEqual(problems, [])
-
+        self.assertEqual(self.w.finish(self.events), [])
 
     def custom_bin_dir(self, agent_script, keep_agent_as=None):
         """Aerie's programs, with the qubes' qrexec-agent replaced by
