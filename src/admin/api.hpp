@@ -98,6 +98,7 @@ private:
     std::string label_remove(Call&);
     // lifecycle
     std::string vm_start(Call&);
+    std::string vm_autostart(Call&);
     std::string vm_shutdown(Call&);
     std::string vm_kill(Call&);
     std::string vm_pause(Call&);

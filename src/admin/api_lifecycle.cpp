@@ -26,7 +26,7 @@ void AdminApi::set_lifecycle(Lifecycle* lifecycle) {
     methods_["admin.vm.Unpause"] = {&AdminApi::vm_unpause, P::None, A::None};
     methods_["admin.vm.CurrentState"] = {&AdminApi::vm_current_state, P::None, A::None};
     // What a qrexec daemon asks for when the policy lets a call start its target.
-    internal_methods_["internal.vm.Start"] = {&AdminApi::vm_start, P::None, A::None};
+    internal_methods_["internal.vm.Start"] = {&AdminApi::vm_autostart, P::None, A::None};
 }
 
 std::string AdminApi::vm_start(Call& call) {
@@ -37,6 +37,15 @@ std::string AdminApi::vm_start(Call& call) {
         lifecycle_->start(*qube, [done](std::optional<ApiError> error) { done(outcome(error)); });
     };
     return {};
+}
+
+// The qrexec daemon's autostart. A RemoteVM is started (on its host, where
+// paired) only when known to be halted: a call to one whose state is not
+// known goes ahead without the cost of a remote start, and its host's own
+// policy decides whether its leg starts it.
+std::string AdminApi::vm_autostart(Call& call) {
+    if (call.dest->is_remote() && call.dest->power_state != "Halted") return {};
+    return vm_start(call);
 }
 
 std::string AdminApi::vm_shutdown(Call& call) {
