@@ -48,3 +48,4 @@ bold "Who may call whom (qrexec-policy-graph, allow edges):"
 "$BIN/qrexec-policy-graph" --policy-dir "$POLICY" --system-info "$SYSINFO" | sed 's/^/    /'
 echo
 bash "$ROOT/scripts/qrexec-demo.sh"
+bash "$ROOT/scripts/air-demo.sh"

@@ -23,7 +23,12 @@ EXIT_SERVICE = """#!/bin/sh
 cat >/dev/null
 exit "${QREXEC_SERVICE_ARGUMENT:-0}"
 """
-SERVICES = {"test.Echo": ECHO_SERVICE, "test.Sink": SINK_SERVICE, "test.Exit": EXIT_SERVICE}
+NULL_SERVICE = """#!/bin/sh
+# Reads everything and keeps nothing (throughput without a checksum's cost).
+exec cat >/dev/null
+"""
+SERVICES = {"test.Echo": ECHO_SERVICE, "test.Sink": SINK_SERVICE, "test.Exit": EXIT_SERVICE,
+            "test.Null": NULL_SERVICE}
 
 
 def ip(*args, check=True):
