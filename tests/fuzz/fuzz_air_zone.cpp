@@ -18,6 +18,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     Zone again = parse_zone(format_zone(zone));  // a refusal here is a bug: it escapes and aborts
     if (again.name != zone.name || again.address != zone.address || again.transport != zone.transport ||
+        again.tls_cert != zone.tls_cert || again.ssh_key != zone.ssh_key || again.ssh_host_key != zone.ssh_host_key ||
         again.qubes.size() != zone.qubes.size())
         std::abort();
     for (size_t i = 0; i < zone.qubes.size(); ++i)
