@@ -67,6 +67,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             case FrameType::Exit: encode_exit(again, f.stream, f.value); break;
             case FrameType::Reset: encode_reset(again, f.stream, f.bytes); break;
             case FrameType::Window: encode_window(again, f.stream, f.value); break;
+            case FrameType::Ping: encode_ping(again); break;
         }
     std::vector<Frame> reread;
     if (!decode(again, again.size() ? again.size() : 1, reread) || reread != whole) std::abort();
