@@ -123,9 +123,11 @@ quiet a "$BIN/qvm-start" work
 bold "A call from host a's work to host b's vault (both policies allow):"
 start=$(date +%s%N)
 on a "$BIN/qvm-run" -p work 'qrexec-client-vm b-vault demo.Greet'
-echo "    (first call: relays started, TLS connection opened: $(( ($(date +%s%N) - start) / 1000000 )) ms)"
-on a "$BIN/qvm-run" -p work 'for i in 1 2 3 4 5 6 7 8 9 10; do qrexec-client-vm b-vault demo.Greet >/dev/null; done; \
-    s=$(date +%s%N); qrexec-client-vm b-vault demo.Greet; echo "(a warm call, measured in work: $(( ($(date +%s%N) - s) / 1000 )) us)"'
+echo "    (first call, the relays opening their TLS link: $(( ($(date +%s%N) - start) / 1000000 )) ms)"
+warm=$(QUBESD_SOCKET=$DIR/a/qubesd.sock QREXEC_SOCKET_DIR=$DIR/a/qubes "$BIN/qvm-run" -p work \
+    'for i in 1 2 3 4 5; do qrexec-client-vm b-vault demo.Greet >/dev/null; done
+     s=$(date +%s%N); qrexec-client-vm b-vault demo.Greet >/dev/null; echo $(( ($(date +%s%N) - s) / 1000 ))' 2>>"$DIR/log")
+echo "    (a later call, the TLS link kept open, measured in work: ${warm:-?} us)"
 echo
 
 bold "Host b's admin now denies it:"
