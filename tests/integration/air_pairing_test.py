@@ -15,6 +15,13 @@ import sys
 from aerie_world import PREFIX, World, WorldTest, run_tests
 
 
+
+
+def shape(world):
+    """The qubes listed, without their power states (a paired RemoteVM's is
+    the remote qube's as last read, which changes on its own)."""
+    return {name: {k: v for k, v in row.items() if k != "state"} for name, row in world.listed().items()}
+
 class AirPairingTest(WorldTest):
 
     def setUp(self):
@@ -101,11 +108,11 @@ class AirPairingTest(WorldTest):
                          'command="/run/aerie/bin/aerie-air-relay ssh-incoming office",restrict %s\n' % keys["ssh_key"])
         self.assertEqual(self.relay_file(a, relay, "ssh/known_hosts"), "office %s\n" % keys["ssh_host_key"])
         # Again: the names are taken; nothing changes.
-        before = a.listed()
+        before = shape(a)
         r = self.air(a, "pair", "--relay", relay, path, check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("exists already", r.stderr)
-        self.assertEqual(a.listed(), before)
+        self.assertEqual(shape(a), before)
         # Explicit names: only those.
         self.air(a, "pair", "--relay", relay, "--name", PREFIX + "vault=" + PREFIX + "bvault", path)
         self.assertIn(PREFIX + "bvault", a.listed())
@@ -117,11 +124,11 @@ class AirPairingTest(WorldTest):
         with open(bad, "w") as f:
             json.dump({"zone": "evil", "address": "x", "transport": "t",
                        "qubes": [{"name": "../etc", "label": "red"}]}, f)
-        before = a.listed()
+        before = shape(a)
         r = self.air(a, "pair", "--relay", relay, bad, check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("qubes[0]: name", r.stderr)
-        self.assertEqual(a.listed(), before)
+        self.assertEqual(shape(a), before)
         r = self.air(a, "pair", "--relay", "no-such-relay", path, check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("no such relay qube", r.stderr)
@@ -132,7 +139,7 @@ class AirPairingTest(WorldTest):
         r = self.air(a, "pair", "--relay", relay, "--prefix", "bare-", bare, check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("has no keys", r.stderr)
-        self.assertEqual(a.listed(), before)
+        self.assertEqual(shape(a), before)
         # The relay refuses the keys (here: a zone of its own name): the
         # RemoteVMs just made are removed again.
         self.air(a, "export", "--zone", "home", "--relay", relay, "--address", "x", relay)
@@ -143,7 +150,7 @@ class AirPairingTest(WorldTest):
         r = self.air(a, "pair", "--relay", relay, own_path, check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("home is this relay's own zone", r.stderr)
-        self.assertEqual(a.listed(), before)
+        self.assertEqual(shape(a), before)
         # Unpair: every RemoteVM of the zone goes, others stay.
         self.air(a, "unpair", "office")
         listed = a.listed()
