@@ -14,21 +14,28 @@ std::string errno_text(const char* what) { return std::string(what) + ": " + std
 }  // namespace
 
 void send_message(int sock, std::string_view line, int fd) {
+    if (fd < 0) return send_message(sock, line, std::span<const int>());
+    send_message(sock, line, std::span<const int>(&fd, 1));
+}
+
+void send_message(int sock, std::string_view line, std::span<const int> fds) {
+    constexpr size_t kMaxFds = 4;
     if (line.empty() || line.back() != '\n') throw AirError("a message must end in a newline");
     if (line.size() > kMaxMessage) throw AirError("a message has at most 512 bytes");
+    if (fds.size() > kMaxFds) throw AirError("a message carries at most 4 descriptors");
     iovec iov{const_cast<char*>(line.data()), line.size()};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))]{};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)]{};
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    if (fd >= 0) {
+    if (!fds.empty()) {
         msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
         cmsghdr* cm = CMSG_FIRSTHDR(&msg);
         cm->cmsg_level = SOL_SOCKET;
         cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+        std::memcpy(CMSG_DATA(cm), fds.data(), sizeof(int) * fds.size());
     }
     ssize_t n;
     do {

@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <span>
 #include <string_view>
 
 #include "qrexec/unique_fd.hpp"
@@ -19,6 +20,8 @@ inline constexpr size_t kMaxMessage = 512;
 // Sends `line` (must end in '\n', at most kMaxMessage bytes) in one sendmsg,
 // with `fd` attached when >= 0. Throws AirError.
 void send_message(int sock, std::string_view line, int fd = -1);
+// The same with several descriptors attached (at most 4).
+void send_message(int sock, std::string_view line, std::span<const int> fds);
 
 struct Message {
     std::string line;        // without the '\n'

@@ -1,8 +1,6 @@
 #include "air/tls_link.hpp"
 
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <sys/socket.h>
@@ -43,18 +41,6 @@ void set_nonblocking(int fd) {
 bool is_socket(int fd) {
     struct stat st {};
     return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
-}
-
-// Quick small frames, and a dead peer noticed within minutes even when idle.
-void tune_tcp(int fd) {
-    int one = 1, idle = 30, interval = 10, count = 3;
-    unsigned user_timeout_ms = 60000;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 
 // The names in a certificate's "qube:NAME" SAN URIs.
@@ -131,7 +117,8 @@ void TlsLink::attach(qrexec::UniqueFd sock) {
     sock_ = std::move(sock);
     ::fcntl(sock_.get(), F_SETFD, FD_CLOEXEC);
     set_nonblocking(sock_.get());
-    tune_tcp(sock_.get());
+    // TCP options (no Nagle, keepalive, user timeout) are the host's: it set
+    // them when it made the socket (air/host_uplink.cpp).
     bool server = role_ == Role::Acceptor;
     try {
         pinned_der_ = read_cert_der(home_ / "peers" / zone_ / "cert.pem");

@@ -42,25 +42,12 @@ void send_call(int sock, const LocalCall& call, int input_fd, int output_fd) {
         if (!plain_word(*w)) throw AirError("a call's field is empty or holds a space");
     std::string line = "call " + call.zone + " " + call.source + " " + call.target + " " + call.service + "\n";
     if (line.size() > kMaxLine) throw AirError("a call's fields are too long");
-    iovec iov{line.data(), line.size()};
     int fds[2] = {input_fd, output_fd};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)]{};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof fds);
-    std::memcpy(CMSG_DATA(cm), fds, sizeof fds);
-    ssize_t n;
-    do {
-        n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
-    if (n != static_cast<ssize_t>(line.size()))
-        throw AirError(std::string("sending the call to the serve daemon: ") + std::strerror(errno));
+    try {
+        send_message(sock, line, fds);
+    } catch (const AirError& e) {
+        throw AirError(std::string("sending the call to the serve daemon: ") + e.what());
+    }
 }
 
 ReceivedCall receive_call(int sock) {
