@@ -4,6 +4,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
+
+#include "qrexec/vchan.hpp"
 
 namespace aerie::air {
 
@@ -19,27 +22,12 @@ void send_message(int sock, std::string_view line, int fd) {
 }
 
 void send_message(int sock, std::string_view line, std::span<const int> fds) {
-    constexpr size_t kMaxFds = 4;
     if (line.empty() || line.back() != '\n') throw AirError("a message must end in a newline");
     if (line.size() > kMaxMessage) throw AirError("a message has at most 512 bytes");
-    if (fds.size() > kMaxFds) throw AirError("a message carries at most 4 descriptors");
-    iovec iov{const_cast<char*>(line.data()), line.size()};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)]{};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    if (!fds.empty()) {
-        msg.msg_control = control;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-        cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-        std::memcpy(CMSG_DATA(cm), fds.data(), sizeof(int) * fds.size());
-    }
+    if (fds.size() > 4) throw AirError("a message carries at most 4 descriptors");
     ssize_t n;
     do {
-        n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+        n = qrexec::send_with_fds(sock, line.data(), line.size(), fds, 0);
     } while (n < 0 && errno == EINTR);
     if (n < 0) throw AirError(errno_text("sending a message"));
     // Nothing of a message may follow in a second call: the peer reads one.
@@ -67,36 +55,15 @@ Message receive_message(int sock) {
         throw AirError("a message came without its newline");
     }
 
-    iovec iov{buf, newline + 1};
-    // Room for several descriptors, so that extra ones arrive (and are
-    // closed) rather than being cut off unseen.
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
+    std::vector<qrexec::UniqueFd> fds;  // every one that came is owned, and closed unless it is the one
     do {
-        n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+        n = qrexec::recv_with_fds(sock, buf, newline + 1, 0, &fds);
     } while (n < 0 && errno == EINTR);
     if (n < 0) throw AirError(errno_text("receiving a message"));
-
-    Message out;
-    size_t fds = 0;
-    if (msg.msg_controllen > 0) {
-        for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-            size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < count; ++i) {
-                int received;
-                std::memcpy(&received, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-                qrexec::UniqueFd owned(received);
-                if (++fds == 1) out.fd = std::move(owned);  // any other is closed here
-            }
-        }
-    }
-    if (fds > 1 || (msg.msg_flags & MSG_CTRUNC)) throw AirError("more than one descriptor came with a message");
+    if (fds.size() > 1) throw AirError("more than one descriptor came with a message");
     if (static_cast<size_t>(n) != newline + 1) throw AirError("receiving a message: it shrank");
+    Message out;
+    if (!fds.empty()) out.fd = std::move(fds.front());
     out.line.assign(buf, newline);
     return out;
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "air/fd_message.hpp"
+#include "qrexec/vchan.hpp"
 
 namespace aerie::air {
 
@@ -52,28 +53,11 @@ void send_call(int sock, const LocalCall& call, int input_fd, int output_fd) {
 
 ReceivedCall receive_call(int sock) {
     char buf[kMaxLine + 1];
-    iovec iov{buf, sizeof buf};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
+    std::vector<qrexec::UniqueFd> fds;  // owned at once, so none leaks on a refusal
     ssize_t n;
     do {
-        n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+        n = qrexec::recv_with_fds(sock, buf, sizeof buf, 0, &fds);
     } while (n < 0 && errno == EINTR);
-    std::vector<qrexec::UniqueFd> fds;  // owned at once, so none leaks on a refusal
-    if (n > 0 && msg.msg_controllen > 0)
-        for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-            size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < count; ++i) {
-                int fd;
-                std::memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
-                fds.emplace_back(fd);
-            }
-        }
     if (n < 0) throw AirError(std::string("reading a call: ") + std::strerror(errno));
     if (n == 0) throw AirError("the caller went away");
     std::string_view line(buf, static_cast<size_t>(n));
@@ -83,7 +67,7 @@ ReceivedCall receive_call(int sock) {
     if (w.size() != 5 || w[0] != "call") throw AirError("not a call");
     for (size_t i = 1; i < 5; ++i)
         if (!plain_word(w[i])) throw AirError("a call with an empty field");
-    if (fds.size() != 2 || (msg.msg_flags & MSG_CTRUNC)) throw AirError("a call without its stdin and stdout");
+    if (fds.size() != 2) throw AirError("a call without its stdin and stdout");
     ReceivedCall out{{std::string(w[1]), std::string(w[2]), std::string(w[3]), std::string(w[4])},
                      std::move(fds[0]),
                      std::move(fds[1])};

@@ -125,19 +125,29 @@ bool write_all(int fd, const void* data, size_t len) {
 }
 
 ssize_t send_with_fd(int fd, const void* data, size_t len, int fd_to_pass, int flags) {
+    if (fd_to_pass < 0) return send_with_fds(fd, data, len, {}, flags);
+    return send_with_fds(fd, data, len, std::span<const int>(&fd_to_pass, 1), flags);
+}
+
+ssize_t send_with_fds(int fd, const void* data, size_t len, std::span<const int> fds, int flags) {
+    constexpr size_t kMaxFds = 8;
+    if (fds.size() > kMaxFds) {
+        errno = EINVAL;
+        return -1;
+    }
     iovec iov{const_cast<void*>(data), len};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))]{};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)]{};
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    if (fd_to_pass >= 0) {
+    if (!fds.empty()) {
         msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
         cmsghdr* cm = CMSG_FIRSTHDR(&msg);
         cm->cmsg_level = SOL_SOCKET;
         cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(cm), &fd_to_pass, sizeof(int));
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+        std::memcpy(CMSG_DATA(cm), fds.data(), sizeof(int) * fds.size());
     }
     return ::sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
 }

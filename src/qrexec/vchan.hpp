@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,8 @@ ssize_t recv_with_fds(int fd, void* buf, size_t len, int flags, std::vector<Uniq
 // One sendmsg() of up to len bytes, with fd_to_pass attached (SCM_RIGHTS)
 // when it is >= 0. flags are added to MSG_NOSIGNAL.
 ssize_t send_with_fd(int fd, const void* data, size_t len, int fd_to_pass, int flags);
+// The same with every descriptor of `fds` attached (at most 8).
+ssize_t send_with_fds(int fd, const void* data, size_t len, std::span<const int> fds, int flags);
 
 // Raises a stream socket's kernel buffers for bulk transfer.
 void set_bulk_buffers(int fd);
