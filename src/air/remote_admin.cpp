@@ -26,9 +26,9 @@ std::string power_state_of(const std::string& body) {
 
 }  // namespace
 
-RemoteAdmin::RemoteAdmin(asio::io_context& io, admin::Registry& registry, admin::Lifecycle& lifecycle,
-                         RemoteAdminConfig config)
-    : io_(io), registry_(registry), model_(registry.model()), lifecycle_(lifecycle), config_(std::move(config)), timer_(io) {}
+RemoteAdmin::RemoteAdmin(asio::io_context& io, admin::Registry& registry, admin::EventHub& events,
+                         admin::Lifecycle& lifecycle, RemoteAdminConfig config)
+    : io_(io), registry_(registry), model_(registry.model()), events_(events), lifecycle_(lifecycle), config_(std::move(config)), timer_(io) {}
 
 RemoteAdmin::~RemoteAdmin() {
     *alive_ = false;
@@ -123,7 +123,11 @@ void RemoteAdmin::refresh(const std::string& name) {
         if (state.empty() && !quiet_until_.count(name))
             registry_.log("air: the power state of " + name + " cannot be read: " +
                           (error ? std::string(error->what()) : "no power_state in the reply"));
+        std::string was = remote->power_state;
         remote->power_state = state.empty() ? "NA" : state;
+        if (was != "Running" && state == "Running") events_.publish(name, "domain-start", {});
+        if (was != "Halted" && state == "Halted")
+            events_.publish(name, "domain-shutdown", {{"reason", "shutdown"}});
         if (state.empty())
             quiet_until_[name] = std::chrono::steady_clock::now() + 3 * config_.poll_interval;
         else

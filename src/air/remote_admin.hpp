@@ -22,6 +22,7 @@
 #include "admin/lifecycle.hpp"
 #include "admin/model.hpp"
 #include "admin/registry.hpp"
+#include "admin/server.hpp"
 
 namespace aerie::air {
 
@@ -34,7 +35,8 @@ struct RemoteAdminConfig {
 
 class RemoteAdmin {
 public:
-    RemoteAdmin(asio::io_context& io, admin::Registry& registry, admin::Lifecycle& lifecycle, RemoteAdminConfig config);
+    RemoteAdmin(asio::io_context& io, admin::Registry& registry, admin::EventHub& events, admin::Lifecycle& lifecycle,
+                RemoteAdminConfig config);
     ~RemoteAdmin();
 
     static bool paired(const admin::Model& model, const admin::Qube& qube);
@@ -53,6 +55,7 @@ private:
     asio::io_context& io_;
     admin::Registry& registry_;
     admin::Model& model_;
+    admin::EventHub& events_;
     admin::Lifecycle& lifecycle_;
     RemoteAdminConfig config_;
     asio::steady_timer timer_;

@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
                                       {lifecycle_config.bin_dir, options.qrexec_socket_dir, lifecycle_config.log_dir,
                                        options.air_listen});
         uplink.sync();
-        aerie::air::RemoteAdmin remote_admin(io, api.registry(), lifecycle, {lifecycle_config.bin_dir, options.qrexec_socket_dir});
+        aerie::air::RemoteAdmin remote_admin(io, api.registry(), events, lifecycle, {lifecycle_config.bin_dir, options.qrexec_socket_dir});
         remote_admin.start();
 
         ApiServer server(io, options.socket, [&](const ApiRequest& r) { return api.handle(r); }, &events, 0660);
