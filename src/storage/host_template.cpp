@@ -36,7 +36,7 @@ constexpr const char* kMarker = "etc/aerie-host-template";
 // whole. Nothing else is copied (the host's services, credentials of its
 // tools, Aerie's and Qubes' policy), and nothing that is not world-readable
 // whatever list it is on: a file others may not read, a folder others may
-// not enter. hosts, shadow, gshadow, fstab and machine-id are the qube's own
+// not enter. hostname, hosts, shadow, gshadow, fstab and machine-id are the qube's own
 // (written below). Patterns are fnmatch(3) per path component.
 constexpr const char* kEtcAllowlist[] = {
     // accounts and name service
@@ -310,7 +310,9 @@ void create_host_template(const fs::path& root, const HostTemplateOptions& optio
         ::chown((tmp / "etc" / "shadow").c_str(), 0, shadow_gid);
         ::chown((tmp / "etc" / "gshadow").c_str(), 0, shadow_gid);
         write_text(tmp / "etc" / "fstab", "# a qube's mounts are made by Aerie\n", 0644);
-        // The qube's own names, not the host's (its hostname is the qube's name, set by Aerie).
+        // Names of the qube's own, not the host's: a running qube's hostname
+        // is its name (Aerie sets it); /etc/hostname only says "localhost".
+        write_text(tmp / "etc" / "hostname", "localhost\n", 0644);
         write_text(tmp / "etc" / "hosts",
                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n", 0644);
         write_text(tmp / "etc" / "machine-id", "", 0444);

@@ -208,4 +208,5 @@ TEST_F(HostTemplate, CopiesEtcByAllowlistAndOnlyWorldReadableFiles) {
     EXPECT_EQ(slurp(root / "etc" / "shadow").find("alice"), std::string::npos);
     // The qube's own hosts file, not the host's.
     EXPECT_EQ(slurp(root / "etc" / "hosts").find("127.0.0.1\tlocalhost\n"), 0u);
+    EXPECT_EQ(slurp(root / "etc" / "hostname"), "localhost\n");
 }
