@@ -67,7 +67,8 @@ QubesBudget qubes_budget(const HostFacts& host) {
         b.qube_pids_max = std::min<uint64_t>(std::clamp<uint64_t>(b.pids_max / 8, 512, 16384), b.pids_max);
     }
     if (host.memory_bytes) {
-        uint64_t reserve = std::min(std::clamp<uint64_t>(host.memory_bytes / 8, kGiB, 4 * kGiB), host.memory_bytes / 2);
+        uint64_t reserve =
+            std::min(std::clamp<uint64_t>(host.memory_bytes / 8, kGiB, 4 * kGiB), host.memory_bytes / 2);
         b.memory_bytes = host.memory_bytes - reserve;
     }
     if (host.cpus) {

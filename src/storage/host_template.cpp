@@ -38,6 +38,7 @@ constexpr const char* kMarker = "etc/aerie-host-template";
 // whatever list it is on: a file others may not read, a folder others may
 // not enter. hostname, hosts, shadow, gshadow, fstab and machine-id are the qube's own
 // (written below). Patterns are fnmatch(3) per path component.
+// clang-format off
 constexpr const char* kEtcAllowlist[] = {
     // accounts and name service
     "passwd", "group", "nsswitch.conf", "host.conf", "gai.conf", "networks", "protocols", "services", "rpc",
@@ -61,6 +62,7 @@ constexpr const char* kEtcAllowlist[] = {
     // ssh's client and sshd's DH groups (Qubes Air relays run ssh and sshd -i with their own configuration)
     "ssh/ssh_config", "ssh/ssh_config.d", "ssh/moduli",
 };
+// clang-format on
 
 std::vector<std::string> components(const std::string& path) {
     std::vector<std::string> out;
@@ -81,7 +83,8 @@ Listed listed(const fs::path& rel) {
         auto want = components(pattern);
         size_t n = std::min(want.size(), parts.size());
         bool match = true;
-        for (size_t i = 0; i < n && match; ++i) match = ::fnmatch(want[i].c_str(), parts[i].c_str(), FNM_PERIOD) == 0;
+        for (size_t i = 0; i < n && match; ++i)
+            match = ::fnmatch(want[i].c_str(), parts[i].c_str(), FNM_PERIOD) == 0;
         if (!match) continue;
         if (parts.size() >= want.size()) return Listed::Yes;
         best = Listed::Ancestor;

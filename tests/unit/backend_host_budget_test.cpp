@@ -13,7 +13,9 @@ constexpr uint64_t kMiB = 1ull << 20;
 constexpr uint64_t kGiB = 1ull << 30;
 
 // The machine these tests were written on: 2 CPUs, 23.5 GiB, pid_max 32768.
-HostFacts small_server() { return {2, 24683744ull * 1024, 32768, 192734}; }
+HostFacts small_server() {
+    return {2, 24683744ull * 1024, 32768, 192734};
+}
 
 }  // namespace
 
@@ -34,10 +36,10 @@ TEST(BackendHostBudget, MemoryAndCpuKeepAReserve) {
     auto b = qubes_budget(small_server());
     uint64_t total = 24683744ull * 1024;
     EXPECT_EQ(b.memory_bytes, total - total / 8);
-    EXPECT_EQ(qubes_budget({2, 4 * kGiB, 32768, 30000}).memory_bytes, 3 * kGiB);      // at least 1 GiB kept
-    EXPECT_EQ(qubes_budget({2, 64 * kGiB, 32768, 30000}).memory_bytes, 60 * kGiB);    // at most 4 GiB kept
-    EXPECT_EQ(qubes_budget({1, 1 * kGiB, 32768, 30000}).memory_bytes, kGiB / 2);      // at most half
-    EXPECT_EQ(b.cpu_quota_milli, 1500u);                                            // half a CPU kept
+    EXPECT_EQ(qubes_budget({2, 4 * kGiB, 32768, 30000}).memory_bytes, 3 * kGiB);     // at least 1 GiB kept
+    EXPECT_EQ(qubes_budget({2, 64 * kGiB, 32768, 30000}).memory_bytes, 60 * kGiB);   // at most 4 GiB kept
+    EXPECT_EQ(qubes_budget({1, 1 * kGiB, 32768, 30000}).memory_bytes, kGiB / 2);     // at most half
+    EXPECT_EQ(b.cpu_quota_milli, 1500u);                                             // half a CPU kept
     EXPECT_EQ(qubes_budget({16, 64 * kGiB, 32768, 30000}).cpu_quota_milli, 14000u);  // an eighth kept
     EXPECT_EQ(qubes_budget({1, 64 * kGiB, 32768, 30000}).cpu_quota_milli, 500u);
     EXPECT_LT(b.cpu_weight, 100u);  // below the host's own groups

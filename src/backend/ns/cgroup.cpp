@@ -126,19 +126,22 @@ void write_v1_memory_limit(const fs::path& dir, uint64_t bytes) {
 // The budget of all qubes on the parent <own>/<group> of one v1 hierarchy
 // (`controllers`: those mounted there). Written at every start: the folder
 // goes with its last qube and comes back with the next one.
-void write_v1_budget(const fs::path& base, const std::set<std::string>& controllers, const QubesBudget& budget) {
+void write_v1_budget(const fs::path& base, const std::set<std::string>& controllers,
+                     const QubesBudget& budget) {
     if (controllers.count("pids") && budget.pids_max)
         write_file(base / "pids.max", std::to_string(budget.pids_max));
     if (controllers.count("memory") && budget.memory_bytes) write_v1_memory_limit(base, budget.memory_bytes);
     if (controllers.count("cpu")) {
         // cpu.shares 1024 is every other group's weight (cgroup v2's 100).
-        if (budget.cpu_weight) write_file_errno(base / "cpu.shares", std::to_string(budget.cpu_weight * 1024 / 100));
+        if (budget.cpu_weight)
+            write_file_errno(base / "cpu.shares", std::to_string(budget.cpu_weight * 1024 / 100));
         if (budget.cpu_quota_milli) {
             uint64_t period = read_number(base / "cpu.cfs_period_us");
             if (!period) period = 100000;
             // EINVAL when a qube adopted from an older daemon has more: its
             // own quota still bounds it, the next start of it fits.
-            write_file_errno(base / "cpu.cfs_quota_us", std::to_string(budget.cpu_quota_milli * period / 1000));
+            write_file_errno(base / "cpu.cfs_quota_us",
+                             std::to_string(budget.cpu_quota_milli * period / 1000));
         }
     }
 }
