@@ -16,6 +16,7 @@
 #include "admin/properties.hpp"
 #include "admin/qube.hpp"
 #include "admin/store.hpp"
+#include "backend/host_budget.hpp"
 
 namespace aerie::admin {
 
@@ -60,6 +61,10 @@ public:
     void set(Qube* qube, const std::string& property, const std::string& value);
     void reset(Qube* qube, const std::string& property);
     const std::map<std::string, std::string>& globals() const { return globals_; }
+    // The defaults of memory, maxmem and vcpus (after the template's value):
+    // Qubes' own unless the daemon sizes them to its host.
+    const backend::QubeSizeDefaults& size_defaults() const { return size_defaults_; }
+    void set_size_defaults(const backend::QubeSizeDefaults& d) { size_defaults_ = d; }
 
     // "holder.property" for every reference to `qube` through a vm property
     // (set or default) of another qube or of the globals ("global.default_netvm").
@@ -94,6 +99,7 @@ private:
     std::map<std::string, Qube*, std::less<>> by_uuid_;
     std::map<std::string, std::string> globals_;
     LabelSet labels_;
+    backend::QubeSizeDefaults size_defaults_;
 };
 
 }  // namespace aerie::admin

@@ -224,9 +224,23 @@ std::vector<PropertyDef> qubesvm_properties(std::string_view klass) {
                       "Default DVM template for Disposable VM for managing this VM.")));
     add(nullable(prop("guivm", PropType::Vm, global("default_guivm"), "VM used for GUI")));
     add(nullable(prop("audiovm", PropType::Vm, global("default_audiovm"), "VM used for Audio")));
-    add(checked(prop("memory", PropType::Int, template_or(constant("400")), "Memory currently available for this VM."), positive));
-    add(checked(prop("maxmem", PropType::Int, template_or(constant("4000")), "Maximum amount of memory available for this VM (for the purpose of the memory balancer)."), non_negative));
-    add(checked(prop("vcpus", PropType::Int, template_or(constant("2")), "Number of virtual CPUs for a qube"), positive));
+    // Qubes' 400 / 4000 / 2 where the host has room; sized to the host by the
+    // daemon (backend::qube_size_defaults) so that a usual set of qubes fits.
+    add(checked(prop("memory", PropType::Int, template_or(computed([](const Model& m, const Qube*) -> std::optional<std::string> {
+                         return std::to_string(m.size_defaults().memory_mib);
+                     })),
+                     "Memory currently available for this VM."),
+                positive));
+    add(checked(prop("maxmem", PropType::Int, template_or(computed([](const Model& m, const Qube*) -> std::optional<std::string> {
+                         return std::to_string(m.size_defaults().maxmem_mib);
+                     })),
+                     "Maximum amount of memory available for this VM (for the purpose of the memory balancer)."),
+                non_negative));
+    add(checked(prop("vcpus", PropType::Int, template_or(computed([](const Model& m, const Qube*) -> std::optional<std::string> {
+                         return std::to_string(m.size_defaults().vcpus);
+                     })),
+                     "Number of virtual CPUs for a qube"),
+                positive));
     add(prop("kernel", PropType::Str, template_or(global("default_kernel")), "Kernel used by this domain."));
     add(prop("kernelopts", PropType::Str, template_or(constant("")), "Kernel command line passed to domain."));
     add(checked(prop("virt_mode", PropType::Str, constant("pvh"), "Virtualisation mode: full virtualisation (\"HVM\"), or paravirtualisation (\"PV\"), or hybrid (\"PVH\")."), virt_mode_check));

@@ -2,9 +2,11 @@
 // distribution of their own (the demo's and the tests' default).
 //
 // The template's root folder holds only what a qube must have of its own:
-// etc/ (a copy of the host's /etc without its secrets: no shadow passwords,
-// SSH host keys or TLS private keys; fresh shadow files with locked
-// passwords, an empty fstab and machine-id), var/ (empty skeleton, var/run
+// etc/ (what a qube needs of the host's /etc, by an allowlist, and only
+// world-readable files of it: name service, the host's system accounts but
+// not its people, linker configuration, certificates, alternatives, shell,
+// locale and time; fresh shadow files with locked passwords, its own hosts,
+// an empty fstab and machine-id; see kEtcAllowlist), var/ (empty skeleton, var/run
 // and var/lock pointing into /run), home/, root/, tmp/, srv/, opt/, mnt/,
 // media/, rw/ (the private volume's mount point) and the mount points the
 // backend fills at start: usr/ (the host's /usr, bound read-only: see

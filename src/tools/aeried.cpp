@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include <algorithm>
 #include <climits>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "admin/disposables.hpp"
 #include "admin/relays.hpp"
 #include "admin/lifecycle.hpp"
+#include "backend/host_budget.hpp"
 #include "backend/ns/ns_backend.hpp"
 #include "storage/pool.hpp"
 #include "admin/model.hpp"
@@ -44,6 +46,10 @@ struct Options {
     std::string meminfo = "/proc/meminfo";
     std::string bin_dir;  // default: this program's folder
     std::string air_listen;  // ADDR:PORT where peer zones connect (Qubes Air)
+    // The parent cgroup of all qubes; 0: from the host's size.
+    uint64_t qubes_pids_max = 0;
+    uint64_t qube_pids_max = 0;
+    uint64_t qubes_memory_mib = 0;
 };
 
 std::string own_folder() {
@@ -105,6 +111,12 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--policy-socket", options.policy_socket, "The qrexec policy daemon's socket")
         ->capture_default_str();
+    app.add_option("--qubes-pids-max", options.qubes_pids_max,
+                   "Processes and threads of all qubes together (default: the host's limit less a reserve)");
+    app.add_option("--qube-pids-max", options.qube_pids_max,
+                   "Processes and threads of one qube (default: an eighth of --qubes-pids-max)");
+    app.add_option("--qubes-memory-max", options.qubes_memory_mib,
+                   "Memory of all qubes together, MiB (default: the host's memory less a reserve)");
     app.add_option("--meminfo", options.meminfo,
                    "Where free memory is read for preloading disposables (MemAvailable)")
         ->capture_default_str();
@@ -130,6 +142,8 @@ int main(int argc, char** argv) {
 
         Model model;
         model.load(store.load());
+        const auto host = aerie::backend::read_host_facts();
+        model.set_size_defaults(aerie::backend::qube_size_defaults(host));
         EventHub events;
         AdminApi api(model, store, events);
         api.log = log_line;
@@ -142,6 +156,14 @@ int main(int argc, char** argv) {
         // Cgroups are named per daemon: two aerieds (tests, demos) may each run a qube "work".
         if (fs::path(options.runtime_dir) != fs::path("/run/aerie"))
             ns.cgroup_group = fmt::format("aerie-{:08x}", std::hash<std::string>{}(fs::absolute(options.runtime_dir).string()) & 0xffffffffu);
+        auto budget = aerie::backend::qubes_budget(host);
+        if (options.qubes_pids_max) {
+            budget.pids_max = options.qubes_pids_max;
+            budget.qube_pids_max = std::clamp<uint64_t>(budget.pids_max / 8, 1, 16384);
+        }
+        if (options.qube_pids_max) budget.qube_pids_max = options.qube_pids_max;
+        if (options.qubes_memory_mib) budget.memory_bytes = options.qubes_memory_mib << 20;
+        ns.budget = budget;
         aerie::backend::ns::NsBackend backend(ns);
         asio::io_context io(1);
         LifecycleConfig lifecycle_config{fs::path(options.runtime_dir) / "qubes",

@@ -179,6 +179,21 @@ TEST_F(AdminModelTest, DefaultsFromConstantsAndGlobals) {
     EXPECT_EQ(value("", "default_pool"), "varlibqubes");
 }
 
+TEST_F(AdminModelTest, SizeDefaultsAreTheHostsWhenTheDaemonSizesThem) {
+    // A 2-CPU host with 23.5 GiB (backend::qube_size_defaults).
+    model.set_size_defaults({400, 3500, 1});
+    EXPECT_EQ(value("work", "memory"), "400");
+    EXPECT_EQ(value("work", "maxmem"), "3500");
+    EXPECT_EQ(value("work", "vcpus"), "1");
+    for (const char* p : {"memory", "maxmem", "vcpus"}) EXPECT_TRUE(is_default("work", p)) << p;
+    EXPECT_EQ(model.default_of(q("work"), def_of(model, q("work"), "vcpus")), "1");
+    // The template's own value still comes first, as in Qubes.
+    model.set(q("fedora"), "vcpus", "2");
+    EXPECT_EQ(value("work", "vcpus"), "2");
+    EXPECT_TRUE(is_default("work", "vcpus"));
+    EXPECT_EQ(value("fedora", "maxmem"), "3500");
+}
+
 TEST_F(AdminModelTest, TemplateValuesAreInheritedElseTheConstantOrGlobal) {
     model.set(q("fedora"), "memory", "800");
     model.set(q("fedora"), "vcpus", "4");

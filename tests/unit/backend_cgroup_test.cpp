@@ -125,3 +125,31 @@ TEST(BackendCgroup, V2FreezeAndKillWithoutControllers) {
     EXPECT_FALSE(fs::exists(dir));
     EXPECT_FALSE(fs::exists(dir.parent_path()));
 }
+
+TEST(BackendCgroup, TheParentOfAllQubesCarriesTheBudget) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+    auto layout = detect_cgroup_layout();
+    if (layout.version == 0) GTEST_SKIP() << "no cgroups";
+    aerie::backend::QubesBudget budget{1000, 100, 1ull << 30, 1500, 50};
+    CgroupLimits limits{64ull << 20, 128ull << 20, 4, 100};  // 4 CPUs: more than the parent's 1.5
+    auto a = QubeCgroup::create(layout, group(), "qa", limits, budget);
+    auto b = QubeCgroup::create(layout, group(), "qb", limits, budget);
+    for (const auto& [c, d] : a.dirs()) EXPECT_EQ(d.parent_path(), b.dirs().at(c).parent_path());
+    if (a.version() == 1) {
+        fs::path pids = a.dirs().at("pids").parent_path(), mem = a.dirs().at("memory").parent_path(),
+                 cpu = a.dirs().at("cpu").parent_path();
+        EXPECT_EQ(read_file(pids / "pids.max"), "1000\n");
+        EXPECT_EQ(read_file(mem / "memory.limit_in_bytes"), std::to_string(1ull << 30) + "\n");
+        EXPECT_EQ(read_file(cpu / "cpu.shares"), "512\n");
+        auto period = std::stoull(read_file(cpu / "cpu.cfs_period_us"));
+        EXPECT_EQ(std::stoull(read_file(cpu / "cpu.cfs_quota_us")), period * 3 / 2);
+        // v1 refuses a child more than its parent: the qube gets the parent's quota.
+        EXPECT_EQ(std::stoull(read_file(a.dirs().at("cpu") / "cpu.cfs_quota_us")), period * 3 / 2);
+    } else {
+        fs::path parent = a.dirs().at("unified").parent_path();
+        EXPECT_EQ(read_file(parent / "pids.max"), "1000\n");
+        EXPECT_EQ(read_file(parent / "memory.max"), std::to_string(1ull << 30) + "\n");
+    }
+    EXPECT_TRUE(a.remove(2000ms));
+    EXPECT_TRUE(b.remove(2000ms));
+}

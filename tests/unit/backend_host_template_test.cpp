@@ -37,6 +37,7 @@ fs::path fake_host(const fs::path& dir) {
     std::ofstream(dir / "etc" / "passwd")
         << "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000::/home/user:/bin/sh\n";
     std::ofstream(dir / "etc" / "group") << "root:x:0:\nshadow:x:42:\nuser:x:1000:\n";
+    std::ofstream(dir / "etc" / "nsswitch.conf") << "passwd: files\n";
     std::ofstream(dir / "etc" / "shadow") << "root:$6$secret-hash:19000:0:99999:7:::\n";
     std::ofstream(dir / "etc" / "gshadow") << "root:$6$secret-hash::\n";
     std::ofstream(dir / "etc" / "ssh" / "ssh_host_ed25519_key") << "PRIVATE KEY\n";
@@ -96,8 +97,10 @@ TEST_F(HostTemplate, CopiesEtcWithoutTheHostsSecrets) {
     o.host_root = fake_host(dir_ / "host");
     fs::path root = dir_ / "tpl";
     storage::create_host_template(root, o);
-    EXPECT_EQ(slurp(root / "etc" / "passwd"), slurp(o.host_root / "etc" / "passwd"));
-    EXPECT_EQ(slurp(root / "etc" / "ssh" / "sshd_config"), "Port 22\n");
+    EXPECT_EQ(slurp(root / "etc" / "passwd"),
+              "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000:user:/home/user:/bin/bash\n");
+    EXPECT_EQ(slurp(root / "etc" / "nsswitch.conf"), "passwd: files\n");
+    EXPECT_FALSE(fs::exists(root / "etc" / "ssh" / "sshd_config"));  // the host's services stay its own
     EXPECT_EQ(fs::read_symlink(root / "etc" / "localtime"), "/usr/share/zoneinfo/UTC");
     // Locked passwords instead of the host's hashes.
     EXPECT_EQ(slurp(root / "etc" / "shadow"), "root:*:19000:0:99999:7:::\nuser:*:19000:0:99999:7:::\n");
@@ -136,7 +139,7 @@ TEST_F(HostTemplate, OwnerBaseHandsTheFilesToAQubesRange) {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (chown)";
     storage::HostTemplateOptions o;
     o.host_root = fake_host(dir_ / "host");
-    fs::path owner = dir_ / "host" / "etc" / "owned-by-user";
+    fs::path owner = dir_ / "host" / "etc" / "profile";  // listed: copied
     std::ofstream(owner) << "x";
     ASSERT_EQ(::chown(owner.c_str(), 1000, 1000), 0);
     o.owner_base = backend::qube_uid_base(7);
@@ -145,9 +148,65 @@ TEST_F(HostTemplate, OwnerBaseHandsTheFilesToAQubesRange) {
     struct stat st;
     ASSERT_EQ(::lstat(root.c_str(), &st), 0);
     EXPECT_EQ(st.st_uid, backend::qube_uid_base(7));
-    ASSERT_EQ(::lstat((root / "etc" / "owned-by-user").c_str(), &st), 0);
+    ASSERT_EQ(::lstat((root / "etc" / "profile").c_str(), &st), 0);
     EXPECT_EQ(st.st_uid, backend::qube_uid_base(7) + 1000);
     EXPECT_EQ(st.st_gid, backend::qube_uid_base(7) + 1000);
     ASSERT_EQ(::lstat((root / "bin").c_str(), &st), 0);  // links too
     EXPECT_EQ(st.st_uid, backend::qube_uid_base(7));
+}
+
+// Only what is listed, and of that only what others may read: the host's
+// 0600/0640 files, its services' configuration and its people's accounts
+// never reach a qube.
+TEST_F(HostTemplate, CopiesEtcByAllowlistAndOnlyWorldReadableFiles) {
+    storage::HostTemplateOptions o;
+    o.host_root = fake_host(dir_ / "host");
+    fs::path etc = o.host_root / "etc";
+    auto write = [&](const fs::path& rel, const std::string& text, fs::perms mode) {
+        fs::create_directories((etc / rel).parent_path());
+        std::ofstream(etc / rel) << text;
+        fs::permissions(etc / rel, mode);
+    };
+    using P = fs::perms;
+    const P rw_r_r = P::owner_read | P::owner_write | P::group_read | P::others_read;
+    write("profile", "export PATH\n", rw_r_r);                                        // listed, readable
+    write("default/locale", "LANG=C.UTF-8\n", rw_r_r);                                // listed, readable
+    write("default/cacerts", "storepass=secret\n", P::owner_read | P::owner_write);   // not listed, 0600
+    write("default/useradd", "SHELL=/bin/sh\n", rw_r_r);                              // not listed
+    write("environment", "TOKEN=secret\n", P::owner_read | P::owner_write);           // listed, 0600
+    write("login.defs", "UID_MIN 1000\nGID_MIN 1000\n", P::owner_read | P::owner_write | P::group_read);  // 0640
+    write("postgresql/15/main/pg_hba.conf", "local all trust\n", rw_r_r);             // not listed
+    write("pip.conf", "index-url = https://user:secret@example\n", rw_r_r);           // not listed
+    write("ssl/certs/ca.pem", "CERT\n", rw_r_r);
+    write("ld.so.conf.d/private.conf", "/opt/secret\n", P::owner_read | P::owner_write);  // 0600 in a listed folder
+    fs::create_directories(etc / "profile.d" / "closed");
+    write("profile.d/closed/x.sh", "secret\n", rw_r_r);
+    fs::permissions(etc / "profile.d" / "closed", P::owner_all);  // a folder others may not enter
+    std::ofstream(etc / "passwd", std::ios::app) << "alice:x:1001:1001:Alice,,,:/home/alice:/bin/bash\n"
+                                                 << "postgres:x:101:104::/var/lib/postgresql:/bin/bash\n"
+                                                 << "nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n";
+    std::ofstream(etc / "group", std::ios::app) << "sudo:x:27:alice,postgres\nalice:x:1001:\nnogroup:x:65534:\n";
+
+    fs::path root = dir_ / "tpl";
+    storage::create_host_template(root, o);
+    EXPECT_EQ(slurp(root / "etc" / "profile"), "export PATH\n");
+    EXPECT_EQ(slurp(root / "etc" / "default" / "locale"), "LANG=C.UTF-8\n");
+    EXPECT_EQ(slurp(root / "etc" / "ssl" / "certs" / "ca.pem"), "CERT\n");
+    for (const char* gone : {"default/cacerts", "default/useradd", "environment", "login.defs", "postgresql",
+                             "pip.conf", "ld.so.conf.d/private.conf", "profile.d/closed", "ssh/sshd_config"})
+        EXPECT_FALSE(fs::exists(fs::symlink_status(root / "etc" / gone))) << gone;
+    // Accounts: the host's system ones, not its people (alice), whose names
+    // also leave the member lists; Qubes' user instead.
+    std::string passwd = slurp(root / "etc" / "passwd");
+    EXPECT_EQ(passwd.find("alice"), std::string::npos) << passwd;
+    EXPECT_NE(passwd.find("postgres:x:101:"), std::string::npos) << passwd;
+    EXPECT_NE(passwd.find("nobody:x:65534:"), std::string::npos) << passwd;
+    EXPECT_NE(passwd.find("user:x:1000:1000:"), std::string::npos) << passwd;
+    std::string group = slurp(root / "etc" / "group");
+    EXPECT_EQ(group.find("alice"), std::string::npos) << group;
+    EXPECT_NE(group.find("sudo:x:27:postgres\n"), std::string::npos) << group;
+    EXPECT_EQ(slurp(root / "etc" / "shadow").find("alice"), std::string::npos);
+    // The qube's own hosts file, not the host's.
+    EXPECT_EQ(slurp(root / "etc" / "hosts").find("127.0.0.1\tlocalhost\n"), 0u);
+    EXPECT_EQ(slurp(root / "etc" / "hostname"), "localhost\n");
 }

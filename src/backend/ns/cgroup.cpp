@@ -109,6 +109,52 @@ uint64_t read_number(const fs::path& path) {
     return std::strtoull(text->c_str(), nullptr, 10);
 }
 
+// memory.limit_in_bytes with memory.memsw.limit_in_bytes (where swap is
+// accounted) equal to it: swap counts within the limit. memsw may never be
+// below the limit, so a raise goes through memsw first.
+void write_v1_memory_limit(const fs::path& dir, uint64_t bytes) {
+    std::string v = std::to_string(bytes);
+    int err = write_file_errno(dir / "memory.limit_in_bytes", v);
+    if (err == EINVAL) {
+        write_file_errno(dir / "memory.memsw.limit_in_bytes", v);
+        err = write_file_errno(dir / "memory.limit_in_bytes", v);
+    }
+    if (err) throw_errno("limiting memory of " + dir.string(), err);
+    write_file_errno(dir / "memory.memsw.limit_in_bytes", v);
+}
+
+// The budget of all qubes on the parent <own>/<group> of one v1 hierarchy
+// (`controllers`: those mounted there). Written at every start: the folder
+// goes with its last qube and comes back with the next one.
+void write_v1_budget(const fs::path& base, const std::set<std::string>& controllers,
+                     const QubesBudget& budget) {
+    if (controllers.count("pids") && budget.pids_max)
+        write_file(base / "pids.max", std::to_string(budget.pids_max));
+    if (controllers.count("memory") && budget.memory_bytes) write_v1_memory_limit(base, budget.memory_bytes);
+    if (controllers.count("cpu")) {
+        // cpu.shares 1024 is every other group's weight (cgroup v2's 100).
+        if (budget.cpu_weight)
+            write_file_errno(base / "cpu.shares", std::to_string(budget.cpu_weight * 1024 / 100));
+        if (budget.cpu_quota_milli) {
+            uint64_t period = read_number(base / "cpu.cfs_period_us");
+            if (!period) period = 100000;
+            // EINVAL when a qube adopted from an older daemon has more: its
+            // own quota still bounds it, the next start of it fits.
+            write_file_errno(base / "cpu.cfs_quota_us",
+                             std::to_string(budget.cpu_quota_milli * period / 1000));
+        }
+    }
+}
+
+void write_v2_budget(const fs::path& base, const QubesBudget& budget) {
+    if (budget.pids_max) write_file(base / "pids.max", std::to_string(budget.pids_max));
+    if (budget.memory_bytes) write_file(base / "memory.max", std::to_string(budget.memory_bytes));
+    if (budget.cpu_quota_milli && fs::exists(base / "cpu.max"))
+        write_file(base / "cpu.max", std::to_string(budget.cpu_quota_milli * 100) + " 100000");
+    if (budget.cpu_weight && fs::exists(base / "cpu.weight"))
+        write_file(base / "cpu.weight", std::to_string(budget.cpu_weight));
+}
+
 }  // namespace
 
 CgroupLayout parse_cgroup_layout(const std::string& mountinfo, const std::string& proc_cgroup,
@@ -174,7 +220,7 @@ CgroupLayout detect_cgroup_layout() {
 }
 
 QubeCgroup QubeCgroup::create(const CgroupLayout& layout, const std::string& group, const std::string& name,
-                              const CgroupLimits& limits) {
+                              const CgroupLimits& limits, const QubesBudget& budget) {
     QubeCgroup cg;
     cg.version_ = layout.version;
     if (layout.version == 2) {
@@ -197,6 +243,7 @@ QubeCgroup QubeCgroup::create(const CgroupLayout& layout, const std::string& gro
         fs::path base = own / group;
         make_dir(base);
         write_file(base / "cgroup.subtree_control", want);
+        write_v2_budget(base, budget);
         fs::path dir = base / name;
         make_dir(dir);
         cg.dirs_["unified"] = dir;
@@ -209,12 +256,15 @@ QubeCgroup QubeCgroup::create(const CgroupLayout& layout, const std::string& gro
     }
     if (layout.version != 1)
         throw BackendError("no usable cgroup hierarchy (neither v2 with memory and pids, nor v1)");
+    std::map<fs::path, std::set<std::string>> hierarchies;  // own dir -> its controllers
+    for (const auto& [controller, own] : layout.v1) hierarchies[own].insert(controller);
     std::map<fs::path, fs::path> made;  // own dir -> qube dir (co-mounted controllers share one)
     for (const auto& [controller, own] : layout.v1) {
         auto it = made.find(own);
         if (it == made.end()) {
             fs::path base = own / group;
             make_dir(base);
+            write_v1_budget(base, hierarchies[own], budget);
             fs::path dir = base / name;
             make_dir(dir);
             it = made.emplace(own, dir).first;
@@ -234,8 +284,12 @@ QubeCgroup QubeCgroup::create(const CgroupLayout& layout, const std::string& gro
         if (auto dir = cg.dir_of("cpu"); dir && limits.vcpus > 0) {
             uint64_t period = read_number(*dir / "cpu.cfs_period_us");
             if (!period) period = 100000;
-            write_file(*dir / "cpu.cfs_quota_us",
-                       std::to_string(period * static_cast<uint64_t>(limits.vcpus)));
+            uint64_t quota = period * static_cast<uint64_t>(limits.vcpus);
+            // v1 refuses a child more CPU time than its parent has.
+            int64_t parent = std::strtoll(
+                try_read_file(dir->parent_path() / "cpu.cfs_quota_us").value_or("-1").c_str(), nullptr, 10);
+            if (parent > 0) quota = std::min(quota, static_cast<uint64_t>(parent));
+            write_file(*dir / "cpu.cfs_quota_us", std::to_string(quota));
         }
         if (auto dir = cg.dir_of("pids"); dir && limits.pids_max)
             write_file(*dir / "pids.max", std::to_string(limits.pids_max));

@@ -3,7 +3,9 @@
 // controllers are available in a unified hierarchy, otherwise cgroup v1 (one
 // directory per hierarchy: memory, cpu, cpuacct, pids, freezer; co-mounted
 // controllers share one). A qube's cgroups live under the daemon's own cgroup
-// of each hierarchy: <own>/<group>/<qube name>.
+// of each hierarchy: <own>/<group>/<qube name>. <own>/<group> is the parent of
+// all qubes: its limits (QubesBudget: tasks, memory, CPU) keep a reserve for
+// the host whatever the qubes do together.
 #pragma once
 
 #include <sys/types.h>
@@ -16,6 +18,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "backend/host_budget.hpp"
 
 namespace aerie::backend::ns {
 
@@ -45,9 +49,11 @@ struct CgroupLimits {
 class QubeCgroup {
 public:
     QubeCgroup() = default;
-    // Creates <own>/<group>/<name> in every hierarchy and writes the limits.
+    // Creates <own>/<group>/<name> in every hierarchy and writes the limits:
+    // `budget` on <own>/<group> (every time: it is removed with its last
+    // qube), `limits` on the qube's own folder.
     static QubeCgroup create(const CgroupLayout& layout, const std::string& group, const std::string& name,
-                             const CgroupLimits& limits);
+                             const CgroupLimits& limits, const QubesBudget& budget = {});
     // The same cgroup, from a record (after a daemon restart).
     static QubeCgroup from_dirs(int version, std::map<std::string, std::filesystem::path> dirs);
 

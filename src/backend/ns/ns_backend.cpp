@@ -70,10 +70,12 @@ struct NsBackend::Qube {
 NsBackend::NsBackend(NsOptions options)
     : opt_(std::move(options)),
       layout_(detect_cgroup_layout()),
+      budget_(opt_.budget ? *opt_.budget : qubes_budget(read_host_facts())),
       seccomp_(build_seccomp_filter()),
       caps_(capability_plan()) {
     if (opt_.runtime_base.empty()) throw BackendError("ns backend: no runtime folder");
     if (!valid_qube_name(opt_.cgroup_group)) throw BackendError("ns backend: bad cgroup group name");
+    if (opt_.pids_max) budget_.qube_pids_max = opt_.pids_max;
 }
 
 NsBackend::~NsBackend() = default;
@@ -218,10 +220,10 @@ RunningQube NsBackend::start(const QubeSpec& spec) {
         limits.memory_bytes = spec.memory_mib << 20;
         limits.maxmem_bytes = spec.maxmem_mib << 20;
         limits.vcpus = spec.vcpus;
-        limits.pids_max = opt_.pids_max;
+        limits.pids_max = budget_.qube_pids_max;
         {
             std::lock_guard lock(cgroup_mutex());
-            q->cg = QubeCgroup::create(layout_, opt_.cgroup_group, spec.name, limits);
+            q->cg = QubeCgroup::create(layout_, opt_.cgroup_group, spec.name, limits, budget_);
         }
         // A record before the clone: if the daemon dies in between, the next
         // one finds the cgroup (and whatever got into it) and cleans up.

@@ -35,7 +35,10 @@ struct NsOptions {
     std::filesystem::path runtime_base = "/run/aerie/qubes";
     // The qubes' cgroups: <daemon's own cgroup>/<cgroup_group>/<name>.
     std::string cgroup_group = "aerie";
-    uint64_t pids_max = 16384;  // processes and threads per qube
+    // The limits of <cgroup_group>, the parent of all qubes; nullopt: from
+    // this host's size (qubes_budget(read_host_facts())).
+    std::optional<QubesBudget> budget;
+    uint64_t pids_max = 0;  // processes and threads per qube; 0: the budget's qube_pids_max
 };
 
 struct StartTimings {
@@ -64,6 +67,7 @@ public:
 
     StartTimings last_start_timings() const;
     const CgroupLayout& cgroup_layout() const { return layout_; }
+    const QubesBudget& budget() const { return budget_; }
     // The cgroup folders of a known qube (for tests and diagnostics).
     std::map<std::string, std::filesystem::path> cgroup_dirs(const std::string& name);
 
@@ -77,6 +81,7 @@ private:
 
     NsOptions opt_;
     CgroupLayout layout_;
+    QubesBudget budget_;
     std::vector<sock_filter> seccomp_;
     CapabilityPlan caps_;
     mutable std::mutex mu_;  // qubes_, timings_, cgroup folder creation and removal
