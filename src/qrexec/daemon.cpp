@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
 
 #include "base/safe_dir.hpp"
@@ -187,6 +188,7 @@ void Daemon::on_agent_closed(const std::string& reason) {
     for (auto& [port, watcher] : port_watchers_)
         if (auto c = watcher.lock()) c->conn->close("agent restarted");
     port_watchers_.clear();
+    drop_waiting();
     // Wait for the agent to come back (a restarted agent listens again),
     // with a growing wait between attempts: a link that lived a while starts
     // over from a short wait, one that dropped at once keeps the longer one.
@@ -569,25 +571,85 @@ void Daemon::on_client_message(const std::shared_ptr<Client>& client, const Head
     if (params.connect_port == 0) {
         // The caller's domain holds the port: the daemon socket is the host's
         // alone, so connect_domain is what a daemon or dom0 said, not a qube.
-        std::string why;
-        auto port = allocate_port(params.connect_domain, params.connect_domain, &why);
-        if (!port) {
-            conn->close(why);
+        uint32_t source = params.connect_domain;
+        PortPool::Grant g = ports_.allocate(source, params.connect_domain);
+        if (g.port) return dispatch_exec(client, type, std::move(params), std::move(fd), *g.port);
+        auto& queue = waiting_[source];
+        if (queue.size() >= kMaxWaitingPerSource || waiting_count_ >= kMaxWaiting) {
+            if (queue.empty()) waiting_.erase(source);
+            log_link("refusing a call: " + g.refusal + ", and too many of its calls wait", "ports");
+            conn->close(g.refusal);
             return;
         }
-        params.connect_port = *port;
-        port_watchers_[*port] = client;
-        std::string reply = encode_header(type, 8);
-        for (uint32_t v : {config_.domid, *port})
-            for (int i = 0; i < 4; ++i) reply.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-        conn->send(reply);
+        log_link("a call waits for a data port: " + g.refusal, "ports");
+        queue.push_back(WaitingExec{client, type, std::move(params), std::move(fd)});
+        ++waiting_count_;
+        return;
     } else if (params.connect_port < kFirstDataPort || params.connect_port > kLastDataPort) {
         conn->close("invalid data port");
         return;
     }
+    dispatch_exec(client, type, std::move(params), std::move(fd), 0);
+}
+
+// port: the data port given to this call (0: the caller chose its own).
+void Daemon::dispatch_exec(const std::shared_ptr<Client>& client, MsgType type, ExecParams params, UniqueFd fd,
+                           uint32_t port) {
+    auto& conn = client->conn;
+    if (port != 0) {
+        params.connect_port = port;
+        port_watchers_[port] = client;
+        std::string reply = encode_header(type, 8);
+        for (uint32_t v : {config_.domid, port})
+            for (int i = 0; i < 4; ++i) reply.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+        conn->send(reply);
+    }
     if (params.cmdline.rfind("DEFAULT:", 0) == 0)
         params.cmdline = config_.default_user + params.cmdline.substr(7);
     agent_->send(encode_exec(type, params), std::move(fd));
+}
+
+// A port came free: the waiting source that holds the fewest ports goes
+// first (dom0 among equals), so no caller waits behind one that hoards.
+void Daemon::serve_waiting() {
+    while (waiting_count_ > 0 && agent_ && agent_->is_open()) {
+        std::vector<uint32_t> order;
+        for (auto& [source, queue] : waiting_) order.push_back(source);
+        std::stable_sort(order.begin(), order.end(),
+                         [this](uint32_t x, uint32_t y) { return ports_.held_by(x) < ports_.held_by(y); });
+        bool served = false;
+        for (uint32_t source : order) {
+            auto& queue = waiting_[source];
+            while (!queue.empty()) {
+                auto c = queue.front().client.lock();
+                if (c && c->conn->is_open()) break;
+                queue.pop_front();  // the caller gave up
+                --waiting_count_;
+            }
+            if (queue.empty()) {
+                waiting_.erase(source);
+                continue;
+            }
+            PortPool::Grant g = ports_.allocate(source, queue.front().params.connect_domain);
+            if (!g.port) continue;
+            WaitingExec w = std::move(queue.front());
+            queue.pop_front();
+            --waiting_count_;
+            if (queue.empty()) waiting_.erase(source);
+            dispatch_exec(w.client.lock(), w.type, std::move(w.params), std::move(w.fd), *g.port);
+            served = true;
+            break;
+        }
+        if (!served) return;
+    }
+}
+
+void Daemon::drop_waiting() {
+    for (auto& [source, queue] : waiting_)
+        for (auto& w : queue)
+            if (auto c = w.client.lock()) c->conn->close("agent restarted");
+    waiting_.clear();
+    waiting_count_ = 0;
 }
 
 // --- data ports ---------------------------------------------------------------
@@ -612,6 +674,7 @@ void Daemon::release_port(uint32_t port, uint32_t remote_domain) {
         if (auto c = it->second.lock()) c->conn->close("connection terminated");
         port_watchers_.erase(it);
     }
+    serve_waiting();
 }
 
 }  // namespace aerie::qrexec

@@ -10,6 +10,7 @@
 
 #include <array>
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -105,6 +106,20 @@ private:
                          const std::string& cmdline, std::function<void(bool served)> on_over = nullptr);
     void run_in_dom0(const ServiceRequest& request, const std::string& cmdline);
     void refuse(const std::string& ident, const std::string& why);
+    // A client's command that must wait for a data port (its source is at
+    // its cap, or only dom0's reserve is left): served in turn as ports free.
+    struct WaitingExec {
+        std::weak_ptr<Client> client;
+        MsgType type;
+        ExecParams params;
+        UniqueFd fd;
+    };
+    static constexpr size_t kMaxWaitingPerSource = 256;
+    static constexpr size_t kMaxWaiting = 1024;
+    void dispatch_exec(const std::shared_ptr<Client>& client, MsgType type, ExecParams params, UniqueFd fd,
+                       uint32_t port);
+    void serve_waiting();
+    void drop_waiting();
     // source: whose call the port serves (PortPool); *why: a refusal.
     std::optional<uint32_t> allocate_port(uint32_t source, uint32_t remote_domain, std::string* why);
     void release_port(uint32_t port, uint32_t remote_domain);
@@ -130,6 +145,8 @@ private:
     std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor_;
     std::string socket_path_;
     PortPool ports_;
+    std::map<uint32_t, std::deque<WaitingExec>> waiting_;  // by source; no empty queues
+    size_t waiting_count_ = 0;
     std::map<uint32_t, std::weak_ptr<Client>> port_watchers_;
     size_t pending_calls_ = 0;
     ChildReaper reaper_;
