@@ -92,13 +92,15 @@ class QrexecHostile(unittest.TestCase):
         lines_at_drop = log_lines(w, "daemon-a")
         os.unlink(control_socket(a))
         os.symlink(os.path.join(secret, "root-only.sock"), control_socket(a))
+        time.sleep(1.5)
+        readable, _, _ = select.select([victim], [], [], 0)
+        self.assertEqual(readable, [], "the daemon connected to the root-only socket through the symlink")
         # Callers are told at once, not kept waiting for the agent.
         r = qrexec_client(w, "a", "DEFAULT:true")
         self.assertNotEqual(r.returncode, 0)
         self.assertIn(b"qrexec agent of a is not connected", r.stderr)
         r = b.call("a", "test.Echo", timeout=20)
         self.assertEqual(r.returncode, 126, r)
-        time.sleep(1.5)
         # Then a link to another qube's agent socket.
         os.unlink(control_socket(a))
         os.symlink(os.path.relpath(control_socket(b), a.vchan_dir), control_socket(a))
