@@ -3,11 +3,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <cstdio>
 #include <cstring>
-#include <algorithm>
 #include <filesystem>
 
 #include "base/safe_dir.hpp"
@@ -184,9 +184,13 @@ void Daemon::agent_gone_for_good(const std::string& why) {
 void Daemon::on_agent_closed(const std::string& reason) {
     log_link("qrexec-agent has disconnected: " + reason);
     agent_.reset();
-    // Calls in flight lose their notification: their clients see EOF now.
-    for (auto& [port, watcher] : port_watchers_)
+    // Calls in flight lose their notification: their clients see EOF now,
+    // and their ports are free again (the agent that would have said
+    // CONNECTION_TERMINATED is gone).
+    for (auto& [port, watcher] : port_watchers_) {
         if (auto c = watcher.lock()) c->conn->close("agent restarted");
+        ports_.forget(port);
+    }
     port_watchers_.clear();
     drop_waiting();
     // Wait for the agent to come back (a restarted agent listens again),

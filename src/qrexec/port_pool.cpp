@@ -35,6 +35,12 @@ bool PortPool::release(uint32_t port, uint32_t remote_domain) {
     return true;
 }
 
+void PortPool::forget(uint32_t port) {
+    if (port < kFirstDataPort || port > kLastDataPort) return;
+    auto& slot = slots_[port - kFirstDataPort];
+    if (slot) release(port, slot->remote_domain);
+}
+
 uint32_t PortPool::held_by(uint32_t source) const {
     auto it = held_.find(source);
     return it == held_.end() ? 0 : it->second;

@@ -37,6 +37,8 @@ public:
     // Releases `port` if it is held for `remote_domain` (a peer may only
     // release its own). False when it was not.
     bool release(uint32_t port, uint32_t remote_domain);
+    // Releases `port` whoever holds it (its agent is gone: no one will).
+    void forget(uint32_t port);
 
     uint32_t held_by(uint32_t source) const;
     uint32_t in_use() const { return in_use_; }

@@ -47,5 +47,16 @@ TEST(QrexecPortPool, ReleaseOnlyByTheRemoteDomainAndPortsAreReused) {
     EXPECT_EQ(pool.allocate(7, 7).port, kFirstDataPort + 3);  // back under the cap
 }
 
+TEST(QrexecPortPool, ForgetFreesAPortWhoeverHoldsIt) {
+    PortPool pool;
+    auto g = pool.allocate(7, 9);
+    ASSERT_TRUE(g.port);
+    pool.forget(*g.port);
+    EXPECT_EQ(pool.held_by(7), 0u);
+    EXPECT_EQ(pool.in_use(), 0u);
+    pool.forget(*g.port);  // nothing held: no change
+    EXPECT_EQ(pool.in_use(), 0u);
+}
+
 }  // namespace
 }  // namespace aerie::qrexec
