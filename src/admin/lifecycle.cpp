@@ -23,10 +23,11 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 struct Lifecycle::Running {
-    explicit Running(asio::io_context& io) : exit_watch(io), ready_timer(io), kill_timer(io) {}
+    explicit Running(asio::io_context& io) : exit_watch(io), daemon_watch(io), ready_timer(io), kill_timer(io) {}
     pid_t init_pid = 0;
     pid_t daemon_pid = 0;
-    asio::posix::stream_descriptor exit_watch;  // a pidfd of PID 1: readable when it exits
+    asio::posix::stream_descriptor exit_watch;    // a pidfd of PID 1: readable when it exits
+    asio::posix::stream_descriptor daemon_watch;  // a pidfd of the qrexec daemon
     asio::steady_timer ready_timer;
     asio::steady_timer kill_timer;
     bool stopping = false;
@@ -257,6 +258,52 @@ void Lifecycle::spawn_qrexec_daemon(const Qube& qube, Running& running) {
     if (n != sizeof pid || pid <= 0) throw std::runtime_error("cannot start " + program);
     running.daemon_pid = pid;
     write_text(runtime / "qrexec-daemon.pid", std::to_string(pid));
+    watch_qrexec_daemon(qube.name, running);
+}
+
+void Lifecycle::watch_qrexec_daemon(const std::string& name, Running& running) {
+    asio::error_code ignored;
+    running.daemon_watch.close(ignored);
+    pid_t pid = running.daemon_pid;
+    int fd = pid > 0 ? pidfd_open(pid) : -1;
+    if (fd < 0) {
+        asio::post(io_, [this, name, pid] { qrexec_daemon_exited(name, pid); });
+        return;
+    }
+    running.daemon_watch.assign(fd);
+    running.daemon_watch.async_wait(asio::posix::stream_descriptor::wait_read,
+                                    [this, name, pid](const asio::error_code& ec) {
+                                        if (ec != asio::error::operation_aborted) qrexec_daemon_exited(name, pid);
+                                    });
+}
+
+// The daemon gave up on the agent (qrexec_timeout passed without it), or was
+// killed: no caller could reach the qube any more, so it is stopped (its
+// domain-shutdown says "crashed"); during a start, the start fails.
+void Lifecycle::qrexec_daemon_exited(const std::string& name, pid_t pid) {
+    auto it = running_.find(name);
+    if (it == running_.end() || it->second->daemon_pid != pid || it->second->stopping) return;
+    Running& running = *it->second;
+    running.daemon_pid = 0;
+    fs::path log = qube_log(name, "qrexec-daemon");
+    std::string tail = last_lines(log, 1);
+    std::fprintf(stderr, "aeried: the qrexec daemon of %s exited (%s): stopping the qube\n", name.c_str(),
+                 tail.c_str());
+    Done starting = std::move(running.starting);
+    running.starting = nullptr;
+    if (starting) running.stopping = true;
+    try {
+        backend_.kill(name);
+    } catch (const std::exception&) {
+    }
+    if (!starting) return;
+    const Qube* qube = model_.find(name);
+    long long seconds = qube ? mib_of(model_, *qube, "qrexec_timeout") : 0;
+    if (tail.find("cannot connect to qrexec agent for") != std::string::npos)
+        return starting(qubes_error("QubesException",
+                                    fmt::format("Cannot connect to qrexec agent for {} seconds, see {} for details",
+                                                seconds, qube_log(name, "console").string())));
+    starting(qubes_error("QubesException", "Start failed: the qrexec daemon of '" + name + "' exited: " + tail));
 }
 
 // The qrexec daemon makes its qrexec.<name> and qrexec.uuid:<uuid> links once
@@ -473,7 +520,10 @@ void Lifecycle::adopt() {
         pid_t daemon = read_pid(runtime / "qrexec-daemon.pid");
         running->daemon_pid = alive(daemon) ? daemon : 0;
         running_[r.name] = std::move(running);
-        if (!running_[r.name]->daemon_pid) spawn_qrexec_daemon(*qube, *running_[r.name]);
+        if (!running_[r.name]->daemon_pid)
+            spawn_qrexec_daemon(*qube, *running_[r.name]);
+        else
+            watch_qrexec_daemon(r.name, *running_[r.name]);
         qube->power_state = backend_.state(r.name) == backend::PowerState::Paused ? "Paused" : "Running";
         watch_exit(r.name);
     }

@@ -77,6 +77,11 @@ private:
     void watch_exit(const std::string& name);
     void finish_stop(const std::string& name, bool crashed);
     void spawn_qrexec_daemon(const Qube& qube, Running& running);
+    // A qube's qrexec daemon exits only when its agent is gone for good (or
+    // it was killed): the qube is then stopped, never left "Running" with no
+    // way in.
+    void watch_qrexec_daemon(const std::string& name, Running& running);
+    void qrexec_daemon_exited(const std::string& name, pid_t pid);
     void kill_orphan_qrexec_daemon(const std::string& name);
     void publish(const Qube& qube, const std::string& event,
                  std::vector<std::pair<std::string, std::string>> kwargs = {});

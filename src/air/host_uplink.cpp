@@ -30,6 +30,9 @@ using Tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
+// The account the relay runs as in a qube (storage/accounts.cpp: user 1000).
+constexpr uid_t kQubeUserId = 1000;
+
 // One running qube's uplink.sock and the listener it registered.
 struct HostUplink::Endpoint {
     Endpoint(asio::io_context& io, std::string name) : qube(std::move(name)), acceptor(io), pause(io) {}
@@ -224,11 +227,18 @@ void HostUplink::open_endpoint(const std::string& qube, const fs::path& air_dir)
         fs::create_directories(air_dir);
         std::error_code ignored;
         fs::remove(path, ignored);
+        const admin::Qube* q = model_.find(qube);
+        if (!q) throw std::runtime_error("no such qube");
         ep->acceptor.open();
         ep->acceptor.bind(Unix::endpoint(path.string()));
-        // The qube's users are others to the host: they connect through the
-        // read-only bind of the folder, which connecting does not need written.
-        if (::chmod(path.c_str(), 0666) != 0) throw std::runtime_error(std::string("chmod: ") + std::strerror(errno));
+        // Only this qube may connect: its root (owner) and its `user`
+        // (group 1000, the relay's account), seen from the host as ids in the
+        // qube's range; no host user, no other qube. The folder is host-owned
+        // and bound read-only, so the name is the host's: chown/chmod by path
+        // are safe here, and done before listen (nobody connects in between).
+        uid_t base = admin::Lifecycle::owner_uid(*q);
+        if (::chown(path.c_str(), base, base + kQubeUserId) != 0 || ::chmod(path.c_str(), 0660) != 0)
+            throw std::runtime_error(std::string("chown/chmod: ") + std::strerror(errno));
         ep->acceptor.listen();
     } catch (const std::exception& e) {
         log(fmt::format("cannot open the uplink of {} at {}: {}", qube, path.string(), e.what()));

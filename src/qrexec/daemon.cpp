@@ -3,11 +3,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
+#include "base/safe_dir.hpp"
 #include "qrexec/admin_call.hpp"
 #include "qrexec/local_service.hpp"
 #include "qrexec/system_info_source.hpp"
@@ -47,7 +50,8 @@ struct Daemon::Client {
 };
 
 Daemon::Daemon(asio::io_context& io, DaemonConfig config)
-    : io_(io), config_(std::move(config)), reaper_(io),
+    : io_(io), config_(std::move(config)), retry_timer_(io), give_up_timer_(io), hello_timer_(io),
+      backoff_(std::chrono::milliseconds(1), std::chrono::milliseconds(100)), reaper_(io),
       dom0_(std::make_unique<LocalServiceRunner>(io, reaper_)) {
     if (config_.vchan_dir.empty()) config_.vchan_dir = vchan_socket_dir();
     if (config_.admin_socket.empty()) config_.admin_socket = default_admin_socket();
@@ -59,52 +63,150 @@ void Daemon::log(const std::string& message) const {
     std::fprintf(stderr, "qrexec-daemon %s: %s\n", config_.name.c_str(), message.c_str());
 }
 
-void Daemon::start() {
-    connect_agent();
-    create_socket();
+// The agent link's lines (drops, failed attempts) are bounded: a qube that
+// makes its link flap must not fill the host's log.
+void Daemon::log_link(const std::string& message, const std::string& key) {
+    if (!link_log_.allow(key)) return;
+    if (uint64_t n = link_log_.take_suppressed(key)) log(std::to_string(n) + " similar lines suppressed");
+    log(message);
 }
 
-void Daemon::connect_agent() {
-    std::string path = vchan_socket_path(config_.vchan_dir, config_.domid, 0, kControlPort);
-    UniqueFd fd = vchan_connect(path, config_.startup_timeout);
-    if (!fd) throw std::runtime_error("cannot connect to qrexec agent at " + path);
+void Daemon::start() {
+    // The folder itself lies in host-owned folders (the qube owns only what
+    // is inside): opening it by name is safe, and it is never resolved by
+    // name again (agent_link.hpp).
+    try {
+        vchan_dirfd_ = base::open_trusted_dir(config_.vchan_dir);
+    } catch (const std::exception& e) {
+        throw std::runtime_error(std::string("cannot open the vchan folder: ") + e.what());
+    }
+    give_up_timer_.expires_after(config_.startup_timeout);
+    give_up_timer_.async_wait([this](const asio::error_code& ec) {
+        if (!ec) agent_gone_for_good("cannot connect to qrexec agent for " +
+                                     std::to_string(config_.startup_timeout.count()) + " seconds" +
+                                     (last_failure_.empty() ? "" : " (" + last_failure_ + ")"));
+    });
+    try_connect_agent();
+    // Nothing else is served before the agent said hello.
+    while (agent_state_ == AgentState::Starting && !io_.stopped()) io_.run_one();
+    if (agent_state_ != AgentState::Connected) throw std::runtime_error(fatal_.empty() ? "stopped" : fatal_);
+}
 
-    // The agent speaks first; the daemon answers with its own version.
-    char raw[kHeaderSize + 4];
-    if (!read_all(fd.get(), raw, sizeof raw)) throw std::runtime_error("agent closed before HELLO");
-    Header h = decode_header(std::string_view(raw, kHeaderSize), 4);
-    if (h.type != static_cast<uint32_t>(MsgType::Hello) || h.len != 4)
-        throw std::runtime_error("invalid HELLO from agent");
-    uint32_t version = get_u32(std::string_view(raw, sizeof raw), kHeaderSize);
-    agent_version_ = std::min(version, kProtocolVersion);
-    if (agent_version_ < kMinProtocolVersion)
-        throw std::runtime_error("incompatible agent protocol version " + std::to_string(version));
-    std::string hello = encode_hello(kProtocolVersion);
-    if (!write_all(fd.get(), hello.data(), hello.size())) throw std::runtime_error("cannot send HELLO");
-
+// One attempt: resolve and connect beneath the vchan folder, then wait for
+// the agent's HELLO without blocking (hello_timeout).
+void Daemon::try_connect_agent() {
+    std::string why;
+    std::string name = vchan_socket_path("", config_.domid, 0, kControlPort).substr(1);
+    UniqueFd fd = connect_beneath(vchan_dirfd_.get(), name, &why);
+    if (!fd) return agent_attempt_failed(why);
+    agent_hello_pending_ = true;
     agent_ = MessageConn::create(io_, std::move(fd), {});
-    agent_->start([this](const Header& hdr, std::string_view payload, UniqueFd) { on_agent_message(hdr, payload); },
-                  [this](const std::string& reason) { on_agent_closed(reason); });
+    std::weak_ptr<MessageConn> attempt = agent_;
+    agent_->start(
+        [this](const Header& hdr, std::string_view payload, UniqueFd) {
+            if (agent_hello_pending_)
+                on_agent_hello(hdr, payload);
+            else
+                on_agent_message(hdr, payload);
+        },
+        [this, attempt](const std::string& reason) {
+            if (attempt.lock() != agent_) return;  // an older link
+            if (agent_hello_pending_) return agent_attempt_failed("agent closed before HELLO: " + reason);
+            on_agent_closed(reason);
+        });
+    hello_timer_.expires_after(config_.hello_timeout);
+    hello_timer_.async_wait([this, attempt](const asio::error_code& ec) {
+        auto conn = attempt.lock();
+        if (ec || !conn || conn != agent_ || !agent_hello_pending_) return;
+        conn->close("no HELLO from agent in time");
+    });
+}
+
+void Daemon::on_agent_hello(const Header& h, std::string_view payload) {
+    // The agent speaks first; the daemon answers with its own version.
+    uint32_t version = h.len == 4 ? get_u32(payload, 0) : 0;
+    if (h.type != static_cast<uint32_t>(MsgType::Hello) || h.len != 4 || version < kMinProtocolVersion) {
+        agent_->close(h.type != static_cast<uint32_t>(MsgType::Hello) || h.len != 4
+                          ? "invalid HELLO from agent"
+                          : "incompatible agent protocol version " + std::to_string(version));
+        return;
+    }
+    agent_hello_pending_ = false;
+    hello_timer_.cancel();
+    agent_version_ = std::min(version, kProtocolVersion);
+    agent_->send(encode_hello(kProtocolVersion));
+    bool reconnected = agent_state_ == AgentState::Reconnecting;
+    agent_state_ = AgentState::Connected;
+    give_up_timer_.cancel();
+    connected_at_ = std::chrono::steady_clock::now();
+    last_failure_.clear();
+    create_socket();
+    if (reconnected) log_link("qrexec-agent has reconnected");
+}
+
+// Not connected (yet): try again after a wait that doubles each time. The
+// give-up timer (armed at start or when the link dropped) ends the retries.
+void Daemon::agent_attempt_failed(const std::string& why) {
+    if (agent_) {
+        auto conn = std::move(agent_);
+        conn->close(why);
+    }
+    agent_hello_pending_ = false;
+    hello_timer_.cancel();
+    if (agent_state_ == AgentState::Failed) return;
+    if (agent_state_ == AgentState::Reconnecting && why != last_failure_)
+        log_link("cannot reconnect to qrexec-agent: " + why);
+    last_failure_ = why;
+    retry_timer_.expires_after(backoff_.next());
+    retry_timer_.async_wait([this](const asio::error_code& ec) {
+        if (!ec && agent_state_ != AgentState::Failed && agent_state_ != AgentState::Connected) try_connect_agent();
+    });
+}
+
+void Daemon::agent_gone_for_good(const std::string& why) {
+    if (agent_state_ == AgentState::Connected || agent_state_ == AgentState::Failed) return;
+    bool starting = agent_state_ == AgentState::Starting;
+    agent_state_ = AgentState::Failed;
+    fatal_ = why;
+    retry_timer_.cancel();
+    hello_timer_.cancel();
+    if (agent_) {
+        auto conn = std::move(agent_);
+        conn->close(why);
+    }
+    remove_socket();
+    if (!starting) {
+        log(why);
+        if (on_fatal) on_fatal(why);
+    }
 }
 
 void Daemon::on_agent_closed(const std::string& reason) {
-    log("qrexec-agent has disconnected: " + reason);
+    log_link("qrexec-agent has disconnected: " + reason);
     agent_.reset();
-    // Calls in flight lose their notification: their clients see EOF now.
-    for (auto& [port, watcher] : port_watchers_)
+    // Calls in flight lose their notification: their clients see EOF now,
+    // and their ports are free again (the agent that would have said
+    // CONNECTION_TERMINATED is gone).
+    for (auto& [port, watcher] : port_watchers_) {
         if (auto c = watcher.lock()) c->conn->close("agent restarted");
+        ports_.forget(port);
+    }
     port_watchers_.clear();
-    remove_socket();
-    // Wait for the agent to come back (a restarted agent listens again).
-    asio::post(io_, [this] {
-        try {
-            connect_agent();
-            create_socket();
-            log("qrexec-agent has reconnected");
-        } catch (const std::exception& e) {
-            if (on_fatal) on_fatal(e.what());
-        }
+    drop_waiting();
+    // Wait for the agent to come back (a restarted agent listens again),
+    // with a growing wait between attempts: a link that lived a while starts
+    // over from a short wait, one that dropped at once keeps the longer one.
+    agent_state_ = AgentState::Reconnecting;
+    backoff_.set_cap(config_.reconnect_cap);
+    if (std::chrono::steady_clock::now() - connected_at_ > std::chrono::seconds(10)) backoff_.reset();
+    last_failure_ = "disconnected";
+    give_up_timer_.expires_after(config_.startup_timeout);
+    give_up_timer_.async_wait([this](const asio::error_code& ec) {
+        if (!ec) agent_gone_for_good("qrexec-agent did not come back within " +
+                                     std::to_string(config_.startup_timeout.count()) + " seconds" +
+                                     (last_failure_.empty() ? "" : " (" + last_failure_ + ")"));
     });
+    agent_attempt_failed("disconnected");
 }
 
 // --- the agent's requests ---------------------------------------------------
@@ -350,9 +452,12 @@ void Daemon::connect_to_qube(const ServiceRequest& request, const std::string& t
 }
 
 void Daemon::run_in_dom0(const ServiceRequest& request, const std::string& cmdline) {
-    auto port = allocate_port(0);
+    // This qube's own call: it holds the port, not dom0 (whose reserve is
+    // for calls into the qube).
+    std::string why;
+    auto port = allocate_port(config_.domid, 0, &why);
     if (!port) {
-        refuse(request.ident, "no free data port");
+        refuse(request.ident, why);
         return;
     }
     auto [ours, theirs] = channel_pair();
@@ -363,14 +468,20 @@ void Daemon::run_in_dom0(const ServiceRequest& request, const std::string& cmdli
 
 // --- local clients ------------------------------------------------------------
 
+// Only the host's root (qrexec-client, the other qubes' daemons, aeried)
+// may connect: the socket is made 0600 before it listens, so there is no
+// moment when anyone else could.
 void Daemon::create_socket() {
     if (acceptor_) return;
     ::mkdir(config_.socket_dir.c_str(), 0755);
     socket_path_ = config_.socket_dir + "/qrexec." + std::to_string(config_.domid);
     ::unlink(socket_path_.c_str());
-    acceptor_ = std::make_unique<asio::local::stream_protocol::acceptor>(
-        io_, asio::local::stream_protocol::endpoint(socket_path_));
-    ::chmod(socket_path_.c_str(), 0660);
+    acceptor_ = std::make_unique<asio::local::stream_protocol::acceptor>(io_);
+    acceptor_->open(asio::local::stream_protocol());
+    acceptor_->bind(asio::local::stream_protocol::endpoint(socket_path_));
+    if (::chmod(socket_path_.c_str(), 0600) != 0)
+        throw std::runtime_error("chmod " + socket_path_ + ": " + std::strerror(errno));
+    acceptor_->listen(asio::socket_base::max_listen_connections);
     auto link = [&](const std::string& alias) {
         std::string path = config_.socket_dir + "/qrexec." + alias;
         ::unlink(path.c_str());
@@ -396,7 +507,12 @@ void Daemon::accept_client() {
     if (!acceptor_) return;
     acceptor_->async_accept([this](const asio::error_code& ec, asio::local::stream_protocol::socket s) {
         if (ec == asio::error::operation_aborted || !acceptor_) return;
-        if (!ec) {
+        if (!ec && agent_state_ != AgentState::Connected) {
+            // The agent is gone (reconnecting): closed before HELLO, so the
+            // caller fails at once and can tell this from a refused command.
+            asio::error_code ignored;
+            s.close(ignored);
+        } else if (!ec) {
             auto client = std::make_shared<Client>();
             client->conn = MessageConn::create(io_, UniqueFd(s.release()), {kMaxPayload, true});
             std::weak_ptr<Client> weak = client;
@@ -457,36 +573,98 @@ void Daemon::on_client_message(const std::shared_ptr<Client>& client, const Head
     }
     ExecParams params = std::get<ExecParams>(m);
     if (params.connect_port == 0) {
-        auto port = allocate_port(params.connect_domain);
-        if (!port) {
-            conn->close("no free data port");
+        // The caller's domain holds the port: the daemon socket is the host's
+        // alone, so connect_domain is what a daemon or dom0 said, not a qube.
+        uint32_t source = params.connect_domain;
+        PortPool::Grant g = ports_.allocate(source, params.connect_domain);
+        if (g.port) return dispatch_exec(client, type, std::move(params), std::move(fd), *g.port);
+        auto& queue = waiting_[source];
+        if (queue.size() >= kMaxWaitingPerSource || waiting_count_ >= kMaxWaiting) {
+            if (queue.empty()) waiting_.erase(source);
+            log_link("refusing a call: " + g.refusal + ", and too many of its calls wait", "ports");
+            conn->close(g.refusal);
             return;
         }
-        params.connect_port = *port;
-        port_watchers_[*port] = client;
-        std::string reply = encode_header(type, 8);
-        for (uint32_t v : {config_.domid, *port})
-            for (int i = 0; i < 4; ++i) reply.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-        conn->send(reply);
+        log_link("a call waits for a data port: " + g.refusal, "ports");
+        queue.push_back(WaitingExec{client, type, std::move(params), std::move(fd)});
+        ++waiting_count_;
+        return;
     } else if (params.connect_port < kFirstDataPort || params.connect_port > kLastDataPort) {
         conn->close("invalid data port");
         return;
+    }
+    dispatch_exec(client, type, std::move(params), std::move(fd), 0);
+}
+
+// port: the data port given to this call (0: the caller chose its own).
+void Daemon::dispatch_exec(const std::shared_ptr<Client>& client, MsgType type, ExecParams params, UniqueFd fd,
+                           uint32_t port) {
+    auto& conn = client->conn;
+    if (port != 0) {
+        params.connect_port = port;
+        port_watchers_[port] = client;
+        std::string reply = encode_header(type, 8);
+        for (uint32_t v : {config_.domid, port})
+            for (int i = 0; i < 4; ++i) reply.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+        conn->send(reply);
     }
     if (params.cmdline.rfind("DEFAULT:", 0) == 0)
         params.cmdline = config_.default_user + params.cmdline.substr(7);
     agent_->send(encode_exec(type, params), std::move(fd));
 }
 
+// A port came free: the waiting source that holds the fewest ports goes
+// first (dom0 among equals), so no caller waits behind one that hoards.
+void Daemon::serve_waiting() {
+    while (waiting_count_ > 0 && agent_ && agent_->is_open()) {
+        std::vector<uint32_t> order;
+        for (auto& [source, queue] : waiting_) order.push_back(source);
+        std::stable_sort(order.begin(), order.end(),
+                         [this](uint32_t x, uint32_t y) { return ports_.held_by(x) < ports_.held_by(y); });
+        bool served = false;
+        for (uint32_t source : order) {
+            auto& queue = waiting_[source];
+            while (!queue.empty()) {
+                auto c = queue.front().client.lock();
+                if (c && c->conn->is_open()) break;
+                queue.pop_front();  // the caller gave up
+                --waiting_count_;
+            }
+            if (queue.empty()) {
+                waiting_.erase(source);
+                continue;
+            }
+            PortPool::Grant g = ports_.allocate(source, queue.front().params.connect_domain);
+            if (!g.port) continue;
+            WaitingExec w = std::move(queue.front());
+            queue.pop_front();
+            --waiting_count_;
+            if (queue.empty()) waiting_.erase(source);
+            dispatch_exec(w.client.lock(), w.type, std::move(w.params), std::move(w.fd), *g.port);
+            served = true;
+            break;
+        }
+        if (!served) return;
+    }
+}
+
+void Daemon::drop_waiting() {
+    for (auto& [source, queue] : waiting_)
+        for (auto& w : queue)
+            if (auto c = w.client.lock()) c->conn->close("agent restarted");
+    waiting_.clear();
+    waiting_count_ = 0;
+}
+
 // --- data ports ---------------------------------------------------------------
 
-std::optional<uint32_t> Daemon::allocate_port(uint32_t remote_domain) {
-    for (size_t i = 0; i < ports_.size(); ++i) {
-        if (!ports_[i]) {
-            ports_[i] = remote_domain;
-            return static_cast<uint32_t>(kFirstDataPort + i);
-        }
+std::optional<uint32_t> Daemon::allocate_port(uint32_t source, uint32_t remote_domain, std::string* why) {
+    PortPool::Grant g = ports_.allocate(source, remote_domain);
+    if (!g.port) {
+        *why = g.refusal;
+        log_link("refusing a call: " + g.refusal, "ports");
     }
-    return std::nullopt;
+    return g.port;
 }
 
 void Daemon::release_port(uint32_t port, uint32_t remote_domain) {
@@ -494,14 +672,13 @@ void Daemon::release_port(uint32_t port, uint32_t remote_domain) {
         log("invalid port in MSG_CONNECTION_TERMINATED: " + std::to_string(port));
         return;
     }
-    auto& slot = ports_[port - kFirstDataPort];
-    if (!slot || *slot != remote_domain) return;  // not ours to release
-    slot.reset();
+    if (!ports_.release(port, remote_domain)) return;  // not ours to release
     auto it = port_watchers_.find(port);
     if (it != port_watchers_.end()) {
         if (auto c = it->second.lock()) c->conn->close("connection terminated");
         port_watchers_.erase(it);
     }
+    serve_waiting();
 }
 
 }  // namespace aerie::qrexec

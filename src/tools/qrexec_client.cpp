@@ -44,15 +44,23 @@ uint32_t get_u32(const char* b) {
     return c(0) | (c(1) << 8) | (c(2) << 16) | (c(3) << 24);
 }
 
-// Connects to a daemon's socket and does the client handshake.
+// Connects to a daemon's socket and does the client handshake; on failure
+// says why.
 UniqueFd connect_daemon(const std::string& socket_dir, const std::string& domain,
                         std::chrono::milliseconds timeout) {
     UniqueFd fd = vchan_connect(socket_dir + "/qrexec." + domain, timeout);
-    if (!fd) return {};
+    if (!fd) {
+        std::fprintf(stderr, "qrexec-client: cannot connect to the qrexec daemon of %s\n", domain.c_str());
+        return {};
+    }
     char hello[kHeaderSize + 4];
     if (!read_all(fd.get(), hello, sizeof hello) ||
-        get_u32(hello) != static_cast<uint32_t>(MsgType::Hello))
+        get_u32(hello) != static_cast<uint32_t>(MsgType::Hello)) {
+        // A daemon closes before HELLO while its qube's agent is gone.
+        std::fprintf(stderr, "qrexec-client: the qrexec agent of %s is not connected (see its qrexec-daemon log)\n",
+                     domain.c_str());
         return {};
+    }
     std::string ours = encode_hello(kClientProtocolVersion);
     if (!write_all(fd.get(), ours.data(), ours.size())) return {};
     return fd;
@@ -159,10 +167,7 @@ int main(int argc, char** argv) {
 
     auto timeout = std::chrono::milliseconds(timeout_s * 1000);
     UniqueFd daemon = connect_daemon(socket_dir, target, timeout);
-    if (!daemon) {
-        std::fprintf(stderr, "qrexec-client: cannot connect to the qrexec daemon of %s\n", domain);
-        return kExitProblem;
-    }
+    if (!daemon) return kExitProblem;
     auto [ours, theirs] = channel_pair();
     MsgType type = just_exec ? MsgType::JustExec : MsgType::ExecCmdline;
     std::string request = encode_exec(type, ExecParams{connect_domain, 0, cmdline});
@@ -173,7 +178,10 @@ int main(int argc, char** argv) {
     theirs.reset();
     char reply[kHeaderSize + 8];
     if (!read_all(daemon.get(), reply, sizeof reply)) {
-        std::fprintf(stderr, "qrexec-client: the daemon refused the command\n");
+        std::fprintf(stderr,
+                     "qrexec-client: the qrexec daemon of %s refused the command (no data port free for this "
+                     "caller, or its agent disconnected: see its log)\n",
+                     domain);
         return kExitProblem;
     }
     uint32_t data_domain = get_u32(reply + kHeaderSize), data_port = get_u32(reply + kHeaderSize + 4);
@@ -181,10 +189,7 @@ int main(int argc, char** argv) {
     if (connect_spec) {
         // Hand our end to the caller's daemon for its agent.
         UniqueFd src = connect_daemon(socket_dir, source_name, timeout);
-        if (!src) {
-            std::fprintf(stderr, "qrexec-client: cannot connect to the qrexec daemon of %s\n", source_name.c_str());
-            return kExitProblem;
-        }
+        if (!src) return kExitProblem;
         std::string sc = encode_service_connect({data_domain, data_port, ident});
         if (!write_all_with_fd(src.get(), sc, ours.get())) return kExitProblem;
         return 0;

@@ -107,8 +107,12 @@ int main(int argc, char** argv) {
     ::signal(SIGPIPE, SIG_IGN);
     asio::io_context io;
     aerie::qrexec::Daemon daemon(io, config);
-    daemon.on_fatal = [&io](const std::string& why) {
+    // The agent is gone for good: exit, so that aeried (which watches this
+    // process) stops the qube instead of leaving it "Running" unreachable.
+    int exit_code = 0;
+    daemon.on_fatal = [&io, &exit_code](const std::string& why) {
         std::fprintf(stderr, "qrexec-daemon: %s\n", why.c_str());
+        exit_code = 4;
         io.stop();
     };
     try {
@@ -125,5 +129,5 @@ int main(int argc, char** argv) {
     asio::signal_set stop(io, SIGTERM, SIGINT);
     stop.async_wait([&io](const asio::error_code&, int) { io.stop(); });
     io.run();
-    return 0;
+    return exit_code;
 }

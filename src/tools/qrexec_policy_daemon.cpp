@@ -369,15 +369,18 @@ public:
             }
             ::unlink(path.c_str());
         }
+        // Only the host's root (the qrexec daemons) asks: 0600, set before
+        // listen so that nobody else can connect in between.
         try {
             acceptor_.open(stream_protocol());
             acceptor_.bind(stream_protocol::endpoint(path));
+            if (::chmod(path.c_str(), 0600) != 0)
+                throw std::system_error(errno, std::generic_category(), "chmod");
             acceptor_.listen(asio::socket_base::max_listen_connections);
         } catch (const std::system_error& e) {
             report("cannot listen on {}: {}", path, e.what());
             return false;
         }
-        ::chmod(path.c_str(), 0660);
         if (::lstat(path.c_str(), &st) == 0) {
             bound_ = std::make_pair(st.st_dev, st.st_ino);
         }

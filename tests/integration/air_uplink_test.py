@@ -200,9 +200,17 @@ class AirUplinkTest(WorldTest):
         self.remote("rf", "f", "no-such-host.invalid:22")
         self.w.tool("qvm-start", self.relay)
         self.w.tool("qvm-start", PREFIX + "work")
-        mode = os.stat(self.socket_path(self.relay)).st_mode
-        self.assertTrue(stat.S_ISSOCK(mode))
-        self.assertEqual(stat.S_IMODE(mode), 0o666)
+        st = os.stat(self.socket_path(self.relay))
+        self.assertTrue(stat.S_ISSOCK(st.st_mode))
+        # Only the qube itself: its root (owner) and its user's group (1000).
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o660)
+        base = os.stat(os.path.join(self.w.runtime, "qubes", self.relay, "vchan")).st_uid  # the qube's root
+        self.assertEqual((st.st_uid, st.st_gid), (base, base + 1000))
+        # A host user that is not root cannot connect (it could with 0666).
+        probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "python3", "-c",
+                                "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])",
+                                self.socket_path(self.relay)], capture_output=True, text=True)
+        self.assertIn("PermissionError", probe.stderr)
 
         got = self.requests(self.relay, ["connect b\n", "connect e\n", "connect c\n", "connect d\n",
                                          "connect f\n"])
