@@ -149,38 +149,46 @@ void drain_into(int in, BoundedLogFile& log, const LogCap& cap) {
     }
 }
 
-UniqueFd spawn_log_drainer(const std::filesystem::path& path, const LogCap& cap) {
+LogPipe spawn_log_drainer(const std::filesystem::path& path, const LogCap& cap) {
     std::filesystem::path dir = path.parent_path();
     if (dir.empty()) dir = ".";
     UniqueFd dir_fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!dir_fd) throw failure("opening the log folder " + dir.string(), errno);
     BoundedLogFile log(dir_fd.get(), path.filename().string(), cap.max_bytes);
-    int p[2];
+    int p[2], q[2];
     if (::pipe2(p, O_CLOEXEC) != 0) throw failure("pipe", errno);
     UniqueFd read_end(p[0]), write_end(p[1]);
-    // Detached twice over (its own session, not our child): it outlives us,
-    // and nobody has to reap it.
+    if (::pipe2(q, O_CLOEXEC) != 0) throw failure("pipe", errno);
+    UniqueFd pid_in(q[0]), pid_out(q[1]);
+    // Detached twice over (its own session, not our child): it outlives us
+    // (aeried may restart while its qubes run), and nobody has to reap it.
     pid_t middle = ::fork();
     if (middle < 0) throw failure("fork", errno);
     if (middle == 0) {
         ::setsid();
         pid_t drainer = ::fork();
-        if (drainer != 0) ::_exit(drainer < 0 ? 1 : 0);
+        if (drainer != 0) {
+            (void)!::write(pid_out.get(), &drainer, sizeof drainer);
+            ::_exit(drainer < 0 ? 1 : 0);
+        }
         run_drainer(read_end.get(), log, dir_fd.get(), cap);
     }
-    int status = 0;
-    pid_t waited;
-    while ((waited = ::waitpid(middle, &status, 0)) < 0 && errno == EINTR) {
+    pid_out.reset();
+    pid_t drainer = -1;
+    ssize_t got;
+    while ((got = ::read(pid_in.get(), &drainer, sizeof drainer)) < 0 && errno == EINTR) {
     }
-    // (ECHILD: someone else reaped it; the drainer itself does not depend on that.)
-    if (waited == middle && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
-        throw std::runtime_error("cannot start the drainer of " + path.string());
-    return write_end;
+    while (::waitpid(middle, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    if (got != sizeof drainer || drainer <= 0) throw std::runtime_error("cannot start the drainer of " + path.string());
+    // It cannot have ended (and its pid been reused): it waits for our write end.
+    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, drainer, 0)));
+    return LogPipe{std::move(write_end), std::move(pidfd)};
 }
 
 void redirect_output_to_log(const std::filesystem::path& path, const LogCap& cap) {
-    UniqueFd out = spawn_log_drainer(path, cap);
-    if (::dup2(out.get(), STDOUT_FILENO) < 0 || ::dup2(out.get(), STDERR_FILENO) < 0)
+    LogPipe out = spawn_log_drainer(path, cap);
+    if (::dup2(out.input.get(), STDOUT_FILENO) < 0 || ::dup2(out.input.get(), STDERR_FILENO) < 0)
         throw failure("redirecting output to " + path.string(), errno);
 }
 

@@ -62,11 +62,15 @@ private:
 // budget. System calls only.
 void drain_into(int in, BoundedLogFile& log, const LogCap& cap);
 
+struct LogPipe {
+    UniqueFd input;    // the pipe's write end (close-on-exec): give it to the writer
+    UniqueFd drainer;  // a pidfd of the drainer: readable once it has copied everything and ended
+};
+
 // Starts a detached drainer writing to `path` (its directory must be the
-// host's own, not a qube's) and returns the write end of its pipe
-// (close-on-exec). The drainer ends when every copy of the write end is closed.
-// Throws std::runtime_error on failure.
-UniqueFd spawn_log_drainer(const std::filesystem::path& path, const LogCap& cap);
+// host's own, not a qube's). The drainer ends when every copy of the write
+// end is closed. Throws std::runtime_error on failure.
+LogPipe spawn_log_drainer(const std::filesystem::path& path, const LogCap& cap);
 
 // Sends this process's stdout and stderr to a drainer of `path`.
 void redirect_output_to_log(const std::filesystem::path& path, const LogCap& cap);

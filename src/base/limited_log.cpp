@@ -6,6 +6,11 @@
 
 namespace aerie::base {
 
+std::string clip(std::string_view text, std::size_t max_bytes) {
+    if (text.size() <= max_bytes) return std::string(text);
+    return fmt::format("{}...(+{} bytes)", text.substr(0, max_bytes), text.size() - max_bytes);
+}
+
 LimitedLog::LimitedLog(std::string prefix, LimitedLogOptions options)
     : prefix_(std::move(prefix)), options_(options), limiter_(options.per_second, options.burst) {
     sink = [this](const std::string& line) {

@@ -21,6 +21,10 @@ struct LimitedLogOptions {
     std::size_t max_bytes = 512; // of one line's text, before the escaping
 };
 
+// At most `max_bytes` of `text`, then "...(+N bytes)"; not escaped (a line
+// built of clipped fields goes through LimitedLog, which escapes it once).
+std::string clip(std::string_view text, std::size_t max_bytes);
+
 class LimitedLog {
 public:
     // Lines go to `sink` (without a newline); by default to stderr as "<prefix>: <line>\n".

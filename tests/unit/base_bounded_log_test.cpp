@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,7 +9,6 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <thread>
 
 #include "base/bounded_log.hpp"
 #include "base/limited_log.hpp"
@@ -36,16 +36,6 @@ uint64_t size_or_zero(const fs::path& p) {
     std::error_code ec;
     auto n = fs::file_size(p, ec);
     return ec ? 0 : n;
-}
-
-// Waits (generously) until `text` ends the log: the drainer has copied all before it.
-bool wait_for_tail(const fs::path& p, const std::string& text) {
-    for (int i = 0; i < 2000; ++i) {
-        std::string s = read(p);
-        if (s.size() >= text.size() && s.compare(s.size() - text.size(), text.size(), text) == 0) return true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return false;
 }
 
 }  // namespace
@@ -103,19 +93,41 @@ TEST(SpawnLogDrainer, AFloodThroughThePipeStaysUnderTheCap) {
     fs::path path = dir.path / "flood.log";
     LogCap cap;
     cap.max_bytes = 64 * 1024;
-    UniqueFd out = spawn_log_drainer(path, cap);
-    std::string block(65536, 'F');
-    for (int i = 0; i < 80; ++i)  // 5 MiB
-        ASSERT_EQ(::write(out.get(), block.data(), block.size()), static_cast<ssize_t>(block.size()));
-    std::string end = "\nthe end\n";
-    ASSERT_EQ(::write(out.get(), end.data(), end.size()), static_cast<ssize_t>(end.size()));
-    ASSERT_TRUE(wait_for_tail(path, end));
-    EXPECT_LE(size_or_zero(path), cap.max_bytes);
-    EXPECT_EQ(size_or_zero(dir.path / "flood.log.1"), cap.max_bytes);
+    LogPipe pipe = spawn_log_drainer(path, cap);
+    ASSERT_TRUE(pipe.drainer.valid());
     // The file itself is not reachable through the writer's descriptor.
     char target[256] = {};
-    ASSERT_GT(::readlink(("/proc/self/fd/" + std::to_string(out.get())).c_str(), target, sizeof target - 1), 0);
+    ASSERT_GT(::readlink(("/proc/self/fd/" + std::to_string(pipe.input.get())).c_str(), target, sizeof target - 1), 0);
     EXPECT_EQ(std::string(target).rfind("pipe:", 0), 0u) << target;
+
+    std::string block(65536, 'F');
+    for (int i = 0; i < 80; ++i)  // 5 MiB
+        ASSERT_EQ(::write(pipe.input.get(), block.data(), block.size()), static_cast<ssize_t>(block.size()));
+    std::string end = "\nthe end\n";
+    ASSERT_EQ(::write(pipe.input.get(), end.data(), end.size()), static_cast<ssize_t>(end.size()));
+    pipe.input.reset();
+    pollfd done{pipe.drainer.get(), POLLIN, 0};
+    ASSERT_EQ(::poll(&done, 1, 20000), 1);  // it ends once its writers are gone, all copied
+    std::string last = read(path);
+    EXPECT_EQ(last.substr(last.size() - end.size()), end);
+    EXPECT_LE(size_or_zero(path), cap.max_bytes);
+    EXPECT_EQ(size_or_zero(dir.path / "flood.log.1"), cap.max_bytes);
+}
+
+TEST(SpawnLogDrainer, ABudgetSlowsTheWriterInsteadOfTheHost) {
+    TempDir dir;
+    LogCap cap;
+    cap.max_bytes = 1 << 20;
+    cap.bytes_per_second = 64 * 1024;
+    cap.burst_bytes = 64 * 1024;
+    LogPipe pipe = spawn_log_drainer(dir.path / "slow.log", cap);
+    ASSERT_EQ(::fcntl(pipe.input.get(), F_SETFL, O_NONBLOCK), 0);
+    // Far more than the budget and the pipe hold: the writer is told to wait.
+    std::string block(65536, 'S');
+    bool blocked = false;
+    for (int i = 0; i < 64 && !blocked; ++i)
+        blocked = ::write(pipe.input.get(), block.data(), block.size()) < 0 && errno == EAGAIN;
+    EXPECT_TRUE(blocked);
 }
 
 TEST(LimitedLog, EscapesTruncatesAndLimitsPerKey) {
