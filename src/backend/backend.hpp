@@ -72,7 +72,7 @@ struct QubeSpec {
     // Otherwise where they go; its stdin is /dev/null. A regular file (or
     // empty: <runtime_dir>/console.log, removed with the runtime folder) is
     // written through a drainer too; anything else (a developer's terminal,
-    // aerie-ns-run's /dev/stdout) is handed over as it is.
+    // aerie-ns-run's /dev/stdout, any path under /dev/) is handed over as it is.
     std::filesystem::path console_log;
 };
 

@@ -37,12 +37,13 @@ std::mutex& cgroup_mutex() {
 }
 
 // PID 1's stdout/stderr when the caller gave no pipe: a log file gets a
-// capped drainer (the qube never holds the file); a terminal or device (a
-// developer's aerie-ns-run) is handed over as it is.
+// capped drainer (the qube never holds the file); a device (a developer's
+// aerie-ns-run with /dev/stdout: its own terminal or pipe) is handed over as it is.
 base::UniqueFd open_console(const QubeSpec& spec, const fs::path& runtime_dir) {
     fs::path console = spec.console_log.empty() ? runtime_dir / "console.log" : spec.console_log;
     struct stat st {};
-    if (::stat(console.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    bool device = console.string().rfind("/dev/", 0) == 0;
+    if (device || (::stat(console.c_str(), &st) == 0 && !S_ISREG(st.st_mode))) {
         base::UniqueFd fd(::open(console.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY));
         if (!fd) throw_errno("opening " + console.string(), errno);
         return fd;
