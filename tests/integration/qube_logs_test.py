@@ -7,7 +7,8 @@
   console   root in a qube takes PID 1's stdout (pidfd_getfd) and writes
             20 MB to it: the host's console log stays under its cap (one
             rotated copy besides); PID 1 holds a pipe, never the log file.
-  remove    a removed qube's logs (and their rotated copies) are gone.
+  remove    a removed qube's logs (and their rotated copies) are gone, and
+            a disposable's once it is cleaned up.
 Needs root. Run: python3 qube_logs_test.py BUILD_DIR"""
 
 import os
@@ -131,6 +132,18 @@ class QubeLogsTest(WorldTest):
         self.w.tool("qvm-remove", "-f", self.work)
         left = [p for p in logs + [logs[0] + ".1"] if os.path.exists(p)]
         self.assertEqual(left, [])
+
+    def test_04_disposable_logs_go_at_its_cleanup(self):
+        self.make_world(())
+        dvm = PREFIX + "dvm"
+        self.w.tool("qvm-create", "--template", self.tpl, "--label", "green", dvm)
+        self.w.tool("qvm-prefs", dvm, "template_for_dispvms", "True")
+        name = self.w.tool("qvm-run", "-p", "--dispvm=" + dvm, "hostname").stdout.strip()
+        self.assertRegex(name, r"^disp[0-9]+$")
+        wait_for(lambda: name not in self.w.listed(), 10, "the disposable removed")
+        log_dir = os.path.join(self.w.runtime, "log")
+        wait_for(lambda: not [f for f in os.listdir(log_dir) if f.startswith(name + ".")], 10,
+                 "the logs of %s removed (left: %s)" % (name, os.listdir(log_dir)))
 
 
 def main():
