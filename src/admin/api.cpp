@@ -2,6 +2,8 @@
 
 #include "admin/api_call.hpp"
 
+#include <fmt/format.h>
+
 namespace aerie::admin {
 
 namespace {
@@ -21,21 +23,6 @@ bool is_uuid_text(std::string_view text) {
         if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
     }
     return true;
-}
-
-// Request text for the log: bytes a qube chose never reach it raw.
-std::string printable(std::string_view text) {
-    std::string out;
-    for (unsigned char c : text.substr(0, 200)) {
-        if (c >= 0x20 && c < 0x7f) {
-            out += static_cast<char>(c);
-        } else {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\x%02x", c);
-            out += buf;
-        }
-    }
-    return out;
 }
 
 }  // namespace
@@ -100,8 +87,15 @@ ApiResponse AdminApi::handle_internal(const ApiRequest& request) { return dispat
 
 ApiResponse AdminApi::dispatch(const ApiRequest& request, const std::map<std::string, Method, std::less<>>& table) {
     auto refuse = [&](const std::string& why) {
-        log("refused " + printable(request.method) + (request.arg.empty() ? "" : "+" + printable(request.arg)) +
-            " (" + printable(request.source) + " -> " + printable(request.dest) + "): " + printable(why));
+        // Every field is the caller's choice: escaped and bounded (base::log_safe).
+        if (refusals_logged_.allow(request.source)) {
+            if (uint64_t n = refusals_logged_.take_suppressed(request.source))
+                log(fmt::format("{} similar messages suppressed (refusals for {})", n, base::log_safe(request.source, 64)));
+            log("refused " + base::log_safe(request.method, 80) +
+                (request.arg.empty() ? "" : "+" + base::log_safe(request.arg, 128)) + " (" +
+                base::log_safe(request.source, 64) + " -> " + base::log_safe(request.dest, 64) +
+                "): " + base::log_safe(why, 200));
+        }
         return ApiResponse::close();
     };
     try {

@@ -13,6 +13,7 @@
 #include "admin/server.hpp"
 #include "admin/store.hpp"
 #include "admin/wire.hpp"
+#include "base/log_text.hpp"
 
 namespace aerie::admin {
 
@@ -124,6 +125,8 @@ private:
     storage::FilePool* pool_ = nullptr;
     std::map<std::string, Method, std::less<>> methods_;
     std::map<std::string, Method, std::less<>> internal_methods_;
+    // Refusals are the caller's doing: a few logged per source qube per second.
+    base::LogRateLimiter refusals_logged_{5, 20};
 };
 
 }  // namespace aerie::admin

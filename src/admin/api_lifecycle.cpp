@@ -17,6 +17,7 @@ ApiResponse outcome(const std::optional<ApiError>& error) {
 
 void AdminApi::set_lifecycle(Lifecycle* lifecycle) {
     lifecycle_ = lifecycle;
+    registry_.remove_logs = [lifecycle](const std::string& name) { lifecycle->remove_logs(name); };
     using P = Payload;
     using A = Arg;
     methods_["admin.vm.Start"] = {&AdminApi::vm_start, P::None, A::None};

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "admin/qube_logs.hpp"
 #include "qrexec/service_config.hpp"
 
 extern char** environ;  // passed on to the qrexec daemons
@@ -33,6 +34,7 @@ struct Lifecycle::Running {
     bool stopping = false;
     Done starting;                // the start's caller, until the agent said hello
     std::vector<Done> on_halted;  // shutdown --wait callers
+    base::UniqueFd console_drainer;  // a pidfd: readable once the console is all in its log
 };
 
 namespace {
@@ -164,9 +166,12 @@ void Lifecycle::launch(Qube& qube) {
         // The services Aerie ships (qubesair.*) come last: a qube's own win.
         {"QREXEC_SERVICE_PATH", std::string(qrexec::kDefaultServicePath) + ":/run/aerie/bin/qubes-rpc"},
     };
-    spec.console_log = qube_log(qube.name, "console");
+    // A pipe: the qube never holds the log file (docs/security-logs.md).
+    base::LogPipe console = base::spawn_log_drainer(qube_log(qube.name, "console"), console_log_cap(config_.log_max_bytes));
+    spec.console_fd = console.input.get();
 
     auto running = std::make_unique<Running>(io_);
+    running->console_drainer = std::move(console.drainer);
     backend::RunningQube started = backend_.start(spec);
     running->init_pid = started.init_pid;
     write_text(runtime / "init.pid", std::to_string(started.init_pid));
@@ -223,7 +228,8 @@ void Lifecycle::spawn_qrexec_daemon(const Qube& qube, Running& running) {
     argv.push_back(nullptr);
     for (auto& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
-    std::string log = qube_log(qube.name, "qrexec-daemon").string();
+    // Its stdout and stderr (and its children's) go through a capped drainer.
+    base::LogPipe log = base::spawn_log_drainer(qube_log(qube.name, "qrexec-daemon"), {config_.log_max_bytes});
 
     // Detached twice over: its own session, and not our child, so that a
     // restart of the admin daemon neither takes it down nor leaves a zombie.
@@ -239,7 +245,7 @@ void Lifecycle::spawn_qrexec_daemon(const Qube& qube, Running& running) {
             ::_exit(0);
         }
         int in = ::open("/dev/null", O_RDONLY);
-        int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0640);
+        int out = log.input.get();
         if (in < 0 || out < 0) ::_exit(127);
         ::dup2(in, 0);
         ::dup2(out, 1);
@@ -387,13 +393,17 @@ void Lifecycle::finish_stop(const std::string& name, bool crashed) {
         if (running->daemon_pid > 0) ::kill(running->daemon_pid, SIGKILL);
         waiters = std::move(running->on_halted);
         if (running->starting) {
-            // PID 1 ended before the agent said hello: the start failed.
-            std::string log = last_lines(qube_log(name, "console"), 5);
+            // PID 1 ended before the agent said hello: the start failed. Its
+            // last words are in the console log once the drainer copied them.
             auto starting = std::move(running->starting);
-            waiters.push_back([starting, name, log](std::optional<ApiError>) {
-                starting(qubes_error("QubesException", "Start failed: the qube '" + name +
-                                                           "' stopped before its qrexec agent started" +
-                                                           (log.empty() ? std::string() : ": " + log)));
+            auto drainer = std::make_shared<base::UniqueFd>(std::move(running->console_drainer));
+            waiters.push_back([this, starting, name, drainer](std::optional<ApiError>) {
+                when_drained(io_, std::move(*drainer), 2s, [this, starting, name] {
+                    std::string log = last_lines(qube_log(name, "console"), 5);
+                    starting(qubes_error("QubesException", "Start failed: the qube '" + name +
+                                                               "' stopped before its qrexec agent started" +
+                                                               (log.empty() ? std::string() : ": " + log)));
+                });
             });
         }
     }
@@ -423,6 +433,8 @@ void Lifecycle::finish_stop(const std::string& name, bool crashed) {
     }
     for (auto& done : waiters) done(std::nullopt);
 }
+
+void Lifecycle::remove_logs(const std::string& name) { remove_qube_logs(config_.log_dir, name); }
 
 void Lifecycle::shutdown(Qube& qube, bool wait, bool force, Done done) {
     std::string flags = force && wait ? "+force+wait" : force ? "+force" : wait ? "+wait" : "";

@@ -33,6 +33,7 @@ struct LifecycleConfig {
     std::filesystem::path log_dir;            // consoles and qrexec daemon logs; they outlive a run
     std::string internal_socket;              // ours, for the qrexec daemons' autostarts
     std::string admin_socket;                 // ours, for the qrexec daemons' disposables
+    uint64_t log_max_bytes = 1u << 20;        // cap of each log in log_dir (one rotated copy besides)
 };
 
 class Lifecycle {
@@ -55,6 +56,9 @@ public:
 
     // At daemon start: qubes still running are adopted, leftovers cleaned.
     void adopt();
+
+    // Deletes the logs of a removed qube (its console, qrexec daemon, air serve; rotated copies too).
+    void remove_logs(const std::string& name);
     // The host uid the qube's root maps to (its private volume's owner).
     static uid_t owner_uid(const Qube& qube);
 

@@ -69,6 +69,7 @@ void Registry::remove_qube(std::string name) {
             log("removing the volumes of " + name + ": " + e.what());
         }
     }
+    remove_logs(name);
     events_.publish("", "domain-delete", {{"vm", name}});
 }
 

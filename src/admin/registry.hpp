@@ -53,6 +53,8 @@ public:
     void change_tags(Qube& qube, const std::vector<std::string>& add, const std::vector<std::string>& remove);
 
     std::function<void(const std::string&)> log = [](const std::string&) {};
+    // Called with a removed qube's name: its logs go with it.
+    std::function<void(const std::string&)> remove_logs = [](const std::string&) {};
 
 private:
     void commit(const std::vector<FeatureChange>& changes, Qube* tagged, const std::vector<std::string>& add,

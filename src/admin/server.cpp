@@ -8,6 +8,8 @@
 #include <system_error>
 #include <unordered_map>
 
+#include "base/limited_log.hpp"
+
 namespace aerie::admin {
 
 // --- EventHub -----------------------------------------------------------------
@@ -84,8 +86,10 @@ using Socket = asio::local::stream_protocol::socket;
 constexpr size_t kReadChunk = 16384;
 constexpr std::chrono::milliseconds kAcceptRetry{100};
 
-void log(const std::string& message) {
-    std::fprintf(stderr, "aeried: %s\n", message.c_str());
+// A handler's failure names the caller's method: escaped, bounded and rate-limited per caller.
+void log(const std::string& caller, const std::string& message) {
+    static base::LimitedLog failures("aeried");
+    failures.line(caller, message);
 }
 
 }  // namespace
@@ -185,10 +189,10 @@ void ApiServer::Connection::on_request() {
     try {
         response = impl->dispatcher(*parsed);
     } catch (const std::exception& e) {
-        log(parsed->method + ": " + e.what());
+        log(parsed->source, base::clip(parsed->method, 80) + ": " + e.what());
         return close();
     } catch (...) {
-        log(parsed->method + ": unknown exception");
+        log(parsed->source, base::clip(parsed->method, 80) + ": unknown exception");
         return close();
     }
     if (open) answer(std::move(response));
@@ -316,7 +320,7 @@ void ApiServer::Impl::accept() {
             return self->accept();
         }
         // Out of descriptors and the like: retrying at once would only spin.
-        log("accept: " + ec.message());
+        log("(accept)", "accept: " + ec.message());
         self->retry.expires_after(kAcceptRetry);
         self->retry.async_wait([self](const asio::error_code& e) {
             if (!e) self->accept();

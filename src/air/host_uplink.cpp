@@ -19,6 +19,7 @@
 #include "admin/registry.hpp"
 #include "air/layout.hpp"
 #include "air/zone.hpp"
+#include "base/bounded_log.hpp"
 
 extern char** environ;  // passed on to qrexec-client
 
@@ -108,20 +109,28 @@ void tune_link(int fd) {
     ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 
+constexpr uint64_t kServeLogMaxBytes = 1u << 20;
+
 // Started in a session of its own and not our child: nothing for the loop
 // to wait for, no zombie.
 bool spawn_detached(const std::vector<std::string>& args, const fs::path& log) {
     std::vector<char*> argv;
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
-    std::string log_path = log.string();
+    // The serve daemon's output comes from inside the relay qube: a capped drainer writes it.
+    base::LogPipe log_pipe;
+    try {
+        log_pipe = base::spawn_log_drainer(log, {kServeLogMaxBytes});
+    } catch (const std::exception&) {
+        return false;
+    }
     pid_t middle = ::fork();
     if (middle < 0) return false;
     if (middle == 0) {
         ::setsid();
         if (::fork() != 0) ::_exit(0);
         int in = ::open("/dev/null", O_RDONLY);
-        int out = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0640);
+        int out = log_pipe.input.get();
         if (in < 0 || out < 0) ::_exit(127);
         ::dup2(in, 0);
         ::dup2(out, 1);

@@ -21,6 +21,7 @@
 
 #include "air/relay_names.hpp"
 #include "air/zone.hpp"
+#include "base/log_text.hpp"
 
 extern char** environ;
 
@@ -45,9 +46,11 @@ std::string own_zone(const fs::path& home) {
 
 }  // namespace
 
+// Lines name what peers and local callers chose (services, qubes, errors): escaped and bounded.
 void serve_log(const std::string& line) {
     auto now = std::chrono::system_clock::now();
-    fmt::print(stderr, "{:%Y-%m-%d %H:%M:%S} {}\n", fmt::localtime(std::chrono::system_clock::to_time_t(now)), line);
+    fmt::print(stderr, "{:%Y-%m-%d %H:%M:%S} {}\n", fmt::localtime(std::chrono::system_clock::to_time_t(now)),
+               base::log_safe(line, 1024));
     std::fflush(stderr);
 }
 

@@ -65,8 +65,14 @@ struct QubeSpec {
     // template's folder itself; a copy-on-write view or a TemplateVM's own root
     // stays writable).
     bool root_read_only = false;
-    // Where PID 1's stdout and stderr go (appended); its stdin is /dev/null.
-    // Empty: <runtime_dir>/console.log (removed with the runtime folder).
+    // PID 1's stdout and stderr, when >= 0: the write end of a pipe whose read
+    // end the caller drains into a capped log (base::spawn_log_drainer), so
+    // the qube never holds a host file. Not owned; console_log is then unused.
+    int console_fd = -1;
+    // Otherwise where they go; its stdin is /dev/null. A regular file (or
+    // empty: <runtime_dir>/console.log, removed with the runtime folder) is
+    // written through a drainer too; anything else (a developer's terminal,
+    // aerie-ns-run's /dev/stdout, any path under /dev/) is handed over as it is.
     std::filesystem::path console_log;
 };
 

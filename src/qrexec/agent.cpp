@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "qrexec/log_lines.hpp"
 #include "qrexec/vchan.hpp"
 
 namespace aerie::qrexec {
@@ -30,9 +31,7 @@ Agent::Agent(asio::io_context& io, AgentConfig config)
     if (config_.vchan_dir.empty()) config_.vchan_dir = vchan_socket_dir();
 }
 
-void Agent::log(const std::string& message) const {
-    std::fprintf(stderr, "qrexec-agent: %s\n", message.c_str());
-}
+void Agent::log(const std::string& message) const { log_agent_line(message); }
 
 void Agent::start() {
     control_ = listen_at(io_, vchan_socket_path(config_.vchan_dir, config_.domid, 0, kControlPort));

@@ -12,6 +12,7 @@
 
 #include "base/safe_dir.hpp"
 #include "qrexec/admin_call.hpp"
+#include "qrexec/log_lines.hpp"
 #include "qrexec/local_service.hpp"
 #include "qrexec/system_info_source.hpp"
 #include "qrexec/vchan.hpp"
@@ -59,9 +60,7 @@ Daemon::Daemon(asio::io_context& io, DaemonConfig config)
 
 Daemon::~Daemon() { remove_socket(); }
 
-void Daemon::log(const std::string& message) const {
-    std::fprintf(stderr, "qrexec-daemon %s: %s\n", config_.name.c_str(), message.c_str());
-}
+void Daemon::log(const std::string& message) const { log_daemon_line(config_.name, message); }
 
 // The agent link's lines (drops, failed attempts) are bounded: a qube that
 // makes its link flap must not fill the host's log.

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "qrexec/log_lines.hpp"
 #include "qrexec/spawn.hpp"
 #include "qrexec/vchan.hpp"
 
@@ -71,7 +72,7 @@ LocalServiceRunner::LocalServiceRunner(asio::io_context& io, ChildReaper& reaper
 
 void LocalServiceRunner::fail(UniqueFd channel, int code, const std::string& why,
                               std::function<void(int)> done) {
-    std::fprintf(stderr, "qrexec: %s\n", why.c_str());
+    log_service_line(why);
     if (!channel) {
         if (done) done(code);
         return;

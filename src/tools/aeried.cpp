@@ -18,6 +18,8 @@
 #include "admin/lifecycle.hpp"
 #include "backend/host_budget.hpp"
 #include "backend/ns/ns_backend.hpp"
+#include "base/bounded_log.hpp"
+#include "base/log_text.hpp"
 #include "storage/pool.hpp"
 #include "admin/model.hpp"
 #include "admin/server.hpp"
@@ -32,7 +34,9 @@ using namespace aerie::admin;
 
 namespace {
 
-void log_line(const std::string& text) { fmt::print(stderr, "aeried: {}\n", text); }
+// Lines often carry what a qube chose (names, reasons, peers' errors): one
+// printable, bounded line each (the callers rate-limit per qube).
+void log_line(const std::string& text) { fmt::print(stderr, "aeried: {}\n", aerie::base::log_safe(text, 1024)); }
 
 struct Options {
     std::string state_dir = "/var/lib/aerie";
@@ -50,6 +54,9 @@ struct Options {
     uint64_t qubes_pids_max = 0;
     uint64_t qube_pids_max = 0;
     uint64_t qubes_memory_mib = 0;
+    std::string log_file;    // empty: stderr
+    uint64_t log_max_bytes = 8u << 20;
+    uint64_t qube_log_max_bytes = 1u << 20;
 };
 
 std::string own_folder() {
@@ -123,7 +130,21 @@ int main(int argc, char** argv) {
     app.add_option("--bin-dir", options.bin_dir, "Aerie's programs (default: this program's folder)");
     app.add_option("--air-listen", options.air_listen,
                    "Qubes Air: accept peer zones' connections on ADDR:PORT (IPv6: [ADDR]:PORT)");
+    app.add_option("--log-file", options.log_file,
+                   "Write the log to this file, capped (one rotated copy FILE.1), instead of stderr");
+    app.add_option("--log-max-bytes", options.log_max_bytes, "Cap of the log file")->capture_default_str();
+    app.add_option("--qube-log-max-bytes", options.qube_log_max_bytes,
+                   "Cap of each qube's console and qrexec daemon log")
+        ->capture_default_str();
     if (int rc = aerie::tools::parse_args(app, argc, argv); rc >= 0) return rc;
+    if (!options.log_file.empty()) {
+        try {
+            aerie::base::redirect_output_to_log(options.log_file, {options.log_max_bytes});
+        } catch (const std::exception& e) {
+            log_line(e.what());
+            return 1;
+        }
+    }
 
     std::signal(SIGPIPE, SIG_IGN);
     // The qrexec daemons (our children) find the published admin.* services
@@ -170,7 +191,7 @@ int main(int argc, char** argv) {
                                          options.bin_dir.empty() ? own_folder() : options.bin_dir,
                                          options.qrexec_socket_dir, options.policy_socket,
                                          fs::path(options.runtime_dir) / "log", options.internal_socket,
-                                         options.socket};
+                                         options.socket, options.qube_log_max_bytes};
         Lifecycle lifecycle(io, model, events, backend, pool, lifecycle_config);
         api.set_storage(&pool);
         api.set_lifecycle(&lifecycle);

@@ -27,6 +27,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/bounded_log.hpp"
+#include "base/limited_log.hpp"
 #include "policy/loader.hpp"
 #include "qrexec/policy_request.hpp"
 #include "qrexec/system_info_source.hpp"
@@ -45,15 +47,11 @@ void report(fmt::format_string<Args...> format, Args&&... args) {
                fmt::format(format, std::forward<Args>(args)...));
 }
 
-// Request fields come from other processes: keep the log one line per event.
-std::string printable(std::string_view s) {
-    std::string out;
-    out.reserve(s.size());
-    for (char c : s) {
-        auto u = static_cast<unsigned char>(c);
-        out.push_back(u >= 0x20 && u < 0x7f ? c : '?');
-    }
-    return out;
+// Request fields are chosen by the calling qube: each line about a request is
+// escaped and bounded, and at most a few per source qube per second are kept.
+base::LimitedLog& request_log() {
+    static base::LimitedLog log("qrexec-policy-daemon");
+    return log;
 }
 
 struct Options {
@@ -261,8 +259,10 @@ public:
             reply = qrexec::answer_policy_request(*policy_, *system_, request, &why);
         }
         if (reply == qrexec::kPolicyDenyReply)
-            report("qrexec: {}: {} -> {}: denied: {}", printable(request.service_and_arg),
-                   printable(request.source), printable(request.intended_target), why);
+            request_log().line(request.source,
+                               fmt::format("qrexec: {}: {} -> {}: denied: {}", base::clip(request.service_and_arg, 128),
+                                           base::clip(request.source, 64), base::clip(request.intended_target, 64),
+                                           base::clip(why, 200)));
         return reply;
     }
 
@@ -506,13 +506,13 @@ void Session::respond(std::string_view text) {
     std::string why;
     auto request = qrexec::parse_policy_request(text, &why);
     if (!request) {
-        report("error parsing policy request: {}", printable(why));
+        request_log().line("(unparsed requests)", "error parsing policy request: " + why);
         return close();
     }
     try {
         reply_ = server_.state().answer(*request);
     } catch (const std::exception& e) {
-        report("error answering request: {}", e.what());
+        request_log().line(request->source, std::string("error answering request: ") + e.what());
         reply_ = qrexec::kPolicyDenyReply;
     }
     auto self = shared_from_this();
@@ -543,6 +543,8 @@ int main(int argc, char** argv) {
     CLI::App app{"Answer qrexec policy requests on a Unix socket", "qrexec-policy-daemon"};
     Options options;
     double timeout_seconds = 10;
+    std::string log_file;
+    uint64_t log_max_bytes = 8u << 20;
     app.add_option("--socket", options.socket_path, "Socket to listen on")
         ->capture_default_str();
     app.add_option("--path", options.policy_dirs,
@@ -556,7 +558,18 @@ int main(int argc, char** argv) {
                    "Seconds a client may take to send its request")
         ->capture_default_str()
         ->check(CLI::PositiveNumber);
+    app.add_option("--log-file", log_file,
+                   "Write the log to this file, capped (one rotated copy FILE.1), instead of stderr");
+    app.add_option("--log-max-bytes", log_max_bytes, "Cap of the log file")->capture_default_str();
     if (int rc = tools::parse_args(app, argc, argv); rc >= 0) return rc;
+    if (!log_file.empty()) {
+        try {
+            base::redirect_output_to_log(log_file, {log_max_bytes});
+        } catch (const std::exception& e) {
+            report("{}", e.what());
+            return 1;
+        }
+    }
     options.read_timeout =
         std::chrono::milliseconds(static_cast<long long>(timeout_seconds * 1000.0));
 

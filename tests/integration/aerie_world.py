@@ -238,7 +238,7 @@ class World:
         if bin_dir is not None:
             self.bin_dir = bin_dir
         argv = [bin_path("aeried"), "--state-dir", self.state, "--socket", self.socket,
-                "--internal-socket", self.internal, "--runtime-dir", self.runtime,
+                "--internal-socket", self.internal, "--runtime-dir", self.runtime, "--log-file", self.log_path,
                 "--qrexec-socket-dir", self.qrexec_dir, "--policy-socket", self.policy_socket]
         if self.bin_dir:
             argv += ["--bin-dir", self.bin_dir]
@@ -274,10 +274,12 @@ class World:
     def start_policy_daemon(self, policy_text):
         os.makedirs(self.policy_dir, exist_ok=True)
         self.write_policy(policy_text)
-        with open(os.path.join(self.root, "policy-daemon.log"), "ab") as log:
+        log_path = os.path.join(self.root, "policy-daemon.log")
+        with open(log_path, "ab") as log:
             self.policy_daemon = subprocess.Popen(
                 [bin_path("qrexec-policy-daemon"), "--socket", self.policy_socket, "--path", self.policy_dir,
-                 "--internal-socket", self.internal], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                 "--internal-socket", self.internal, "--log-file", log_path],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         OWN_CHILDREN.add(self.policy_daemon.pid)
         wait_for(lambda: os.path.exists(self.policy_socket), 10, "the policy daemon's socket")
 

@@ -829,5 +829,20 @@ TEST_F(AdminApiTest, AFreshModelFromTheStoreMatchesAfterEveryKindOfChange) {
     expect_persisted("after c3");
 }
 
+// A caller's refusals cannot fill aeried's log: each field bounded and
+// escaped, a few lines per caller per second.
+TEST_F(AdminApiTest, RefusalsAreLoggedBoundedEscapedAndRateLimited) {
+    std::string big = std::string(60000, 'A') + "\n\x1b[2J";
+    for (int i = 0; i < 200; ++i) EXPECT_EQ(raw("admin.no.Such", "dom0", big), kClose);
+    ASSERT_FALSE(logged.empty());
+    EXPECT_LE(logged.size(), 25u);
+    for (const auto& line : logged) {
+        EXPECT_LT(line.size(), 1024u);
+        EXPECT_EQ(line.find('\n'), std::string::npos);
+        EXPECT_EQ(line.find('\x1b'), std::string::npos);
+        EXPECT_NE(line.find("...(+"), std::string::npos) << line;
+    }
+}
+
 }  // namespace
 }  // namespace aerie::admin

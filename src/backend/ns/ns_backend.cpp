@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "backend/ns/launch.hpp"
+#include "base/bounded_log.hpp"
 
 namespace aerie::backend::ns {
 
@@ -33,6 +34,24 @@ std::mutex& cgroup_mutex() {
     // with each other; one lock for every backend of the process.
     static std::mutex mu;
     return mu;
+}
+
+// PID 1's stdout/stderr when the caller gave no pipe: a log file gets a
+// capped drainer (the qube never holds the file); a device (a developer's
+// aerie-ns-run with /dev/stdout: its own terminal or pipe) is handed over as it is.
+base::UniqueFd open_console(const QubeSpec& spec, const fs::path& runtime_dir) {
+    fs::path console = spec.console_log.empty() ? runtime_dir / "console.log" : spec.console_log;
+    struct stat st {};
+    bool device = console.string().rfind("/dev/", 0) == 0;
+    if (device || (::stat(console.c_str(), &st) == 0 && !S_ISREG(st.st_mode))) {
+        base::UniqueFd fd(::open(console.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY));
+        if (!fd) throw_errno("opening " + console.string(), errno);
+        return fd;
+    }
+    base::LogCap cap;
+    cap.bytes_per_second = 1u << 20;
+    cap.burst_bytes = 4u << 20;
+    return base::spawn_log_drainer(console, cap).input;
 }
 
 }  // namespace
@@ -230,9 +249,8 @@ RunningQube NsBackend::start(const QubeSpec& spec) {
         q->save();
         t.cgroups = since(tc);
 
-        fs::path console = spec.console_log.empty() ? q->runtime_dir / "console.log" : spec.console_log;
-        Fd console_fd(::open(console.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0640));
-        if (!console_fd) throw_errno("opening " + console.string(), errno);
+        base::UniqueFd own_console;
+        if (spec.console_fd < 0) own_console = open_console(spec, q->runtime_dir);
 
         LaunchRequest req;
         req.root = spec.root;
@@ -248,7 +266,7 @@ RunningQube NsBackend::start(const QubeSpec& spec) {
         if (!has_path) req.env.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
         req.id_base = qube_uid_base(spec.qid);
         req.id_count = kQubeIdsPerQube;
-        req.console_fd = console_fd.get();
+        req.console_fd = spec.console_fd >= 0 ? spec.console_fd : own_console.get();
         req.seccomp = &seccomp_;
         req.caps = &caps_;
         req.attach = [&](pid_t pid) { q->cg.join(pid); };
