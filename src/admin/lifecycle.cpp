@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "admin/qube_mounts.hpp"
 #include "qrexec/service_config.hpp"
 
 extern char** environ;  // passed on to the qrexec daemons
@@ -143,12 +144,14 @@ void Lifecycle::launch(Qube& qube) {
     spec.root = volumes.root;
     if (volumes.host_usr)
         for (auto& mount : storage::host_template_mounts()) spec.mounts.push_back(mount);
-    spec.mounts.push_back({volumes.private_dir, "/rw", false});
-    spec.mounts.push_back({volumes.private_dir / "home", "/home", false});
+    // What the qube can write is mounted from descriptors opened beneath
+    // trusted parents (qube_mounts.hpp); Aerie's binaries are a host path.
+    for (auto& mount : private_volume_mounts(qube.name, volumes.private_dir, owner_uid(qube)))
+        spec.mounts.push_back(std::move(mount));
     spec.mounts.push_back({config_.bin_dir, "/run/aerie/bin", true});
-    spec.mounts.push_back({runtime / "vchan", "/run/qubes-vchan", false});
-    spec.mounts.push_back({db.dir(), kQubesDbMountPoint, true});
-    spec.mounts.push_back({runtime / "air", "/run/aerie-air", true});
+    spec.mounts.push_back(runtime_folder_mount(runtime, "vchan", "/run/qubes-vchan", false));
+    spec.mounts.push_back(runtime_folder_mount(runtime, "qubesdb", kQubesDbMountPoint, true));
+    spec.mounts.push_back(runtime_folder_mount(runtime, "air", "/run/aerie-air", true));
     spec.memory_mib = static_cast<uint64_t>(mib_of(model_, qube, "memory"));
     spec.maxmem_mib = static_cast<uint64_t>(std::max(mib_of(model_, qube, "maxmem"), mib_of(model_, qube, "memory")));
     spec.vcpus = static_cast<int>(std::max<long long>(1, mib_of(model_, qube, "vcpus")));
