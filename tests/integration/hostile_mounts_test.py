@@ -17,6 +17,9 @@ when the protection it names is taken out.
                /usr, /rw) writable or without nosuid/nodev, neither with
                mount -o remount nor with mount_setattr, nor unmount it; its
                own mounts stay its to change.
+  mountinfo    /proc/self/mountinfo inside names no host folder of Aerie's
+               (the build or install folder, the state or runtime folders)
+               for what the host mounted read-only.
 Needs root (exit code 77 otherwise).
 Run: python3 hostile_mounts_test.py BUILD_DIR"""
 
@@ -197,6 +200,30 @@ class HostileMountsTest(WorldTest):
             rc, _, _ = self.w.run(self.work, "touch %s/aerie-evil" % path, user="root", check=False)
             self.assertNotEqual(rc, 0, path)
         self.assertFalse(os.path.exists(bin_path("aerie-evil")))
+
+    def test_08_mountinfo_shows_no_host_folders(self):
+        self.make_world()
+        self.w.tool("qvm-start", self.work)
+        _, out, _ = self.w.run(self.work, "cat /proc/self/mountinfo")
+        build = os.path.dirname(bin_path("aeried"))
+        seen = {}
+        for line in out.splitlines():
+            fields = line.split()
+            seen[fields[4]] = line
+        for target in ("/run/aerie/bin", "/run/qubes-db", "/run/aerie-air", "/usr"):
+            self.assertIn(target, seen)
+            line = seen[target]
+            self.assertEqual(line.split()[3], "/", line)  # the root of what is mounted there
+            for host in (build, self.w.root, os.path.realpath(build)):
+                self.assertNotIn(host, line)
+        self.assertNotIn(build, out)
+        # Still to come, the pool's: / (an AppVM's overlay names its layers'
+        # host paths in its options), /rw and /home (their path on the host
+        # file system, until volumes are file systems of their own); and the
+        # vchan folder (a writable bind: its path on the host's /run).
+        for line in out.splitlines():
+            if line.split()[4] not in ("/", "/rw", "/home", "/run/qubes-vchan"):
+                self.assertNotIn(self.w.root, line)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ struct Step {
     std::vector<const char*> options;  // NewFs: key, value (nullptr value: a flag) pairs
     unsigned attr = 0;                 // NewFs: MOUNT_ATTR_*
     int tree_fd = -1;                  // Bind: a detached tree
+    int empty_fd = -1;                 // Bind: with it, shown through an overlay (overlay_of)
     bool is_file = false;              // Bind: the mount point is a file
     const char* link_to = nullptr;     // Symlink
     mode_t mode = 0755;                // Mkdir
@@ -184,6 +185,22 @@ int new_filesystem(const Step& s) {
     return mnt >= 0 ? mnt : -err;
 }
 
+// A read-only overlay of a bind's detached tree and an empty folder: the same
+// files, but a file system of its own, so /proc/self/mountinfo inside shows
+// "/" as its root and "." as its layers, not the source's path on the host.
+// The layers are named relative to the working directory for that reason.
+int overlay_of(const Step& s) {
+    int fc = ::fsopen("overlay", FSOPEN_CLOEXEC);
+    if (fc < 0) return -errno;
+    bool ok = ::fchdir(s.tree_fd) == 0 && ::fsconfig(fc, FSCONFIG_SET_STRING, "lowerdir+", ".", 0) == 0 &&
+              ::fchdir(s.empty_fd) == 0 && ::fsconfig(fc, FSCONFIG_SET_STRING, "lowerdir+", ".", 0) == 0 &&
+              ::fsconfig(fc, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) == 0;
+    int mnt = ok ? ::fsmount(fc, FSMOUNT_CLOEXEC, s.attr) : -1;
+    int err = errno;
+    ::close(fc);
+    return mnt >= 0 ? mnt : -err;
+}
+
 int attach(int tree, int target) {
     return ::move_mount(tree, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0 ? -errno
                                                                                                      : 0;
@@ -207,7 +224,10 @@ int run_step(int root, const Step& s) {
         case Step::Bind: {
             int target = open_in_root(root, s.target, true, s.is_file);
             if (target < 0) return target;
-            int rc = attach(s.tree_fd, target);
+            // Without overlays (an older kernel): the bind itself.
+            int shown = s.empty_fd >= 0 ? overlay_of(s) : -1;
+            int rc = attach(shown >= 0 ? shown : s.tree_fd, target);
+            if (shown >= 0) ::close(shown);
             ::close(target);
             ::close(s.tree_fd);
             return rc;
@@ -351,14 +371,14 @@ void wait_for_parent(const ChildPlan& plan) {
 
 // An O_PATH descriptor of a mount's source: the caller's, opened beneath a
 // trusted parent (anything a qube can write), or a trusted host path opened here.
-Fd open_source(const BindMount& m) {
+Fd open_source(const BindMount& m, const std::string& what) {
     if (m.source_fd && m.source_fd->valid()) {
         Fd fd(::fcntl(m.source_fd->get(), F_DUPFD_CLOEXEC, 0));
-        if (!fd) throw_errno("duplicating the descriptor of " + m.source.string(), errno);
+        if (!fd) throw_errno(what, errno);
         return fd;
     }
     Fd fd(::open(m.source.c_str(), O_PATH | O_CLOEXEC));
-    if (!fd) throw_errno("opening " + m.source.string(), errno);
+    if (!fd) throw_errno(what, errno);
     return fd;
 }
 
@@ -426,7 +446,9 @@ Launched launch(const LaunchRequest& req) {
     // the root like the child does, so links in the root lead nowhere else.
     Fd root_dir = base::open_trusted_dir(req.root);
     std::vector<Fd> sources;  // of req.mounts, in order
-    for (const auto& m : req.mounts) sources.push_back(open_source(m));
+    for (const auto& m : req.mounts)
+        sources.push_back(open_source(m, "bind mount of " + m.source.string() + " on " + root + "/" +
+                                             relative_target(m.target)));
     {
         int dir = root_dir.get();
         auto ensure = [&](const std::string& rel, bool is_file) {
@@ -462,6 +484,17 @@ Launched launch(const LaunchRequest& req) {
         s.what = keep(std::string("mounting ") + type + " on " + root + "/" + target);
         plan.steps.push_back(std::move(s));
     };
+    // Read-only folders are shown through an overlay (overlay_of) with this
+    // empty layer, so their host paths stay out of the qube's mountinfo.
+    Fd empty_layer;
+    {
+        Step empty;
+        empty.fstype = "tmpfs";
+        empty.options = {"mode", "0555", "nr_inodes", "16"};
+        empty.attr = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+        int fd = new_filesystem(empty);
+        if (fd >= 0) empty_layer.reset(fd);
+    }
     auto bind = [&](int source_fd, const fs::path& source, const std::string& target, unsigned attr) {
         std::string rel = relative_target(target);
         std::string what = "bind mount of " + source.string() + " on " + root + "/" + rel;
@@ -471,6 +504,8 @@ Launched launch(const LaunchRequest& req) {
         s.target = keep(rel);
         s.tree_fd = trees.back().get();
         s.is_file = !is_directory(source_fd, what);
+        s.attr = attr;
+        if (!s.is_file && (attr & MOUNT_ATTR_RDONLY)) s.empty_fd = empty_layer.get();
         s.what = keep(what);
         plan.steps.push_back(std::move(s));
     };
@@ -574,6 +609,7 @@ Launched launch(const LaunchRequest& req) {
     err_w.reset();
     ready_w.reset();
     root_tree.reset();
+    empty_layer.reset();
     trees.clear();
     auto abandon = [&] {
         ::kill(out.pid, SIGKILL);
