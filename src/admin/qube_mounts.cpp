@@ -52,7 +52,8 @@ std::vector<backend::BindMount> private_volume_mounts(const std::string& qube, c
         // rather than replaced by an empty /home: the start fails loudly
         // instead of giving the user a home whose writes vanish.
         base::UniqueFd home;
-        int fd = base::open_beneath_errno(volume->get(), "home", O_PATH | O_DIRECTORY, base::FileKind::Directory);
+        int fd =
+            base::open_beneath_errno(volume->get(), "home", O_PATH | O_DIRECTORY, base::FileKind::Directory);
         if (fd >= 0) {
             home.reset(fd);
         } else if (fd == -ENOENT) {
@@ -70,10 +71,11 @@ std::vector<backend::BindMount> private_volume_mounts(const std::string& qube, c
     }
 }
 
-backend::BindMount runtime_folder_mount(const fs::path& runtime, const std::string& name, const std::string& target,
-                                        bool read_only) {
+backend::BindMount runtime_folder_mount(const fs::path& runtime, const std::string& name,
+                                        const std::string& target, bool read_only) {
     base::UniqueFd parent = base::open_trusted_dir(runtime);
-    return {runtime / name, target, read_only, share(base::open_dir_beneath(parent.get(), name, runtime.string()))};
+    return {runtime / name, target, read_only,
+            share(base::open_dir_beneath(parent.get(), name, runtime.string()))};
 }
 
 }  // namespace aerie::admin

@@ -30,8 +30,8 @@ struct QubeTreeError : std::runtime_error {
 // and required to be a directory). A missing home/ is made first, as the
 // qube's root (`owner`, its host uid), so it belongs to the qube as the pool
 // would have made it. Throws QubeTreeError.
-std::vector<backend::BindMount> private_volume_mounts(const std::string& qube, const std::filesystem::path& private_dir,
-                                                      uid_t owner);
+std::vector<backend::BindMount> private_volume_mounts(const std::string& qube,
+                                                      const std::filesystem::path& private_dir, uid_t owner);
 
 // `runtime`/`name` (a folder the host made in the qube's runtime directory)
 // at `target`.

@@ -447,8 +447,8 @@ Launched launch(const LaunchRequest& req) {
     Fd root_dir = base::open_trusted_dir(req.root);
     std::vector<Fd> sources;  // of req.mounts, in order
     for (const auto& m : req.mounts)
-        sources.push_back(open_source(m, "bind mount of " + m.source.string() + " on " + root + "/" +
-                                             relative_target(m.target)));
+        sources.push_back(open_source(
+            m, "bind mount of " + m.source.string() + " on " + root + "/" + relative_target(m.target)));
     {
         int dir = root_dir.get();
         auto ensure = [&](const std::string& rel, bool is_file) {
@@ -553,7 +553,9 @@ Launched launch(const LaunchRequest& req) {
     // The spec's mounts, parents before children.
     std::vector<size_t> order;
     for (size_t i = 0; i < req.mounts.size(); ++i) order.push_back(i);
-    auto depth = [&](size_t i) { return std::count(req.mounts[i].target.begin(), req.mounts[i].target.end(), '/'); };
+    auto depth = [&](size_t i) {
+        return std::count(req.mounts[i].target.begin(), req.mounts[i].target.end(), '/');
+    };
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return depth(a) < depth(b); });
     for (size_t i : order) {
         const BindMount& m = req.mounts[i];
@@ -595,8 +597,8 @@ Launched launch(const LaunchRequest& req) {
     // The user namespace (and with it the qube's network, IPC and UTS ones)
     // comes later, from the child itself, once the host's mounts are in place.
     // The network namespace made here only keeps the first sysfs empty.
-    long pid = ::syscall(SYS_clone, CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_PIDFD | SIGCHLD, nullptr,
-                         &pidfd, nullptr, nullptr);
+    long pid = ::syscall(SYS_clone, CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_PIDFD | SIGCHLD,
+                         nullptr, &pidfd, nullptr, nullptr);
     if (pid == 0) child_main(plan);
     int clone_err = errno;
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
