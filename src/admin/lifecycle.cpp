@@ -123,8 +123,10 @@ void Lifecycle::start(Qube& qube, Done done) {
 // Volumes, compartment, qrexec daemon; the agent's hello comes later.
 void Lifecycle::launch(Qube& qube) {
     fs::path runtime = qube_runtime(qube.name);
+    unmount_qube_folder(runtime / "vchan");  // left by a daemon killed meanwhile
     fs::remove_all(runtime);
     fs::create_directories(runtime / "vchan");
+    mount_qube_folder(runtime / "vchan", owner_uid(qube));
     // The qube's agent listens there as the qube's root.
     if (::chown((runtime / "vchan").c_str(), owner_uid(qube), owner_uid(qube)) != 0)
         throw std::runtime_error("chown " + (runtime / "vchan").string() + ": " + std::strerror(errno));
@@ -367,6 +369,7 @@ void Lifecycle::finish_stop(const std::string& name, bool crashed) {
         }
     }
     std::error_code ec;
+    unmount_qube_folder(qube_runtime(name) / "vchan");
     fs::remove_all(qube_runtime(name), ec);
     for (const char* link : {"qrexec.", "qrexec.uuid:"}) {
         std::string suffix = std::string(link) == "qrexec." ? name : (qube ? qube->uuid : std::string());

@@ -1,10 +1,12 @@
 #include "admin/qube_mounts.hpp"
 
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <memory>
 
 #include "base/safe_dir.hpp"
@@ -73,9 +75,23 @@ std::vector<backend::BindMount> private_volume_mounts(const std::string& qube, c
 
 backend::BindMount runtime_folder_mount(const fs::path& runtime, const std::string& name,
                                         const std::string& target, bool read_only) {
-    base::UniqueFd parent = base::open_trusted_dir(runtime);
-    return {runtime / name, target, read_only,
-            share(base::open_dir_beneath(parent.get(), name, runtime.string()))};
+    // The runtime directory and its folders are the host's (no qube can
+    // rename or replace them; the vchan folder is a mount point of its own,
+    // which a RESOLVE_NO_XDEV open beneath the runtime directory would refuse).
+    return {runtime / name, target, read_only, share(base::open_trusted_dir(runtime / name))};
+}
+
+void mount_qube_folder(const fs::path& dir, uid_t owner) {
+    std::string options = "mode=0700,size=1m,nr_inodes=1024,uid=" + std::to_string(owner) +
+                          ",gid=" + std::to_string(owner);
+    if (::mount("aerie-qube", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options.c_str()) != 0)
+        throw std::runtime_error("mounting a tmpfs on " + dir.string() + ": " + std::strerror(errno));
+}
+
+void unmount_qube_folder(const fs::path& dir) {
+    // Only a mount of ours: umount2 with UMOUNT_NOFOLLOW, and only when the
+    // folder is a mount point (EINVAL otherwise, ignored like ENOENT).
+    ::umount2(dir.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
 }
 
 }  // namespace aerie::admin

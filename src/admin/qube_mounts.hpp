@@ -33,9 +33,18 @@ struct QubeTreeError : std::runtime_error {
 std::vector<backend::BindMount> private_volume_mounts(const std::string& qube,
                                                       const std::filesystem::path& private_dir, uid_t owner);
 
-// `runtime`/`name` (a folder the host made in the qube's runtime directory)
-// at `target`.
+// `runtime`/`name` (a folder the host made in the qube's runtime directory,
+// opened with open_trusted_dir: its path is the host's) at `target`.
 backend::BindMount runtime_folder_mount(const std::filesystem::path& runtime, const std::string& name,
                                         const std::string& target, bool read_only);
+
+// A small tmpfs of the qube's own, mounted on `dir` (a folder the host has
+// just made in the qube's runtime directory, e.g. its vchan folder): what the
+// qube writes there (its agent's sockets) is bounded (1 MiB, 1024 inodes)
+// instead of filling the host's /run, and the qube's mountinfo shows "/" as
+// its root instead of a host path. Mode 0700, owned by `owner`.
+void mount_qube_folder(const std::filesystem::path& dir, uid_t owner);
+// Detaches what mount_qube_folder mounted on `dir` (nothing there: no error).
+void unmount_qube_folder(const std::filesystem::path& dir);
 
 }  // namespace aerie::admin

@@ -19,7 +19,9 @@ when the protection it names is taken out.
                own mounts stay its to change.
   mountinfo    /proc/self/mountinfo inside names no host folder of Aerie's
                (the build or install folder, the state or runtime folders)
-               for what the host mounted read-only.
+               for what the host mounted read-only, nor for the vchan folder
+               (a small tmpfs of the qube's own, which also bounds what the
+               qube can write there).
 Needs root (exit code 77 otherwise).
 Run: python3 hostile_mounts_test.py BUILD_DIR"""
 
@@ -210,19 +212,23 @@ class HostileMountsTest(WorldTest):
         for line in out.splitlines():
             fields = line.split()
             seen[fields[4]] = line
-        for target in ("/run/aerie/bin", "/run/qubes-db", "/run/aerie-air", "/usr"):
+        for target in ("/run/aerie/bin", "/run/qubes-db", "/run/aerie-air", "/usr", "/run/qubes-vchan"):
             self.assertIn(target, seen)
             line = seen[target]
             self.assertEqual(line.split()[3], "/", line)  # the root of what is mounted there
             for host in (build, self.w.root, os.path.realpath(build)):
                 self.assertNotIn(host, line)
         self.assertNotIn(build, out)
+        # What the qube writes into its vchan folder is bounded (not the host's /run).
+        rc, _, _ = self.w.run(self.work, "dd if=/dev/zero of=/run/qubes-vchan/fill bs=1M count=8", user="root",
+                              check=False)
+        self.assertNotEqual(rc, 0)
+        self.w.run(self.work, "rm -f /run/qubes-vchan/fill", user="root")
         # Still to come, the pool's: / (an AppVM's overlay names its layers'
         # host paths in its options), /rw and /home (their path on the host
-        # file system, until volumes are file systems of their own); and the
-        # vchan folder (a writable bind: its path on the host's /run).
+        # file system, until volumes are file systems of their own).
         for line in out.splitlines():
-            if line.split()[4] not in ("/", "/rw", "/home", "/run/qubes-vchan"):
+            if line.split()[4] not in ("/", "/rw", "/home"):
                 self.assertNotIn(self.w.root, line)
 
 
