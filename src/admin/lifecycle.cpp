@@ -14,6 +14,8 @@
 #include <iterator>
 
 #include "admin/qube_logs.hpp"
+
+#include "admin/qube_mounts.hpp"
 #include "qrexec/service_config.hpp"
 
 extern char** environ;  // passed on to the qrexec daemons
@@ -125,8 +127,10 @@ void Lifecycle::start(Qube& qube, Done done) {
 // Volumes, compartment, qrexec daemon; the agent's hello comes later.
 void Lifecycle::launch(Qube& qube) {
     fs::path runtime = qube_runtime(qube.name);
+    unmount_qube_folder(runtime / "vchan");  // left by a daemon killed meanwhile
     fs::remove_all(runtime);
     fs::create_directories(runtime / "vchan");
+    mount_qube_folder(runtime / "vchan", owner_uid(qube));
     // The qube's agent listens there as the qube's root.
     if (::chown((runtime / "vchan").c_str(), owner_uid(qube), owner_uid(qube)) != 0)
         throw std::runtime_error("chown " + (runtime / "vchan").string() + ": " + std::strerror(errno));
@@ -146,12 +150,14 @@ void Lifecycle::launch(Qube& qube) {
     spec.root = volumes.root;
     if (volumes.host_usr)
         for (auto& mount : storage::host_template_mounts()) spec.mounts.push_back(mount);
-    spec.mounts.push_back({volumes.private_dir, "/rw", false});
-    spec.mounts.push_back({volumes.private_dir / "home", "/home", false});
+    // What the qube can write is mounted from descriptors opened beneath
+    // trusted parents (qube_mounts.hpp); Aerie's binaries are a host path.
+    for (auto& mount : private_volume_mounts(qube.name, volumes.private_dir, owner_uid(qube)))
+        spec.mounts.push_back(std::move(mount));
     spec.mounts.push_back({config_.bin_dir, "/run/aerie/bin", true});
-    spec.mounts.push_back({runtime / "vchan", "/run/qubes-vchan", false});
-    spec.mounts.push_back({db.dir(), kQubesDbMountPoint, true});
-    spec.mounts.push_back({runtime / "air", "/run/aerie-air", true});
+    spec.mounts.push_back(runtime_folder_mount(runtime, "vchan", "/run/qubes-vchan", false));
+    spec.mounts.push_back(runtime_folder_mount(runtime, "qubesdb", kQubesDbMountPoint, true));
+    spec.mounts.push_back(runtime_folder_mount(runtime, "air", "/run/aerie-air", true));
     spec.memory_mib = static_cast<uint64_t>(mib_of(model_, qube, "memory"));
     spec.maxmem_mib = static_cast<uint64_t>(std::max(mib_of(model_, qube, "maxmem"), mib_of(model_, qube, "memory")));
     spec.vcpus = static_cast<int>(std::max<long long>(1, mib_of(model_, qube, "vcpus")));
@@ -421,6 +427,7 @@ void Lifecycle::finish_stop(const std::string& name, bool crashed) {
         }
     }
     std::error_code ec;
+    unmount_qube_folder(qube_runtime(name) / "vchan");
     fs::remove_all(qube_runtime(name), ec);
     for (const char* link : {"qrexec.", "qrexec.uuid:"}) {
         std::string suffix = std::string(link) == "qrexec." ? name : (qube ? qube->uuid : std::string());

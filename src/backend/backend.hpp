@@ -15,6 +15,8 @@
 #include <sys/types.h>
 #include <vector>
 
+#include "base/unique_fd.hpp"
+
 namespace aerie::backend {
 
 // User namespaces. Every qube runs in its own user namespace whose ids
@@ -37,11 +39,20 @@ struct BackendError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-// A host path made visible inside the qube.
+// A host directory or file made visible inside the qube. The backend mounts
+// one mount object, never its submounts.
 struct BindMount {
-    std::filesystem::path source;  // on the host
-    std::string target;            // inside the qube, absolute
+    // On the host. With source_fd set, only for messages; otherwise a path no
+    // qube can write (the host's /usr, Aerie's binaries), opened as it is.
+    std::filesystem::path source;
+    std::string target;  // inside the qube, absolute
     bool read_only = true;
+    // An O_PATH descriptor of the source, opened beneath a trusted parent with
+    // base/safe_dir.hpp (and type-checked there): required for anything a qube
+    // can write (its private volume, its home, the vchan folder). The backend
+    // mounts exactly this object (open_tree of the descriptor), so nothing a
+    // qube renames or links afterwards changes what is mounted.
+    std::shared_ptr<const base::UniqueFd> source_fd = nullptr;
 };
 
 // Everything a backend needs to start one qube. Paths are host paths.

@@ -26,6 +26,8 @@
 #include <deque>
 #include <exception>
 
+#include "base/safe_dir.hpp"
+
 namespace aerie::backend::ns {
 
 namespace fs = std::filesystem;
@@ -50,10 +52,12 @@ struct Step {
     std::vector<const char*> options;  // NewFs: key, value (nullptr value: a flag) pairs
     unsigned attr = 0;                 // NewFs: MOUNT_ATTR_*
     int tree_fd = -1;                  // Bind: a detached tree
+    int empty_fd = -1;                 // Bind: with it, shown through an overlay (overlay_of)
     bool is_file = false;              // Bind: the mount point is a file
     const char* link_to = nullptr;     // Symlink
     mode_t mode = 0755;                // Mkdir
     bool optional = false;             // failure is not fatal
+    bool by_qube = false;              // made by the qube's root, after the mounts are locked
     const char* what = nullptr;        // for the error message
 };
 
@@ -62,6 +66,9 @@ struct ChildPlan {
     int go_fd_other = -1;  // the parent's end, closed at once
     int err_fd = -1;       // write: ErrorReport on failure (close-on-exec)
     int err_fd_other = -1;
+    int ready_fd = -1;  // write: a byte once the qube's user namespace exists (close-on-exec)
+    int ready_fd_other = -1;
+    uid_t id_base = 0;  // host uid and gid of the qube's root
     int root_tree = -1;
     const char* attach_root_what = nullptr;
     const char* pivot_what = nullptr;
@@ -178,13 +185,28 @@ int new_filesystem(const Step& s) {
     return mnt >= 0 ? mnt : -err;
 }
 
+// A read-only overlay of a bind's detached tree and an empty folder: the same
+// files, but a file system of its own, so /proc/self/mountinfo inside shows
+// "/" as its root and "." as its layers, not the source's path on the host.
+// The layers are named relative to the working directory for that reason.
+int overlay_of(const Step& s) {
+    int fc = ::fsopen("overlay", FSOPEN_CLOEXEC);
+    if (fc < 0) return -errno;
+    bool ok = ::fchdir(s.tree_fd) == 0 && ::fsconfig(fc, FSCONFIG_SET_STRING, "lowerdir+", ".", 0) == 0 &&
+              ::fchdir(s.empty_fd) == 0 && ::fsconfig(fc, FSCONFIG_SET_STRING, "lowerdir+", ".", 0) == 0 &&
+              ::fsconfig(fc, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) == 0;
+    int mnt = ok ? ::fsmount(fc, FSMOUNT_CLOEXEC, s.attr) : -1;
+    int err = errno;
+    ::close(fc);
+    return mnt >= 0 ? mnt : -err;
+}
+
 int attach(int tree, int target) {
     return ::move_mount(tree, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0 ? -errno
                                                                                                      : 0;
 }
 
-int run_step(const ChildPlan& plan, const Step& s) {
-    int root = plan.root_tree;
+int run_step(int root, const Step& s) {
     switch (s.kind) {
         case Step::NewFs: {
             int target = open_in_root(root, s.target, true, false);
@@ -202,7 +224,10 @@ int run_step(const ChildPlan& plan, const Step& s) {
         case Step::Bind: {
             int target = open_in_root(root, s.target, true, s.is_file);
             if (target < 0) return target;
-            int rc = attach(s.tree_fd, target);
+            // Without overlays (an older kernel): the bind itself.
+            int shown = s.empty_fd >= 0 ? overlay_of(s) : -1;
+            int rc = attach(shown >= 0 ? shown : s.tree_fd, target);
+            if (shown >= 0) ::close(shown);
             ::close(target);
             ::close(s.tree_fd);
             return rc;
@@ -244,6 +269,7 @@ void wait_for_parent(const ChildPlan& plan) {
 [[noreturn]] void child_main(const ChildPlan& plan) {
     ::close(plan.go_fd_other);
     ::close(plan.err_fd_other);
+    ::close(plan.ready_fd_other);
     // The daemon's handlers must not run here; the mask stays full until exec.
     for (int sig = 1; sig < NSIG; ++sig) {
         struct sigaction sa {};
@@ -252,11 +278,12 @@ void wait_for_parent(const ChildPlan& plan) {
     }
     ::umask(0);
 
-    wait_for_parent(plan);
-    // Root of the new user namespace (the parent has written the maps).
-    if (::setgroups(0, nullptr) < 0) child_fail(plan, "setgroups in the qube's user namespace", errno);
-    if (::setresgid(0, 0, 0) < 0) child_fail(plan, "setresgid to the qube's root", errno);
-    if (::setresuid(0, 0, 0) < 0) child_fail(plan, "setresuid to the qube's root", errno);
+    // Stage one, still the host's root, in a mount namespace the host's user
+    // namespace owns: everything the host gives the qube is mounted here.
+    // What gets created meanwhile (mount points, the roots of /dev and /run)
+    // belongs to the qube's root: the file system ids are its.
+    ::syscall(SYS_setfsgid, plan.id_base);
+    ::syscall(SYS_setfsuid, plan.id_base);
     // Nothing mounted here reaches the host.
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) < 0)
         child_fail(plan, "making the mounts slaves", errno);
@@ -265,7 +292,8 @@ void wait_for_parent(const ChildPlan& plan) {
     if (::move_mount(plan.root_tree, "", AT_FDCWD, "/", MOVE_MOUNT_F_EMPTY_PATH) < 0)
         child_fail(plan, plan.attach_root_what, errno);
     for (const Step& s : plan.steps) {
-        int rc = run_step(plan, s);
+        if (s.by_qube) continue;
+        int rc = run_step(plan.root_tree, s);
         if (rc < 0 && !s.optional) child_fail(plan, s.what, -rc);
     }
     if (::fchdir(plan.root_tree) < 0) child_fail(plan, plan.pivot_what, errno);
@@ -274,14 +302,38 @@ void wait_for_parent(const ChildPlan& plan) {
     if (::chdir("/") < 0) child_fail(plan, "chdir to the new root", errno);
     ::close(plan.root_tree);
 
+    // Stage two: the qube's own user namespace, and with it the copy of this
+    // mount namespace the qube's root will own. Copied into a less privileged
+    // user namespace, every mount is locked by the kernel: its read-only,
+    // nosuid, nodev, noexec and atime flags cannot be cleared (MNT_LOCK_*),
+    // and it cannot be unmounted to reveal what it covers (MNT_LOCKED). Its
+    // network, IPC and UTS namespaces are the qube's too; the PID namespace
+    // stays the host's (so the qube cannot mount another /proc).
+    if (::unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
+        child_fail(plan, "unshare of the qube's user namespace", errno);
+    char one = 1;
+    if (::write(plan.ready_fd, &one, 1) != 1) ::_exit(1);
+    ::close(plan.ready_fd);
+    // The parent writes the maps and puts us into our cgroups meanwhile.
+    wait_for_parent(plan);
+    ::close(plan.go_fd);
+    if (::setgroups(0, nullptr) < 0) child_fail(plan, "setgroups in the qube's user namespace", errno);
+    if (::setresgid(0, 0, 0) < 0) child_fail(plan, "setresgid to the qube's root", errno);
+    if (::setresuid(0, 0, 0) < 0) child_fail(plan, "setresuid to the qube's root", errno);
+    int root = ::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) child_fail(plan, "opening the qube's root", errno);
+    for (const Step& s : plan.steps) {
+        if (!s.by_qube) continue;
+        int rc = run_step(root, s);
+        if (rc < 0 && !s.optional) child_fail(plan, s.what, -rc);
+    }
+    ::close(root);
+
     if (plan.hostname && ::sethostname(plan.hostname, std::strlen(plan.hostname)) < 0)
         child_fail(plan, "sethostname", errno);
     bring_up_lo();
 
-    // The parent moves us into our cgroups meanwhile (slow on cgroup v1);
-    // our cgroup then becomes the root of the qube's view.
-    wait_for_parent(plan);
-    ::close(plan.go_fd);
+    // In our cgroups already: ours becomes the root of the qube's view.
     if (::unshare(CLONE_NEWCGROUP) < 0) child_fail(plan, "unshare of the cgroup namespace", errno);
 
     int null_fd = ::open("/dev/null", O_RDWR);
@@ -317,13 +369,31 @@ void wait_for_parent(const ChildPlan& plan) {
 
 // ---- the parent --------------------------------------------------------------
 
-Fd clone_tree(const fs::path& source, unsigned attr, const std::string& what) {
-    Fd fd(::open_tree(AT_FDCWD, source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
+// An O_PATH descriptor of a mount's source: the caller's, opened beneath a
+// trusted parent (anything a qube can write), or a trusted host path opened here.
+Fd open_source(const BindMount& m, const std::string& what) {
+    if (m.source_fd && m.source_fd->valid()) {
+        Fd fd(::fcntl(m.source_fd->get(), F_DUPFD_CLOEXEC, 0));
+        if (!fd) throw_errno(what, errno);
+        return fd;
+    }
+    Fd fd(::open(m.source.c_str(), O_PATH | O_CLOEXEC));
     if (!fd) throw_errno(what, errno);
+    return fd;
+}
+
+bool is_directory(int fd, const std::string& what) {
+    return S_ISDIR(base::stat_fd(fd, what).st_mode);
+}
+
+// A detached copy of the one mount object `opath_fd` refers to (never its
+// submounts: the host's mounts below a source stay the host's), with `attr`.
+Fd clone_detached(int opath_fd, unsigned attr, const std::string& what) {
+    Fd fd = base::clone_tree(opath_fd, what);
     if (attr) {
         mount_attr ma{};
         ma.attr_set = attr;
-        if (::mount_setattr(fd.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &ma, sizeof ma) < 0)
+        if (::mount_setattr(fd.get(), "", AT_EMPTY_PATH, &ma, sizeof ma) < 0)
             throw_errno(what + " (mount attributes)", errno);
     }
     return fd;
@@ -374,31 +444,38 @@ Launched launch(const LaunchRequest& req) {
     // Mount points the qube's root could not create itself in a root it does
     // not own (e.g. a template owned by host root): made here, resolved inside
     // the root like the child does, so links in the root lead nowhere else.
+    Fd root_dir = base::open_trusted_dir(req.root);
+    std::vector<Fd> sources;  // of req.mounts, in order
+    for (const auto& m : req.mounts)
+        sources.push_back(open_source(
+            m, "bind mount of " + m.source.string() + " on " + root + "/" + relative_target(m.target)));
     {
-        Fd dir(::open(req.root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-        if (!dir) throw_errno("opening the root " + root, errno);
+        int dir = root_dir.get();
         auto ensure = [&](const std::string& rel, bool is_file) {
-            int fd = open_in_root(dir.get(), rel.c_str(), true, is_file);
+            int fd = open_in_root(dir, rel.c_str(), true, is_file);
             if (fd < 0) throw_errno("creating the mount point " + root + "/" + rel, -fd);
             ::close(fd);
         };
         for (const char* d : {"proc", "sys", "dev", "run", "tmp"}) ensure(d, false);
-        for (const auto& m : req.mounts) {
-            std::string rel = relative_target(m.target);
+        for (size_t i = 0; i < req.mounts.size(); ++i) {
+            std::string rel = relative_target(req.mounts[i].target);
             std::string top = rel.substr(0, rel.find('/'));
             if (top == "dev" || top == "run" || top == "tmp") continue;  // the qube's own tmpfs
-            ensure(rel, !fs::is_directory(m.source));
+            ensure(rel, !is_directory(sources[i].get(), req.mounts[i].source.string()));
         }
     }
-    Fd root_tree = clone_tree(req.root, root_attr, "cloning the root " + root);
+    Fd root_tree = clone_detached(root_dir.get(), root_attr, "cloning the root " + root);
     plan.root_tree = root_tree.get();
     plan.attach_root_what = keep("attaching the root " + root);
     plan.pivot_what = keep("pivot_root into " + root);
 
+    // by_qube: made by the qube's root once in its user namespace (what is its
+    // own: its devpts, /dev/shm, /tmp); the rest by the host, then locked.
     auto new_fs = [&](const char* type, const char* target, unsigned attr, std::vector<const char*> opts,
-                      bool optional = false) {
+                      bool optional = false, bool by_qube = false) {
         Step s;
         s.kind = Step::NewFs;
+        s.by_qube = by_qube;
         s.fstype = type;
         s.target = target;
         s.attr = attr;
@@ -407,15 +484,28 @@ Launched launch(const LaunchRequest& req) {
         s.what = keep(std::string("mounting ") + type + " on " + root + "/" + target);
         plan.steps.push_back(std::move(s));
     };
-    auto bind = [&](const fs::path& source, const std::string& target, unsigned attr) {
+    // Read-only folders are shown through an overlay (overlay_of) with this
+    // empty layer, so their host paths stay out of the qube's mountinfo.
+    Fd empty_layer;
+    {
+        Step empty;
+        empty.fstype = "tmpfs";
+        empty.options = {"mode", "0555", "nr_inodes", "16"};
+        empty.attr = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+        int fd = new_filesystem(empty);
+        if (fd >= 0) empty_layer.reset(fd);
+    }
+    auto bind = [&](int source_fd, const fs::path& source, const std::string& target, unsigned attr) {
         std::string rel = relative_target(target);
         std::string what = "bind mount of " + source.string() + " on " + root + "/" + rel;
-        trees.push_back(clone_tree(source, attr, what));
+        trees.push_back(clone_detached(source_fd, attr, what));
         Step s;
         s.kind = Step::Bind;
         s.target = keep(rel);
         s.tree_fd = trees.back().get();
-        s.is_file = !fs::is_directory(source);
+        s.is_file = !is_directory(source_fd, what);
+        s.attr = attr;
+        if (!s.is_file && (attr & MOUNT_ATTR_RDONLY)) s.empty_fd = empty_layer.get();
         s.what = keep(what);
         plan.steps.push_back(std::move(s));
     };
@@ -427,38 +517,52 @@ Launched launch(const LaunchRequest& req) {
         s.leaf = keep(rel.substr(slash + 1));
         s.link_to = to;
         s.mode = mode;
+        s.by_qube = true;
         s.what = keep((kind == Step::Mkdir ? "creating " : "linking ") + root + "/" + rel);
         plan.steps.push_back(std::move(s));
     };
 
     const unsigned nosuid_nodev = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
     const unsigned sealed = nosuid_nodev | MOUNT_ATTR_NOEXEC;
+    // /proc shows the qube's PID namespace (this one's, made by the clone).
     new_fs("proc", "proc", sealed, {});
+    // The host's sysfs shows the network namespace of its mounter: this one's
+    // (empty) first, proving to the kernel that sysfs may be mounted in the
+    // qube's mount namespace; then the qube's own on top.
     new_fs("sysfs", "sys", sealed | MOUNT_ATTR_RDONLY, {}, true);
+    new_fs("sysfs", "sys", sealed | MOUNT_ATTR_RDONLY, {}, true, true);
     new_fs("tmpfs", "dev", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, {"mode", "0755", "size", "1m"});
-    for (const char* dev : {"null", "zero", "full", "random", "urandom", "tty"})
-        bind(std::string("/dev/") + dev, std::string("/dev/") + dev, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+    for (const char* dev : {"null", "zero", "full", "random", "urandom", "tty"}) {
+        std::string path = std::string("/dev/") + dev;
+        Fd node(::open(path.c_str(), O_PATH | O_CLOEXEC));
+        if (!node) throw_errno("opening " + path, errno);
+        bind(node.get(), path, path, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+    }
     new_fs("devpts", "dev/pts", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
-           {"newinstance", nullptr, "ptmxmode", "0666", "mode", "0620", "gid", "5"});
+           {"newinstance", nullptr, "ptmxmode", "0666", "mode", "0620", "gid", "5"}, false, true);
     link_or_dir(Step::Symlink, "dev/ptmx", "pts/ptmx", 0);
-    new_fs("tmpfs", "dev/shm", nosuid_nodev, {"mode", "1777"});
-    new_fs("mqueue", "dev/mqueue", sealed, {}, true);
+    new_fs("tmpfs", "dev/shm", nosuid_nodev, {"mode", "1777"}, false, true);
+    new_fs("mqueue", "dev/mqueue", sealed, {}, true, true);
     link_or_dir(Step::Symlink, "dev/fd", "/proc/self/fd", 0);
     link_or_dir(Step::Symlink, "dev/stdin", "/proc/self/fd/0", 0);
     link_or_dir(Step::Symlink, "dev/stdout", "/proc/self/fd/1", 0);
     link_or_dir(Step::Symlink, "dev/stderr", "/proc/self/fd/2", 0);
     new_fs("tmpfs", "run", nosuid_nodev, {"mode", "0755"});
     link_or_dir(Step::Mkdir, "run/lock", nullptr, 01777);
-    new_fs("tmpfs", "tmp", nosuid_nodev, {"mode", "1777"});
+    new_fs("tmpfs", "tmp", nosuid_nodev, {"mode", "1777"}, false, true);
     // The spec's mounts, parents before children.
-    std::vector<const BindMount*> mounts;
-    for (const auto& m : req.mounts) mounts.push_back(&m);
-    std::stable_sort(mounts.begin(), mounts.end(), [](const BindMount* a, const BindMount* b) {
-        return std::count(a->target.begin(), a->target.end(), '/') <
-               std::count(b->target.begin(), b->target.end(), '/');
-    });
-    for (const BindMount* m : mounts)
-        bind(m->source, m->target, nosuid_nodev | (m->read_only ? MOUNT_ATTR_RDONLY : 0));
+    std::vector<size_t> order;
+    for (size_t i = 0; i < req.mounts.size(); ++i) order.push_back(i);
+    auto depth = [&](size_t i) {
+        return std::count(req.mounts[i].target.begin(), req.mounts[i].target.end(), '/');
+    };
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return depth(a) < depth(b); });
+    for (size_t i : order) {
+        const BindMount& m = req.mounts[i];
+        bind(sources[i].get(), m.source, m.target, nosuid_nodev | (m.read_only ? MOUNT_ATTR_RDONLY : 0));
+    }
+    sources.clear();
+    root_dir.reset();
 
     if (!req.hostname.empty()) plan.hostname = keep(req.hostname);
     plan.console_fd = req.console_fd;
@@ -470,11 +574,16 @@ Launched launch(const LaunchRequest& req) {
     plan.seccomp = req.seccomp;
     plan.caps = req.caps;
 
-    int go[2], err[2];
+    int go[2], err[2], ready[2];
     if (::pipe2(go, O_CLOEXEC) < 0) throw_errno("pipe", errno);
     Fd go_r(go[0]), go_w(go[1]);
     if (::pipe2(err, O_CLOEXEC) < 0) throw_errno("pipe", errno);
     Fd err_r(err[0]), err_w(err[1]);
+    if (::pipe2(ready, O_CLOEXEC) < 0) throw_errno("pipe", errno);
+    Fd ready_r(ready[0]), ready_w(ready[1]);
+    plan.ready_fd = ready_w.get();
+    plan.ready_fd_other = ready_r.get();
+    plan.id_base = req.id_base;
     plan.go_fd = go_r.get();
     plan.go_fd_other = go_w.get();
     plan.err_fd = err_w.get();
@@ -485,9 +594,10 @@ Launched launch(const LaunchRequest& req) {
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     auto t1 = Clock::now();
     int pidfd = -1;
-    long pid = ::syscall(SYS_clone,
-                         CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
-                             CLONE_NEWUTS | CLONE_PIDFD | SIGCHLD,
+    // The user namespace (and with it the qube's network, IPC and UTS ones)
+    // comes later, from the child itself, once the host's mounts are in place.
+    // The network namespace made here only keeps the first sysfs empty.
+    long pid = ::syscall(SYS_clone, CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_PIDFD | SIGCHLD,
                          nullptr, &pidfd, nullptr, nullptr);
     if (pid == 0) child_main(plan);
     int clone_err = errno;
@@ -499,7 +609,9 @@ Launched launch(const LaunchRequest& req) {
     out.pidfd.reset(pidfd);
     go_r.reset();
     err_w.reset();
+    ready_w.reset();
     root_tree.reset();
+    empty_layer.reset();
     trees.clear();
     auto abandon = [&] {
         ::kill(out.pid, SIGKILL);
@@ -511,23 +623,41 @@ Launched launch(const LaunchRequest& req) {
         char one = 1;
         if (::write(go_w.get(), &one, 1) != 1) throw_errno("starting the qube's first process", errno);
     };
-    try {
-        write_map(out.pid, "uid_map", req.id_base, req.id_count);
-        write_map(out.pid, "gid_map", req.id_base, req.id_count);
-        send_go();
-    } catch (...) {
-        abandon();
-        throw;
-    }
     // The child builds its file system while we put it into its cgroups.
     std::exception_ptr attach_error;
     try {
         if (req.attach) req.attach(out.pid);
-        send_go();
     } catch (...) {
         attach_error = std::current_exception();
     }
-    go_w.reset();  // without the second byte the child gives up
+    // Once it has made its user namespace: the maps, then the go.
+    if (!attach_error) {
+        char got_ready = 0;
+        ssize_t n = 0;
+        for (;;) {
+            pollfd p{ready_r.get(), POLLIN, 0};
+            int rc = ::poll(&p, 1, 30000);
+            if (rc < 0 && errno == EINTR) continue;
+            if (rc == 0) {
+                abandon();
+                throw BackendError("the qube's first process did not make its user namespace within 30 s");
+            }
+            do n = ::read(ready_r.get(), &got_ready, 1);
+            while (n < 0 && errno == EINTR);
+            break;
+        }
+        if (n == 1) {
+            try {
+                write_map(out.pid, "uid_map", req.id_base, req.id_count);
+                write_map(out.pid, "gid_map", req.id_base, req.id_count);
+                send_go();
+            } catch (...) {
+                abandon();
+                throw;
+            }
+        }
+    }
+    go_w.reset();  // without the byte the child gives up
 
     ErrorReport report;
     size_t got = 0;

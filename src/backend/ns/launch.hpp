@@ -3,31 +3,41 @@
 // entered, its privileges reduced, its init executed.
 //
 // The parent (the daemon, real root) prepares everything before the clone:
-// detached copies (open_tree) of the root and of every bind mount source, so
-// the qube's root never needs to reach host paths its own uids could not, the
-// compiled seccomp filter, the capability sets, every string. The child then
-// only makes system calls (no allocation: the daemon may be multithreaded),
-// waits until the parent has written its uid/gid maps, and sets itself up
-// while the parent puts it into its cgroups (slow on cgroup v1: each move
-// waits for an RCU grace period):
+// detached copies (open_tree of an O_PATH descriptor: one mount object each,
+// never its submounts) of the root and of every bind mount source (the
+// spec's descriptors for what a qube can write, trusted host paths for the
+// rest), the compiled seccomp filter, the capability sets, every string. The
+// child then only makes system calls (no allocation: the daemon may be
+// multithreaded), while the parent puts it into its cgroups (slow on cgroup
+// v1: each move waits for an RCU grace period).
 //
-// root ids in the new user namespace; every mount made a slave; the root
+// The child is made in new mount, PID and network namespaces but the host's
+// user namespace, and builds the qube's tree in two stages.
+//
+// Stage one, as the host's root (with the qube root's file system ids, so
+// what it creates belongs to the qube): every mount made a slave; the root
 // tree attached; inside it (paths resolved with RESOLVE_IN_ROOT, so symbolic
-// links in the root cannot point mounts elsewhere) a fresh /proc, a
-// read-only /sys, a /dev tmpfs with the host's null, zero, full, random,
-// urandom and tty bound in, a new devpts instance with /dev/ptmx, /dev/shm,
-// /dev/mqueue, tmpfs /run and /tmp, the spec's bind mounts; pivot_root and
-// the old root detached; hostname; lo up; once in its cgroups, a cgroup
-// namespace rooted at its cgroup; stdio; capabilities, no_new_privs,
-// seccomp; execve.
+// links in the root cannot point mounts elsewhere) a fresh /proc of its PID
+// namespace, a read-only sysfs (of this empty network namespace), a /dev
+// tmpfs with the host's null, zero, full, random, urandom and tty bound in, a
+// tmpfs /run, the spec's bind mounts (read-only folders through a read-only
+// overlay, so /proc/self/mountinfo shows no host path for them); pivot_root
+// and the old root detached.
 //
-// Mount flags are not locked: the qube's own root made these mounts in its
-// own mount namespace, so it may remount a read-only bind writable or unmount
-// /proc there. Nothing is revealed beneath (only the qube's root folder), and
-// what the host provides (its /usr, a shared template root, Aerie's binaries)
-// belongs to host ids outside the qube's range, so file permissions still
-// refuse writes to it. Read-only matters on its own only for files owned by
-// the qube's range, which are the qube's anyway.
+// Then it unshares a user namespace (with new mount, network, IPC and UTS
+// namespaces): the copy of its mount namespace, owned by the qube's user
+// namespace, has every mount locked by the kernel (MNT_LOCK_READONLY,
+// _NOSUID, _NODEV, _NOEXEC, _ATIME; MNT_LOCKED), so the qube's root cannot
+// remount a read-only bind writable, drop nosuid or nodev, or unmount what
+// the host mounted. It tells the parent, which writes the uid/gid maps and
+// lets it go on.
+//
+// Stage two, as the qube's root: its own sysfs over the first, a new devpts
+// instance with /dev/ptmx, /dev/shm, /dev/mqueue, tmpfs /tmp, /run/lock, the
+// /dev links; hostname; lo up; a cgroup namespace rooted at its cgroup;
+// stdio; capabilities, no_new_privs, seccomp; execve. The PID namespace stays
+// owned by the host's user namespace (the qube cannot mount another /proc);
+// its mount, network, IPC and UTS namespaces are its own.
 //
 // The error pipe is close-on-exec: end of file means the init runs; anything
 // read is the failed step and its errno ("pivot_root into /x: Invalid
