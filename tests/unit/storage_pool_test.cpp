@@ -566,7 +566,7 @@ TEST_F(Pool, HostTemplateRootAndItsQubes) {
     for (const char* l : {"bin", "sbin", "lib"}) fs::create_symlink(std::string("usr/") + l, host / l);
     put(host / "etc" / "passwd", "root:x:0:0:root:/root:/bin/sh\n");
     put(host / "etc" / "group", "root:x:0:\nshadow:x:42:\n");
-    put(host / "etc" / "hosts", "127.0.0.1 localhost\n");
+    put(host / "etc" / "profile", "umask 022\n");  // copied to the template (hosts is its own)
     FilePool pool(tmp_.path() / "pool");
     pool.create(kTpl, "TemplateVM");
     pool.create(kApp, "AppVM");
@@ -579,7 +579,7 @@ TEST_F(Pool, HostTemplateRootAndItsQubes) {
     EXPECT_THROW(pool.make_host_template_root(kTpl, o), StorageError);  // not empty
     StartedVolumes v = pool.start(kApp, "AppVM", std::vector<std::string>{kTpl}, kOwnerA);
     EXPECT_TRUE(v.host_usr);
-    EXPECT_EQ(slurp(v.root / "etc" / "hosts"), "127.0.0.1 localhost\n");
+    EXPECT_EQ(slurp(v.root / "etc" / "profile"), "umask 022\n");
     EXPECT_TRUE(fs::is_directory(v.root / "rw"));
     pool.stop(kApp);
     StartedVolumes t = pool.start(kTpl, "TemplateVM", std::vector<std::string>{}, kOwnerT);

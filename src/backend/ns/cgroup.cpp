@@ -264,7 +264,6 @@ QubeCgroup QubeCgroup::create(const CgroupLayout& layout, const std::string& gro
         if (it == made.end()) {
             fs::path base = own / group;
             make_dir(base);
-            write_v1_budget(base, hierarchies[own], budget);
             fs::path dir = base / name;
             make_dir(dir);
             it = made.emplace(own, dir).first;
@@ -272,6 +271,8 @@ QubeCgroup QubeCgroup::create(const CgroupLayout& layout, const std::string& gro
         cg.dirs_[controller] = it->second;
     }
     try {
+        // The parent's first: v1 clamps the qube's CPU quota to it.
+        for (const auto& [own, controllers] : hierarchies) write_v1_budget(own / group, controllers, budget);
         if (auto dir = cg.dir_of("memory")) {
             if (limits.maxmem_bytes) {
                 write_file(*dir / "memory.limit_in_bytes", std::to_string(limits.maxmem_bytes));
