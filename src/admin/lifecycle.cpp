@@ -14,7 +14,6 @@
 #include <iterator>
 
 #include "admin/qube_logs.hpp"
-
 #include "admin/qube_mounts.hpp"
 #include "qrexec/service_config.hpp"
 
