@@ -33,7 +33,7 @@ std::string find_program(const std::string& name) {
 
 }  // namespace
 
-void run_e2fsprogs(const std::string& program, const std::vector<std::string>& args) {
+void run_e2fsprogs(const std::string& program, const std::vector<std::string>& args, int max_ok) {
     std::string path = find_program(program);
     std::vector<std::string> argv{path};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -64,7 +64,7 @@ void run_e2fsprogs(const std::string& program, const std::vector<std::string>& a
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    if (!WIFEXITED(status) || WEXITSTATUS(status) > max_ok) {
         while (!said.empty() && (said.back() == '\n' || said.back() == ' ')) said.pop_back();
         throw StorageError(program + " failed (" +
                            (WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
@@ -144,6 +144,11 @@ uint64_t image_allocated(const fs::path& path) {
     struct stat st;
     if (::lstat(path.c_str(), &st) < 0) return 0;
     return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+void grow_image_filesystem(const fs::path& image) {
+    run_e2fsprogs("e2fsck", {"-f", "-p", image.string()}, 1);
+    run_e2fsprogs("resize2fs", {image.string()});
 }
 
 void extend_image(const fs::path& path, uint64_t size) {

@@ -48,6 +48,11 @@ void extend_image(const std::filesystem::path& path, uint64_t size);
 // Runs a program of e2fsprogs (mkfs.ext4, resize2fs) with `args`, its output
 // kept for the error message. Throws StorageError naming the program and
 // what it said.
-void run_e2fsprogs(const std::string& program, const std::vector<std::string>& args);
+// Exit codes up to `max_ok` count as success (e2fsck: 1, errors corrected).
+void run_e2fsprogs(const std::string& program, const std::vector<std::string>& args, int max_ok = 0);
+
+// Grows the file system in the (unmounted) image to the image's size:
+// e2fsck -f -p, then resize2fs.
+void grow_image_filesystem(const std::filesystem::path& image);
 
 }  // namespace aerie::storage

@@ -231,6 +231,18 @@ int open_free_loop(int* number) {
 
 }  // namespace
 
+// CAP_SYS_RESOURCE in our effective set (/proc/self/status CapEff).
+static bool has_sys_resource() {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("CapEff:", 0) == 0) {
+            unsigned long long caps = std::stoull(line.substr(7), nullptr, 16);
+            return caps & (1ull << 24);  // CAP_SYS_RESOURCE
+        }
+    return false;
+}
+
 void mount_image(const fs::path& image, const fs::path& target, bool allow_suid, bool scratch) {
     int file = ::open(image.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     if (file < 0) throw_storage_errno("opening " + image.string(), errno);
@@ -279,7 +291,7 @@ bool is_mount_root(const fs::path& path) {
     return (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
 }
 
-void grow_mounted_filesystem(const fs::path& target) {
+bool grow_mounted_filesystem(const fs::path& target) {
     struct stat st;
     if (::stat(target.c_str(), &st) < 0) throw_storage_errno("reading " + target.string(), errno);
     if (major(st.st_dev) != kLoopMajor) throw StorageError(target.string() + " is not a mounted volume");
@@ -290,12 +302,17 @@ void grow_mounted_filesystem(const fs::path& target) {
     int err = errno;
     try {
         if (rc < 0) throw_storage_errno("resizing " + dev, err);
+        if (!has_sys_resource()) {
+            ::close(loop);
+            return false;
+        }
         run_e2fsprogs("resize2fs", {dev});
     } catch (...) {
         ::close(loop);
         throw;
     }
     ::close(loop);
+    return true;
 }
 
 FrozenVolume::FrozenVolume(const fs::path& target) {

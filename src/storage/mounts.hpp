@@ -62,8 +62,9 @@ bool is_mount_root(const std::filesystem::path& path);
 
 // Grows the file system mounted at `target` to its image's size, online
 // (the image file must have been extended first): the loop device is told
-// the new size, then resize2fs.
-void grow_mounted_filesystem(const std::filesystem::path& target);
+// the new size, then resize2fs. False (nothing grown but the device) where
+// this process lacks CAP_SYS_RESOURCE, which ext4's online resize needs.
+bool grow_mounted_filesystem(const std::filesystem::path& target);
 
 // A mounted volume held still (FIFREEZE: every write waits, the file system
 // on disk is consistent) while its image is copied; thawed when destroyed.

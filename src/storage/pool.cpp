@@ -1,6 +1,7 @@
 #include "storage/pool.hpp"
 
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -337,6 +338,11 @@ void FilePool::hold(const std::string& uuid, const std::string& volume) const {
         try {
             if (!present(image)) throw StorageError("no " + volume + " volume of " + uuid);
             if (!is_dir(point)) make_dir(point, 0700);
+            const fs::path pending = vm_dir(uuid) / (volume + ".grow");
+            if (present(pending)) {  // left by a crash before it was done
+                grow_image_filesystem(image);
+                ::unlink(pending.c_str());
+            }
             mount_image(image, point, volume == "root", volume == "volatile");
         } catch (...) {
             holds_.erase(uuid + "/" + volume);
@@ -351,7 +357,17 @@ void FilePool::release(const std::string& uuid, const std::string& volume) const
     auto it = holds_.find(uuid + "/" + volume);
     if (it != holds_.end() && --it->second > 0) return;
     if (it != holds_.end()) holds_.erase(it);
-    unmount_volume(volume_path(uuid, volume));
+    const fs::path point = volume_path(uuid, volume), pending = vm_dir(uuid) / (volume + ".grow");
+    if (::umount2(point.c_str(), UMOUNT_NOFOLLOW) < 0) {
+        if (errno == EINVAL || errno == ENOENT) return;
+        unmount_volume(point);  // busy: detached; the file system still lives, not to be grown now
+        return;
+    }
+    // A Resize while it was mounted, where it could not grow online.
+    if (present(pending)) {
+        grow_image_filesystem(image_path(uuid, volume));
+        ::unlink(pending.c_str());
+    }
 }
 
 void FilePool::new_image(const fs::path& dst, uint64_t size, uint64_t per_inode, bool journal) const {
@@ -1033,17 +1049,19 @@ void FilePool::resize(const std::string& uuid, const std::string& klass, const s
         throw StorageError("a volume's size must be a multiple of 4096 bytes, at most " +
                            std::to_string(kMaxVolumeSize));
     settle(uuid);
-    // Grown online: mounted (for this, if nothing holds it), the image
-    // extended, the loop device told, the file system grown.
-    hold(uuid, volume);
-    try {
-        extend_image(image, size);
-        grow_mounted_filesystem(volume_path(uuid, volume));
-    } catch (...) {
-        release(uuid, volume);
-        throw;
+    // Not mounted: the image extended and its file system grown offline.
+    // Mounted (a qube runs on it): grown online, where this host lets us
+    // (CAP_SYS_RESOURCE); else the loop device is told and the file system
+    // grows when nothing holds it any more (at the qube's stop).
+    std::unique_lock lock(mount_mutex_);
+    extend_image(image, size);
+    const fs::path pending = vm_dir(uuid) / (volume + ".grow");
+    if (!is_mount_root(volume_path(uuid, volume))) {
+        grow_image_filesystem(image);
+        ::unlink(pending.c_str());
+        return;
     }
-    release(uuid, volume);
+    if (!grow_mounted_filesystem(volume_path(uuid, volume))) write_small(pending, std::to_string(size) + "\n");
 }
 
 // ---- info --------------------------------------------------------------------

@@ -202,7 +202,14 @@ public:
     // or a DispVM's disposable template's private volume.
     bool snapshots_outdated(const std::string& uuid) const;
 
+    // A volume's mount point (its files while it is mounted) and its image.
     std::filesystem::path volume_path(const std::string& uuid, const std::string& volume) const;
+    std::filesystem::path image_path(const std::string& uuid, const std::string& volume) const;
+    // Mounts the volume at volume_path() if nothing holds it yet and counts
+    // one holder more (e.g. to fill a halted template's root; the qube's own
+    // start and stop hold and release theirs); the last release unmounts it.
+    void hold(const std::string& uuid, const std::string& volume) const;
+    void release(const std::string& uuid, const std::string& volume) const;
 
     // Work a stop leaves to the pool's background thread: the revisions it
     // keeps (a copy of every file's link: the larger the volume, the longer),
@@ -231,11 +238,6 @@ private:
     void start_worker() const;  // with bg_mutex_ held
     void worker() const;
     void fill_root(const std::string& uuid, const std::function<void(const std::filesystem::path&)>& build);
-    std::filesystem::path image_path(const std::string& uuid, const std::string& volume) const;
-    // Mounts the volume if nothing holds it yet; counts one holder more.
-    void hold(const std::string& uuid, const std::string& volume) const;
-    // One holder less; the last one unmounts it.
-    void release(const std::string& uuid, const std::string& volume) const;
     // A copy of an empty file system of that size, as the image `dst`.
     // (`journal` false: a scratch volume's.)
     void new_image(const std::filesystem::path& dst, uint64_t size, uint64_t bytes_per_inode,
