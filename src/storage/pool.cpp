@@ -1148,9 +1148,29 @@ VolumeInfo FilePool::info(const std::string& uuid, const std::string& klass, con
 
 // ---- templates' roots --------------------------------------------------------
 
-// The builders make a root folder that must not exist yet: it is made inside
-// the mounted (empty) root volume and its entries moved up to the volume's
-// top (one file system: renames).
+void build_into_empty_root(const fs::path& top_dir, const std::function<void(const fs::path&)>& build) {
+    if (!is_empty_volume(top_dir)) throw StorageError("the root volume " + top_dir.string() + " is not empty");
+    const fs::path built = top_dir / ".aerie-new-root";
+    build(built);
+    base::UniqueFd top(::open(top_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    base::UniqueFd from(::open(built.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!top || !from) throw_storage_errno("opening " + built.string(), errno);
+    std::vector<std::string> names;
+    std::error_code ec;
+    for (fs::directory_iterator it(built, ec), end; !ec && it != end; it.increment(ec))
+        names.push_back(it->path().filename().string());
+    if (ec) throw StorageError("reading " + built.string() + ": " + ec.message());
+    for (const auto& n : names)
+        if (::renameat(from.get(), n.c_str(), top.get(), n.c_str()) < 0)
+            throw_storage_errno("moving " + n + " into the root volume", errno);
+    struct stat st;
+    if (::fstat(from.get(), &st) < 0 || ::fchown(top.get(), st.st_uid, st.st_gid) < 0 ||
+        ::fchmod(top.get(), st.st_mode & 07777) < 0)
+        throw_storage_errno("setting up the root volume's top", errno);
+    if (::unlinkat(top.get(), ".aerie-new-root", AT_REMOVEDIR) < 0)
+        throw_storage_errno("removing " + built.string(), errno);
+}
+
 void FilePool::fill_root(const std::string& uuid, const std::function<void(const fs::path&)>& build) {
     const fs::path dir = vm_dir(uuid), root = dir / "root";
     if (!present(image_path(uuid, "root"))) throw StorageError("no root volume of " + uuid);
@@ -1158,26 +1178,7 @@ void FilePool::fill_root(const std::string& uuid, const std::function<void(const
     settle(uuid);
     hold(uuid, "root");
     try {
-        if (!is_empty_volume(root)) throw StorageError("the root volume of " + uuid + " is not empty");
-        const fs::path built = root / ".aerie-new-root";
-        build(built);
-        base::UniqueFd top(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-        base::UniqueFd from(::open(built.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-        if (!top || !from) throw_storage_errno("opening " + built.string(), errno);
-        std::vector<std::string> names;
-        std::error_code ec;
-        for (fs::directory_iterator it(built, ec), end; !ec && it != end; it.increment(ec))
-            names.push_back(it->path().filename().string());
-        if (ec) throw StorageError("reading " + built.string() + ": " + ec.message());
-        for (const auto& n : names)
-            if (::renameat(from.get(), n.c_str(), top.get(), n.c_str()) < 0)
-                throw_storage_errno("moving " + n + " into the root volume", errno);
-        struct stat st;
-        if (::fstat(from.get(), &st) < 0 || ::fchown(top.get(), st.st_uid, st.st_gid) < 0 ||
-            ::fchmod(top.get(), st.st_mode & 07777) < 0)
-            throw_storage_errno("setting up the root volume's top", errno);
-        if (::unlinkat(top.get(), ".aerie-new-root", AT_REMOVEDIR) < 0)
-            throw_storage_errno("removing " + built.string(), errno);
+        build_into_empty_root(root, build);
     } catch (...) {
         release(uuid, "root");
         throw;

@@ -118,6 +118,13 @@ struct PoolOptions {
     bool idmapped_mounts = true;
 };
 
+// The template builders make a root folder that must not exist yet: this
+// has `build` make it inside `top` (the mounted, empty root volume: only
+// lost+found) and moves its entries up to the volume's top (one file
+// system: renames between two descriptors). Throws StorageError.
+void build_into_empty_root(const std::filesystem::path& top,
+                           const std::function<void(const std::filesystem::path&)>& build);
+
 class FilePool {
 public:
     explicit FilePool(std::filesystem::path dir, std::string name = "varlibqubes");
