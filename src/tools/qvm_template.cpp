@@ -123,25 +123,40 @@ Args read_args(ToolCli& cli, std::vector<std::string> rest) {
     return args;
 }
 
-// The root volume's image, which a new TemplateVM has with an empty file
-// system: mounted at the pool's mount point beside it while it is filled.
-fs::path root_image(const admin::AdminClient& client, const std::string& name) {
+// The root volume's path= (admin.vm.volume.Info): an image file (Aerie's
+// pool), or a folder (a pool of folders, as tests' stand-ins give).
+fs::path root_volume(const admin::AdminClient& client, const std::string& name) {
     auto info = client.volume_info(name, "root");
     auto it = info.find("path");
     if (it == info.end() || it->second.empty())
         throw admin::AdminError("QubesException", "the root volume of " + name + " has no path");
-    fs::path image = it->second;
-    std::error_code ec;
-    if (!fs::is_regular_file(fs::symlink_status(image, ec)))
-        throw admin::AdminError("QubesException", "not a volume image: " + image.string());
-    return image;
+    return it->second;
 }
 
-// Fills the (halted, new) template's root volume with `build`.
-void fill_root(const fs::path& image, const std::function<void(const fs::path&)>& build) {
-    fs::path top = image;
-    top.replace_extension();  // <pool>/vm/<uuid>/root: the pool's mount point
-    storage::mount_image(image, top, true);
+// Fills the (halted, new) template's root volume with `build`, which makes
+// the root folder it is given. An image is mounted at the pool's mount point
+// beside it (<pool>/vm/<uuid>/root) meanwhile; an empty folder is replaced.
+void fill_root(const fs::path& volume, const std::function<void(const fs::path&)>& build) {
+    std::error_code ec;
+    auto st = fs::symlink_status(volume, ec);
+    if (fs::is_directory(st)) {
+        if (!fs::is_empty(volume))
+            throw admin::AdminError("QubesException", "the root volume is not empty: " + volume.string());
+        if (::rmdir(volume.c_str()) < 0)
+            throw admin::AdminError("QubesException", "replacing " + volume.string() + ": " + std::strerror(errno));
+        try {
+            build(volume);
+        } catch (...) {
+            ::mkdir(volume.c_str(), 0755);  // the empty volume back, for the removal
+            throw;
+        }
+        return;
+    }
+    if (!fs::is_regular_file(st))
+        throw admin::AdminError("QubesException", "not a volume image or folder: " + volume.string());
+    fs::path top = volume;
+    top.replace_extension();
+    storage::mount_image(volume, top, true);
     try {
         storage::build_into_empty_root(top, build);
     } catch (...) {
@@ -165,7 +180,7 @@ int run(ToolCli& cli, int argc, char** argv) {
     }
     std::string summary;
     try {
-        const fs::path image = root_image(client, args.name);
+        const fs::path image = root_volume(client, args.name);
         try {
             if (debootstrap) {
                 storage::DebootstrapOptions options;
@@ -188,7 +203,7 @@ int run(ToolCli& cli, int argc, char** argv) {
             } else {
                 fill_root(image, [](const fs::path& root) { storage::create_host_template(root); });
                 // The pool's mark of a host template (beside the image, not in the qube's root).
-                std::ofstream(image.parent_path() / "root.host-usr") << "1\n";
+                if (fs::is_regular_file(image)) std::ofstream(image.parent_path() / "root.host-usr") << "1\n";
                 summary = "The host's system";
             }
         } catch (const std::exception& e) {
