@@ -11,6 +11,7 @@ PACKAGES=(
   libsqlite3-dev libssl-dev libseccomp-dev libcap-dev
   python3 graphviz
   openssh-client openssh-server iproute2
+  e2fsprogs util-linux
 )
 
 missing=()

@@ -112,6 +112,7 @@ private:
     std::string volume_info(Call&);
     std::string volume_list_snapshots(Call&);
     std::string volume_revert(Call&);
+    std::string volume_resize(Call&);
     std::string volume_set_revisions(Call&);
 
     std::string rename(Call&, const std::string& new_name);

@@ -1,4 +1,4 @@
-// admin.vm.volume.{List,Info,ListSnapshots,Revert,Set.revisions_to_keep}.
+// admin.vm.volume.{List,Info,ListSnapshots,Revert,Resize,Set.revisions_to_keep}.
 #include "admin/api_call.hpp"
 #include "storage/pool.hpp"
 
@@ -22,6 +22,7 @@ void AdminApi::set_storage(storage::FilePool* pool) {
     methods_["admin.vm.volume.Info"] = {&AdminApi::volume_info, P::None, A::Required};
     methods_["admin.vm.volume.ListSnapshots"] = {&AdminApi::volume_list_snapshots, P::None, A::Required};
     methods_["admin.vm.volume.Revert"] = {&AdminApi::volume_revert, P::Optional, A::Required};
+    methods_["admin.vm.volume.Resize"] = {&AdminApi::volume_resize, P::Required, A::Required};
     methods_["admin.vm.volume.Set.revisions_to_keep"] = {&AdminApi::volume_set_revisions, P::Required, A::Required};
 }
 
@@ -56,6 +57,26 @@ std::string AdminApi::volume_revert(Call& call) {
         throw qubes_error("QubesVMNotHaltedError", "Domain is not powered off: '" + call.dest->name + "'");
     try {
         pool_->revert(call.dest->uuid, call.arg(), revision);
+    } catch (const storage::StorageError& e) {
+        throw qubes_error("StoragePoolException", e.what());
+    }
+    return {};
+}
+
+// The payload: the new size in bytes (decimal digits, no leading zero, as
+// Qubes' validate_size). Growing works running or halted; shrinking is
+// refused with Qubes' StoragePoolException.
+std::string AdminApi::volume_resize(Call& call) {
+    Call::enforce(has_volume(*pool_, *call.dest, call.arg()), "no volume " + call.arg());
+    std::string text = call.payload();
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    Call::enforce(!text.empty() && text.size() < 20 &&
+                      std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+                      (text[0] != '0' || text == "0"),
+                  "invalid size");
+    const uint64_t size = std::stoull(text);
+    try {
+        pool_->resize(call.dest->uuid, call.dest->klass, call.arg(), size);
     } catch (const storage::StorageError& e) {
         throw qubes_error("StoragePoolException", e.what());
     }

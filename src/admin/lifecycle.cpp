@@ -82,7 +82,8 @@ ApiError not_running(const Qube& qube) {
 
 Lifecycle::Lifecycle(asio::io_context& io, Model& model, EventHub& events, backend::Backend& backend,
                      storage::FilePool& pool, LifecycleConfig config)
-    : io_(io), model_(model), events_(events), backend_(backend), pool_(pool), config_(std::move(config)) {
+    : io_(io), model_(model), events_(events), backend_(backend), pool_(pool), config_(std::move(config)),
+      storage_(io) {
     fs::create_directories(config_.runtime_dir);
     fs::create_directories(config_.log_dir);
     fs::create_directories(config_.qrexec_socket_dir);
@@ -111,20 +112,38 @@ void Lifecycle::start(Qube& qube, Done done) {
     }
     publish(qube, "domain-pre-start");
     qube.power_state = "Transient";
-    try {
-        launch(qube);
-    } catch (const std::exception& e) {
-        std::string name = qube.name;
-        finish_stop(name, false);
-        return done(qubes_error("QubesException", "Start failed: " + std::string(e.what())));
-    }
-    auto timeout = std::chrono::seconds(std::max<long long>(1, mib_of(model_, qube, "qrexec_timeout")));
-    running_.at(qube.name)->starting = std::move(done);
-    wait_ready(qube.name, std::chrono::steady_clock::now() + timeout);
+    // The volumes are made ready on a storage thread (a start may wait for
+    // the revision its last stop keeps, mount images, make fresh layers):
+    // meanwhile the loop answers everyone else.
+    const std::string name = qube.name, uuid = qube.uuid, klass = qube.klass;
+    const std::vector<std::string> chain = model_.template_chain(qube);
+    const uid_t owner = owner_uid(qube);
+    auto volumes = std::make_shared<storage::StartedVolumes>();
+    storage_.run(
+        uuid, [this, volumes, uuid, klass, chain, owner] { *volumes = pool_.start(uuid, klass, chain, owner); },
+        [this, name, volumes, done = std::move(done)](std::exception_ptr error) mutable {
+            Qube* qube = model_.find(name);
+            std::string failed;
+            try {
+                if (error) std::rethrow_exception(error);
+                if (!qube) throw std::runtime_error("the qube was removed while starting");
+                launch(*qube, *volumes);
+            } catch (const std::exception& e) {
+                failed = e.what();
+            }
+            if (!failed.empty()) {
+                finish_stop(name, false);
+                return done(qubes_error("QubesException", "Start failed: " + failed));
+            }
+            auto timeout = std::chrono::seconds(std::max<long long>(1, mib_of(model_, *qube, "qrexec_timeout")));
+            running_.at(name)->starting = std::move(done);
+            wait_ready(name, std::chrono::steady_clock::now() + timeout);
+        });
 }
 
-// Volumes, compartment, qrexec daemon; the agent's hello comes later.
-void Lifecycle::launch(Qube& qube) {
+// Compartment and qrexec daemon on the started volumes; the agent's hello
+// comes later.
+void Lifecycle::launch(Qube& qube, const storage::StartedVolumes& volumes) {
     fs::path runtime = qube_runtime(qube.name);
     unmount_qube_folder(runtime / "vchan");  // left by a daemon killed meanwhile
     fs::remove_all(runtime);
@@ -139,8 +158,6 @@ void Lifecycle::launch(Qube& qube) {
     // Qubes Air: the host's uplink socket for a relay appears here (docs/air.md).
     fs::create_directories(runtime / "air");
     for (const auto& hook : on_launch) hook(qube, db);
-
-    storage::StartedVolumes volumes = pool_.start(qube.uuid, qube.klass, model_.template_chain(qube), owner_uid(qube));
 
     backend::QubeSpec spec;
     spec.name = qube.name;
@@ -418,13 +435,26 @@ void Lifecycle::finish_stop(const std::string& name, bool crashed) {
         std::fprintf(stderr, "aeried: cleanup of %s: %s\n", name.c_str(), e.what());
     }
     Qube* qube = model_.find(name);
-    if (qube) {
-        try {
-            pool_.stop(qube->uuid);
-        } catch (const std::exception& e) {
-            std::fprintf(stderr, "aeried: stopping the volumes of %s: %s\n", name.c_str(), e.what());
-        }
-    }
+    if (!qube) return complete_stop(name, crashed, std::move(waiters));
+    // The volumes are unmounted (and the revision queued) on a storage
+    // thread; the qube is Halted once that is done.
+    const std::string uuid = qube->uuid;
+    storage_.run(
+        uuid, [this, uuid] { pool_.stop(uuid); },
+        [this, name, crashed, waiters = std::move(waiters)](std::exception_ptr error) mutable {
+            if (error) {
+                try {
+                    std::rethrow_exception(error);
+                } catch (const std::exception& e) {
+                    std::fprintf(stderr, "aeried: stopping the volumes of %s: %s\n", name.c_str(), e.what());
+                }
+            }
+            complete_stop(name, crashed, std::move(waiters));
+        });
+}
+
+void Lifecycle::complete_stop(const std::string& name, bool crashed, std::vector<Done> waiters) {
+    Qube* qube = model_.find(name);
     std::error_code ec;
     unmount_qube_folder(qube_runtime(name) / "vchan");
     fs::remove_all(qube_runtime(name), ec);

@@ -2,7 +2,8 @@
 // compartment (a backend), starts its qrexec daemon on the host and waits
 // until the qube's agent has said hello; stopping undoes all of it. Power
 // states and the domain-* events follow Qubes. Everything runs on the admin
-// daemon's event loop; only a shutdown's waiting happens on a worker thread.
+// daemon's event loop except the storage work of a start or stop (on
+// StorageWorker threads, per qube in order) and a shutdown's waiting.
 #pragma once
 
 #include <asio.hpp>
@@ -19,6 +20,7 @@
 #include "admin/model.hpp"
 #include "admin/qubesdb.hpp"
 #include "admin/server.hpp"
+#include "admin/storage_worker.hpp"
 #include "backend/backend.hpp"
 #include "storage/host_template.hpp"
 #include "storage/pool.hpp"
@@ -76,10 +78,12 @@ public:
 
 private:
     struct Running;
-    void launch(Qube& qube);
+    void launch(Qube& qube, const storage::StartedVolumes& volumes);
     void wait_ready(const std::string& name, std::chrono::steady_clock::time_point deadline);
     void watch_exit(const std::string& name);
     void finish_stop(const std::string& name, bool crashed);
+    // The part of a stop after the volumes' (runtime files, Halted, waiters).
+    void complete_stop(const std::string& name, bool crashed, std::vector<Done> waiters);
     void spawn_qrexec_daemon(const Qube& qube, Running& running);
     // A qube's qrexec daemon exits only when its agent is gone for good (or
     // it was killed): the qube is then stopped, never left "Running" with no
@@ -102,6 +106,8 @@ private:
     storage::FilePool& pool_;
     LifecycleConfig config_;
     std::map<std::string, std::unique_ptr<Running>> running_;
+    // Declared last, so destroyed first: it waits for queued storage work.
+    StorageWorker storage_;
 };
 
 }  // namespace aerie::admin

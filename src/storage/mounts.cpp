@@ -1,6 +1,9 @@
 #include "storage/mounts.hpp"
 
 #include <fcntl.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
+#include <sys/sysmacros.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -13,6 +16,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+
+#include "storage/image.hpp"
 
 namespace aerie::storage {
 
@@ -193,6 +198,136 @@ bool unmount_all(const fs::path& target) {
         throw_storage_errno("unmounting " + target.string(), errno);
     }
     return any;
+}
+
+namespace {
+
+constexpr unsigned kLoopMajor = 7;
+// <linux/fs.h>'s, which clashes with <sys/mount.h>.
+#ifndef FIFREEZE
+#define FIFREEZE _IOWR('X', 119, int)
+#define FITHAW _IOWR('X', 120, int)
+#endif
+
+// A free loop device, opened (made by the kernel on demand; its node made
+// here where /dev is no devtmpfs).
+int open_free_loop(int* number) {
+    int control = ::open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (control < 0) throw_storage_errno("opening /dev/loop-control", errno);
+    int n = ::ioctl(control, LOOP_CTL_GET_FREE);
+    int err = errno;
+    ::close(control);
+    if (n < 0) throw_storage_errno("finding a free loop device", err);
+    std::string dev = "/dev/loop" + std::to_string(n);
+    int fd = ::open(dev.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        ::mknod(dev.c_str(), S_IFBLK | 0660, makedev(kLoopMajor, static_cast<unsigned>(n)));
+        fd = ::open(dev.c_str(), O_RDWR | O_CLOEXEC);
+    }
+    if (fd < 0) throw_storage_errno("opening " + dev, errno);
+    *number = n;
+    return fd;
+}
+
+}  // namespace
+
+// CAP_SYS_RESOURCE in our effective set (/proc/self/status CapEff).
+static bool has_sys_resource() {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("CapEff:", 0) == 0) {
+            unsigned long long caps = std::stoull(line.substr(7), nullptr, 16);
+            return caps & (1ull << 24);  // CAP_SYS_RESOURCE
+        }
+    return false;
+}
+
+void mount_image(const fs::path& image, const fs::path& target, bool allow_suid, bool scratch) {
+    int file = ::open(image.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (file < 0) throw_storage_errno("opening " + image.string(), errno);
+    int loop = -1, number = -1;
+    // Another process may take the same free device first: try again.
+    for (int attempt = 0; attempt < 16; ++attempt) {
+        try {
+            loop = open_free_loop(&number);
+        } catch (...) {
+            ::close(file);
+            throw;
+        }
+        struct loop_config config {};
+        config.fd = static_cast<uint32_t>(file);
+        config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        std::snprintf(reinterpret_cast<char*>(config.info.lo_file_name), LO_NAME_SIZE, "%s", image.c_str());
+        if (::ioctl(loop, LOOP_CONFIGURE, &config) == 0) break;
+        int err = errno;
+        ::close(loop);
+        loop = -1;
+        if (err != EBUSY) {
+            ::close(file);
+            throw_storage_errno("attaching " + image.string() + " to a loop device", err);
+        }
+    }
+    ::close(file);
+    if (loop < 0) throw StorageError("attaching " + image.string() + ": no free loop device");
+    std::string dev = "/dev/loop" + std::to_string(number);
+    unsigned long flags = MS_NODEV | MS_NOATIME | (allow_suid ? 0 : MS_NOSUID);
+    int rc = ::mount(dev.c_str(), target.c_str(), "ext4", flags, scratch ? "noinit_itable,nobarrier" : "noinit_itable");
+    int err = errno;
+    ::close(loop);  // from now on the mount holds it; without a mount it goes
+    if (rc < 0) throw_storage_errno("mounting " + image.string() + " on " + target.string(), err);
+}
+
+bool unmount_volume(const fs::path& target) {
+    if (::umount2(target.c_str(), UMOUNT_NOFOLLOW) == 0) return true;
+    if (errno == EBUSY) return unmount_all(target);
+    if (errno == EINVAL || errno == ENOENT || errno == ENOTDIR) return false;
+    throw_storage_errno("unmounting " + target.string(), errno);
+}
+
+bool is_mount_root(const fs::path& path) {
+    struct statx stx {};
+    if (::statx(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &stx) < 0) return false;
+    return (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+}
+
+bool grow_mounted_filesystem(const fs::path& target) {
+    struct stat st;
+    if (::stat(target.c_str(), &st) < 0) throw_storage_errno("reading " + target.string(), errno);
+    if (major(st.st_dev) != kLoopMajor) throw StorageError(target.string() + " is not a mounted volume");
+    std::string dev = "/dev/loop" + std::to_string(minor(st.st_dev));
+    int loop = ::open(dev.c_str(), O_RDONLY | O_CLOEXEC);
+    if (loop < 0) throw_storage_errno("opening " + dev, errno);
+    int rc = ::ioctl(loop, LOOP_SET_CAPACITY, 0);
+    int err = errno;
+    try {
+        if (rc < 0) throw_storage_errno("resizing " + dev, err);
+        if (!has_sys_resource()) {
+            ::close(loop);
+            return false;
+        }
+        run_e2fsprogs("resize2fs", {dev});
+    } catch (...) {
+        ::close(loop);
+        throw;
+    }
+    ::close(loop);
+    return true;
+}
+
+FrozenVolume::FrozenVolume(const fs::path& target) {
+    fd_ = ::open(target.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd_ < 0) throw_storage_errno("opening " + target.string(), errno);
+    if (::ioctl(fd_, FIFREEZE, 0) < 0) {
+        int err = errno;
+        ::close(fd_);
+        throw_storage_errno("freezing " + target.string(), err);
+    }
+}
+
+FrozenVolume::~FrozenVolume() {
+    ::ioctl(fd_, FITHAW, 0);
+    ::close(fd_);
 }
 
 std::vector<fs::path> mounts_under(const fs::path& dir) {

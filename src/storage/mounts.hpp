@@ -43,6 +43,42 @@ void mount_overlay(const std::filesystem::path& lower, const std::filesystem::pa
 // Returns whether anything was mounted there.
 bool unmount_all(const std::filesystem::path& target);
 
+// Attaches the image file `image` to a free loop device (autoclear: the
+// device goes when its file system is unmounted) and mounts its ext4 file
+// system at `target`: nodev, nosuid unless `allow_suid` (a template's root
+// holds sudo), noinit_itable (the image stays sparse). `scratch` (volatile,
+// thrown away after the run): no write barriers, so its mount waits for no
+// flush of the host's disk. Throws StorageError.
+void mount_image(const std::filesystem::path& image, const std::filesystem::path& target, bool allow_suid,
+                 bool scratch = false);
+
+// Unmounts the file system at `target` (a volume): at once if it is not
+// busy, else detached (it goes when its last user does). Whether anything
+// was mounted there.
+bool unmount_volume(const std::filesystem::path& target);
+
+// Whether `path` is the root of a mount (a volume mounted there).
+bool is_mount_root(const std::filesystem::path& path);
+
+// Grows the file system mounted at `target` to its image's size, online
+// (the image file must have been extended first): the loop device is told
+// the new size, then resize2fs. False (nothing grown but the device) where
+// this process lacks CAP_SYS_RESOURCE, which ext4's online resize needs.
+bool grow_mounted_filesystem(const std::filesystem::path& target);
+
+// A mounted volume held still (FIFREEZE: every write waits, the file system
+// on disk is consistent) while its image is copied; thawed when destroyed.
+class FrozenVolume {
+public:
+    explicit FrozenVolume(const std::filesystem::path& target);
+    ~FrozenVolume();
+    FrozenVolume(const FrozenVolume&) = delete;
+    FrozenVolume& operator=(const FrozenVolume&) = delete;
+
+private:
+    int fd_ = -1;
+};
+
 // Mount points at or below `dir`, as /proc/self/mountinfo lists them,
 // deepest first.
 std::vector<std::filesystem::path> mounts_under(const std::filesystem::path& dir);

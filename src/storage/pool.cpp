@@ -1,6 +1,7 @@
 #include "storage/pool.hpp"
 
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,7 +16,9 @@
 #include <map>
 #include <sstream>
 
+#include "base/safe_dir.hpp"
 #include "storage/debootstrap.hpp"
+#include "storage/image.hpp"
 #include "storage/mounts.hpp"
 #include "storage/tree.hpp"
 
@@ -92,10 +95,15 @@ std::optional<uid_t> owner_of(const fs::path& p) {
     return st.st_uid;
 }
 
-bool is_empty_dir(const fs::path& p) {
+// The root of a fresh file system holds lost+found only.
+bool is_empty_volume(const fs::path& p) {
     std::error_code ec;
-    return fs::is_directory(fs::symlink_status(p, ec)) && fs::is_empty(p, ec);
+    for (fs::directory_iterator it(p, ec), end; !ec && it != end; it.increment(ec))
+        if (it->path().filename() != "lost+found") return false;
+    return !ec;
 }
+
+const char* const kVolumes[] = {"root", "private", "volatile"};
 
 // Small files of the pool: written to a temporary name and renamed.
 void write_small(const fs::path& path, const std::string& text) {
@@ -204,6 +212,21 @@ struct FilePool::RunState {
     std::string root_source, private_source;  // uuids of the snapshots' sources
     int64_t root_stamp = 0, private_stamp = 0;
 
+    // The volumes (uuid, volume) a started qube holds mounted.
+    std::vector<std::pair<std::string, std::string>> held(const std::string& uuid) const {
+        std::vector<std::pair<std::string, std::string>> out;
+        if (!root_source.empty())
+            out.emplace_back(root_source, "root");
+        else if (klass == "TemplateVM" || klass == "StandaloneVM")
+            out.emplace_back(uuid, "root");
+        if (!private_source.empty())
+            out.emplace_back(private_source, "private");
+        else if (klass != "DispVM")
+            out.emplace_back(uuid, "private");
+        out.emplace_back(uuid, "volatile");
+        return out;
+    }
+
     std::string text() const {
         std::ostringstream o;
         o << "klass=" << klass << "\nowner=" << owner << "\nidmap=" << (idmap ? 1 : 0)
@@ -267,6 +290,15 @@ FilePool::FilePool(fs::path dir, PoolOptions options)
     make_dir(dir_ / "vm", 0700);
     make_dir(dir_ / "run", 0700);
     make_dir(dir_ / "trash", 0700);
+    make_dir(dir_ / "blank", 0700);
+    // The volumes the started qubes of an earlier run hold (still mounted).
+    for (fs::directory_iterator it(dir_ / "run", ec), end; !ec && it != end; it.increment(ec)) {
+        auto state = RunState::read(it->path() / "state");
+        if (!state) continue;
+        const std::string uuid = it->path().filename().string();
+        for (const auto& [owner, volume] : state->held(uuid)) ++holds_[owner + "/" + volume];
+    }
+    ec.clear();
     // Left by an earlier run: revisions still to keep, things to delete.
     std::lock_guard lock(bg_mutex_);
     ec.clear();
@@ -289,6 +321,94 @@ fs::path FilePool::run_dir(const std::string& uuid) const {
 fs::path FilePool::volume_path(const std::string& uuid, const std::string& volume) const {
     check_volume(volume);
     return vm_dir(uuid) / volume;
+}
+
+fs::path FilePool::image_path(const std::string& uuid, const std::string& volume) const {
+    check_volume(volume);
+    return vm_dir(uuid) / (volume + ".img");
+}
+
+// ---- mounted volumes ---------------------------------------------------------
+
+void FilePool::hold(const std::string& uuid, const std::string& volume) const {
+    const fs::path image = image_path(uuid, volume), point = volume_path(uuid, volume);
+    std::lock_guard lock(mount_mutex_);
+    int& count = holds_[uuid + "/" + volume];
+    if (!is_mount_root(point)) {  // the first holder (or mounts gone since: a reboot)
+        try {
+            if (!present(image)) throw StorageError("no " + volume + " volume of " + uuid);
+            if (!is_dir(point)) make_dir(point, 0700);
+            const fs::path pending = vm_dir(uuid) / (volume + ".grow");
+            if (present(pending)) {  // left by a crash before it was done
+                grow_image_filesystem(image);
+                ::unlink(pending.c_str());
+            }
+            mount_image(image, point, volume == "root", volume == "volatile");
+        } catch (...) {
+            holds_.erase(uuid + "/" + volume);
+            throw;
+        }
+    }
+    ++count;
+}
+
+void FilePool::release(const std::string& uuid, const std::string& volume) const {
+    std::lock_guard lock(mount_mutex_);
+    auto it = holds_.find(uuid + "/" + volume);
+    if (it != holds_.end() && --it->second > 0) return;
+    if (it != holds_.end()) holds_.erase(it);
+    const fs::path point = volume_path(uuid, volume), pending = vm_dir(uuid) / (volume + ".grow");
+    if (::umount2(point.c_str(), UMOUNT_NOFOLLOW) < 0) {
+        if (errno == EINVAL || errno == ENOENT) return;
+        unmount_volume(point);  // busy: detached; the file system still lives, not to be grown now
+        return;
+    }
+    // A Resize while it was mounted, where it could not grow online.
+    if (present(pending)) {
+        grow_image_filesystem(image_path(uuid, volume));
+        ::unlink(pending.c_str());
+    }
+}
+
+void FilePool::new_image(const fs::path& dst, uint64_t size, uint64_t per_inode, bool journal) const {
+    const fs::path blank = dir_ / "blank" /
+                           (std::to_string(size) + "-" + std::to_string(per_inode) + (journal ? "" : "-scratch") + ".img");
+    {
+        std::lock_guard lock(blank_mutex_);
+        if (!present(blank)) {
+            fs::path tmp = blank;
+            tmp += ".tmp";
+            ::unlink(tmp.c_str());
+            make_ext4_image(tmp, size, per_inode, journal);
+            if (::rename(tmp.c_str(), blank.c_str()) < 0) throw_storage_errno("keeping " + blank.string(), errno);
+        }
+    }
+    copy_image(blank, dst);
+}
+
+void FilePool::copy_volume(const std::string& uuid, const std::string& volume, const fs::path& dst) const {
+    hold(uuid, volume);
+    try {
+        FrozenVolume frozen(volume_path(uuid, volume));
+        copy_image(image_path(uuid, volume), dst);
+    } catch (...) {
+        release(uuid, volume);
+        throw;
+    }
+    release(uuid, volume);
+}
+
+// A fresh (empty) volatile image of the same size for the next start; the
+// used one goes to the trash (unlinking gigabytes of it is the worker's).
+void FilePool::refresh_volatile(const std::string& uuid) const {
+    const fs::path image = image_path(uuid, "volatile");
+    uint64_t size = present(image) ? image_size(image) : kVolatileImgSize;
+    fs::path tmp = image;
+    tmp += ".new";
+    ::unlink(tmp.c_str());
+    new_image(tmp, size, kDefaultBytesPerInode, false);
+    discard(image);
+    if (::rename(tmp.c_str(), image.c_str()) < 0) throw_storage_errno("renewing " + image.string(), errno);
 }
 
 FilePool::~FilePool() {
@@ -488,14 +608,17 @@ void FilePool::create(const std::string& uuid, const std::string& klass) {
     try {
         make_dir(tmp, 0700);
         if (has_own_root(k)) {
-            make_dir(tmp / "root", 0755);
+            make_dir(tmp / "root", 0700);
+            new_image(tmp / "root.img", kRootImgSize, kDefaultBytesPerInode);
             bump_stamp(tmp / "root.changed");
         }
         if (k != Klass::Disp) {
-            make_dir(tmp / "private", 0755);
-            make_dir(tmp / "private" / "home", 0755);
+            make_dir(tmp / "private", 0700);
+            new_image(tmp / "private.img", kPrivateImgSize, kPrivateBytesPerInode);
         }
-        make_dir(tmp / "volatile", 0755);
+        make_dir(tmp / "volatile", 0700);
+        new_image(tmp / "volatile.img", k == Klass::Disp ? kVolatileImgSize + kPrivateImgSize : kVolatileImgSize,
+                  kDefaultBytesPerInode, false);
         if (::rename(tmp.c_str(), dir.c_str()) < 0) throw_storage_errno("creating " + dir.string(), errno);
     } catch (...) {
         try {
@@ -503,6 +626,19 @@ void FilePool::create(const std::string& uuid, const std::string& klass) {
         } catch (...) {
         }
         throw;
+    }
+    if (k != Klass::Disp) {
+        // A private volume starts with an empty home/ (a fresh file system:
+        // nothing of a qube in it yet).
+        hold(uuid, "private");
+        try {
+            base::UniqueFd top = base::open_trusted_dir(volume_path(uuid, "private"));
+            base::ensure_dir_beneath(top.get(), "home", 0755, "private volume of " + uuid);
+        } catch (const std::exception& e) {
+            release(uuid, "private");
+            throw StorageError(std::string("making home/ in the private volume: ") + e.what());
+        }
+        release(uuid, "private");
     }
 }
 
@@ -513,31 +649,37 @@ void FilePool::clone(const std::string& src_uuid, const std::string& dst_uuid, c
     if (!is_dir(src)) throw StorageError("no volumes of " + src_uuid);
     if (present(dst)) throw StorageError("volumes of " + dst_uuid + " exist already");
     // From a running qube: the state it was last stopped with, where a copy
-    // of it is kept (Qubes exports the committed image), else the live one.
+    // of it is kept (Qubes exports the committed image), else the live one
+    // (its file system frozen while it is copied).
     settle(src_uuid);
     const bool running = is_started(src_uuid);
-    auto stable = [&](const std::string& volume) {
+    auto copy = [&](const std::string& volume, const fs::path& to) {
+        if (!present(image_path(src_uuid, volume))) throw StorageError("no " + volume + " volume of " + src_uuid);
         if (running) {
             auto head = read_small(src / "revisions" / (volume + ".head"));
-            if (head && is_revision_name(*head) && is_dir(src / "revisions" / volume / *head))
-                return src / "revisions" / volume / *head;
+            if (head && is_revision_name(*head) && present(src / "revisions" / volume / *head))
+                return copy_image(src / "revisions" / volume / *head, to);
         }
-        return src / volume;
+        copy_volume(src_uuid, volume, to);
     };
     fs::path tmp = dir_ / "vm" / (".new-" + dst_uuid);
     remove_tree(tmp);
     try {
         make_dir(tmp, 0700);
         if (has_own_root(k)) {
-            if (!is_dir(src / "root")) throw StorageError("no root volume of " + src_uuid);
-            copy_tree(stable("root"), tmp / "root", CopyMode::Data);
+            make_dir(tmp / "root", 0700);
+            copy("root", tmp / "root.img");
+            if (present(src / "root.host-usr")) write_small(tmp / "root.host-usr", "1\n");
             bump_stamp(tmp / "root.changed");
         }
         if (k != Klass::Disp) {
-            if (!is_dir(src / "private")) throw StorageError("no private volume of " + src_uuid);
-            copy_tree(stable("private"), tmp / "private", CopyMode::Data);
+            make_dir(tmp / "private", 0700);
+            copy("private", tmp / "private.img");
         }
-        make_dir(tmp / "volatile", 0755);
+        make_dir(tmp / "volatile", 0700);
+        const fs::path volatile_src = image_path(src_uuid, "volatile");
+        new_image(tmp / "volatile.img", present(volatile_src) ? image_size(volatile_src) : kVolatileImgSize,
+                  kDefaultBytesPerInode, false);
         if (::rename(tmp.c_str(), dst.c_str()) < 0) throw_storage_errno("creating " + dst.string(), errno);
     } catch (...) {
         try {
@@ -557,9 +699,14 @@ void FilePool::remove(const std::string& uuid) {
     fs::path run = run_dir(uuid), dir = vm_dir(uuid);
     cancel(uuid);
     teardown(uuid);
-    // Whatever else is mounted in its folders (e.g. left by an older run).
-    for (const fs::path& root : {run, dir})
-        for (const fs::path& m : mounts_under(root)) unmount_all(m);
+    // Whatever else is mounted in its folders: its volumes (held by nothing
+    // once it and its qubes are gone), or left by an older run.
+    {
+        std::lock_guard lock(mount_mutex_);
+        for (const char* volume : kVolumes) holds_.erase(uuid + "/" + volume);
+        for (const fs::path& root : {run, dir})
+            for (const fs::path& m : mounts_under(root)) unmount_all(m);
+    }
     remove_tree(run);
     discard(dir);
     discard(dir_ / "vm" / (".new-" + uuid));
@@ -577,6 +724,29 @@ StartedVolumes FilePool::start(const std::string& uuid, const std::string& klass
     return start(uuid, klass, chain, owner);
 }
 
+namespace {
+
+// The mount points a backend needs in an own root: through an id-mapped
+// mount, host root cannot make them. Made beneath the root's descriptor
+// (the root is the qube's: names in it are not followed).
+void make_root_mount_points(const fs::path& root) {
+    base::UniqueFd top = base::open_trusted_dir(root);
+    for (const char* d : {"proc", "sys", "dev", "run", "tmp", "usr", "rw", "home"}) {
+        const bool tmp = std::strcmp(d, "tmp") == 0;
+        if (::mkdirat(top.get(), d, 0755) < 0) {
+            if (errno == EEXIST) continue;
+            throw_storage_errno("making /" + std::string(d) + " in " + root.string(), errno);
+        }
+        if (tmp) {  // made just now by us: set its sticky mode through a descriptor
+            base::UniqueFd fd = base::open_beneath(top.get(), d, O_RDONLY | O_DIRECTORY, base::FileKind::Directory,
+                                                   root.string());
+            if (::fchmod(fd.get(), 01777) < 0) throw_storage_errno("setting the mode of /tmp", errno);
+        }
+    }
+}
+
+}  // namespace
+
 StartedVolumes FilePool::start(const std::string& uuid, const std::string& klass,
                                const std::vector<std::string>& templates, uid_t owner) {
     Klass k = parse_klass(klass);
@@ -593,25 +763,43 @@ StartedVolumes FilePool::start(const std::string& uuid, const std::string& klass
     state.klass = klass;
     state.owner = owner;
     state.idmap = owner != 0 && use_idmap();
+    if (k == Klass::App || k == Klass::Disp) state.root_source = templates.back();
+    if (k == Klass::Disp) state.private_source = templates.front();
     const uint32_t count = kIdsPerQube;
     const int userns = state.idmap ? userns_for(owner) : -1;
     StartedVolumes out;
     out.root = run / "root";
+    std::vector<std::pair<std::string, std::string>> held;
     try {
         teardown(uuid);
         make_dir(run, 0700);
         make_dir(run / "root", 0755);
-        discard_entries(dir / "volatile");  // normally empty already
+        if (!present(image_path(uuid, "volatile"))) refresh_volatile(uuid);  // e.g. a crash in a stop
+        for (const auto& [owner_uuid, volume] : state.held(uuid)) {
+            if (owner_uuid != uuid && !present(image_path(owner_uuid, volume)))
+                throw StorageError(owner_uuid == state.root_source
+                                       ? "the template " + owner_uuid + " has no root volume"
+                                       : "the disposable template " + owner_uuid + " has no private volume");
+            hold(owner_uuid, volume);
+            held.emplace_back(owner_uuid, volume);
+        }
+        // The scratch layers, in the fresh volatile file system.
+        const fs::path volatile_dir = dir / "volatile";
+        base::UniqueFd scratch = base::open_trusted_dir(volatile_dir);
+        auto scratch_dir = [&](const char* name, mode_t mode, uid_t uid) {
+            base::ensure_dir_beneath(scratch.get(), name, mode, "volatile volume");
+            base::UniqueFd d = base::open_beneath(scratch.get(), name, O_RDONLY | O_DIRECTORY,
+                                                  base::FileKind::Directory, "volatile volume");
+            // After chown, which drops set-id bits; mkdir's mode went through the umask.
+            if (::fchown(d.get(), uid, uid) < 0 || ::fchmod(d.get(), mode) < 0)
+                throw_storage_errno(std::string("setting up ") + name, errno);
+            return volatile_dir / name;
+        };
 
         // The root.
         if (has_own_root(k)) {
             const fs::path root = dir / "root";
-            if (!is_dir(root)) throw StorageError("no root volume of " + uuid);
-            // Mount points the backend needs: through an id-mapped mount,
-            // host root cannot make them.
-            if (!is_empty_dir(root))
-                for (const char* d : {"proc", "sys", "dev", "run", "tmp", "usr", "rw", "home"})
-                    if (!present(root / d)) make_dir(root / d, std::strcmp(d, "tmp") == 0 ? 01777 : 0755);
+            if (!is_empty_volume(root)) make_root_mount_points(root);
             uid_t on_disk = owner_of(root).value_or(0);
             if (state.idmap) {
                 if (on_disk != 0) shift_owner(root, on_disk - on_disk % count, 0, count);
@@ -620,16 +808,12 @@ StartedVolumes FilePool::start(const std::string& uuid, const std::string& klass
                 if (on_disk != owner) shift_owner(root, on_disk - on_disk % count, owner, count);
                 plain_bind(root, run / "root");
             }
-            out.host_usr = is_host_template(root);
+            out.host_usr = present(dir / "root.host-usr");
         } else {
-            const std::string& tpl = templates.back();
+            const std::string& tpl = state.root_source;
             const fs::path tpl_root = vm_dir(tpl) / "root";
-            if (!is_dir(tpl_root)) throw StorageError("the template " + tpl + " has no root volume");
-            state.root_source = tpl;
             state.root_stamp = stamp_ns(vm_dir(tpl) / "root.changed");
-            const fs::path upper = dir / "volatile" / "root-upper", work = dir / "volatile" / "root-work";
-            make_dir(upper, 0755, owner, owner);
-            make_dir(work, 0700);
+            const fs::path upper = scratch_dir("root-upper", 0755, owner), work = scratch_dir("root-work", 0700, 0);
             fs::path lower = tpl_root;
             if (state.idmap) {
                 lower = run / ".lower";
@@ -637,23 +821,18 @@ StartedVolumes FilePool::start(const std::string& uuid, const std::string& klass
                 idmapped_bind(tpl_root, lower, userns);
             }
             mount_overlay(lower, upper, work, run / "root");
-            out.host_usr = is_host_template(tpl_root);
+            out.host_usr = present(vm_dir(tpl) / "root.host-usr");
         }
 
         // The private volume.
         if (k == Klass::Disp) {
-            const std::string& dvm = templates.front();
+            const std::string& dvm = state.private_source;
             const fs::path source = vm_dir(dvm) / "private";
-            if (!is_dir(source))
-                throw StorageError("the disposable template " + dvm + " has no private volume");
-            state.private_source = dvm;
             state.private_stamp = stamp_ns(vm_dir(dvm) / "private.changed");
-            const fs::path upper = dir / "volatile" / "private-upper",
-                           work = dir / "volatile" / "private-work";
             struct stat st;
             mode_t mode = ::stat(source.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0755;
-            make_dir(upper, mode, owner, owner);
-            make_dir(work, 0700);
+            const fs::path upper = scratch_dir("private-upper", mode, owner),
+                           work = scratch_dir("private-work", 0700, 0);
             fs::path lower = source;
             if (state.idmap) {
                 lower = run / ".private-lower";
@@ -665,7 +844,6 @@ StartedVolumes FilePool::start(const std::string& uuid, const std::string& klass
             out.private_dir = run / "private";
         } else {
             const fs::path priv = dir / "private";
-            if (!is_dir(priv)) throw StorageError("no private volume of " + uuid);
             uid_t on_disk = owner_of(priv).value_or(0);
             if (state.idmap) {
                 if (on_disk != 0) shift_owner(priv, on_disk - on_disk % count, 0, count);
@@ -681,7 +859,8 @@ StartedVolumes FilePool::start(const std::string& uuid, const std::string& klass
     } catch (...) {
         try {
             teardown(uuid);
-            discard_entries(dir / "volatile");
+            for (auto it = held.rbegin(); it != held.rend(); ++it) release(it->first, it->second);
+            refresh_volatile(uuid);
         } catch (...) {
         }
         throw;
@@ -697,7 +876,15 @@ void FilePool::stop(const std::string& uuid) {
     const fs::path dir = vm_dir(uuid), run = run_dir(uuid);
     auto state = RunState::read(run / "state");
     teardown(uuid);
-    discard_entries(dir / "volatile");
+    if (state) {
+        for (const auto& [owner_uuid, volume] : state->held(uuid)) release(owner_uuid, volume);
+    } else {
+        // Nothing started (as far as this pool knows): only what a start left.
+        std::lock_guard lock(mount_mutex_);
+        for (const char* volume : kVolumes)
+            if (!holds_.count(uuid + "/" + volume)) unmount_volume(volume_path(uuid, volume));
+    }
+    if (is_dir(dir) && (state || !present(image_path(uuid, "volatile")))) refresh_volatile(uuid);
     if (state) {
         Klass k = Klass::App;
         try {
@@ -727,8 +914,9 @@ void FilePool::stop(const std::string& uuid) {
 
 // ---- revisions ---------------------------------------------------------------
 
-// A volume's revisions are hard-link (or reflink) copies of it, one made at
-// every stop. The newest copy (its name in revisions/<volume>.head) is the
+// A volume's revisions are copies of its image (reflinks where the host
+// file system has them, else sparse copies), one made at every stop with the
+// file system frozen: later writes to the volume never change them. The newest copy (its name in revisions/<volume>.head) is the
 // state the volume was stopped with, the one Qubes calls the volume itself;
 // the others are what Qubes lists as revisions: earlier saved states, named by
 // when they were saved.
@@ -748,8 +936,8 @@ void FilePool::snapshot(const std::string& uuid, const std::string& volume, time
     if (!names.empty()) t = std::max(t, *parse_iso_name(names.back()) + 1);
     const std::string name = iso_name(t);
     const fs::path tmp = revs / (".new-" + name);
-    remove_tree(tmp);
-    copy_tree(dir / volume, tmp, CopyMode::Snapshot);
+    ::unlink(tmp.c_str());
+    copy_volume(uuid, volume, tmp);
     if (::rename(tmp.c_str(), (revs / name).c_str()) < 0) throw_storage_errno("keeping a revision", errno);
     write_small(head_file, name);
     names.push_back(name);
@@ -774,7 +962,7 @@ std::vector<std::string> FilePool::revisions(const std::string& uuid, const std:
 void FilePool::revert(const std::string& uuid, const std::string& volume, const std::string& revision) {
     check_volume(volume);
     const fs::path dir = vm_dir(uuid);
-    if (!is_dir(dir / volume)) throw StorageError("no " + volume + " volume of " + uuid);
+    if (!present(image_path(uuid, volume))) throw StorageError("no " + volume + " volume of " + uuid);
     if (is_started(uuid)) throw StorageError("cannot revert a volume of a running qube");
     settle(uuid);
     std::vector<std::string> listed = revisions(uuid, volume);
@@ -786,11 +974,18 @@ void FilePool::revert(const std::string& uuid, const std::string& volume, const 
     if (std::find(listed.begin(), listed.end(), rev) == listed.end())
         throw StorageError("Missing revision '" + rev + "' for volume vm/" + uuid + "/" + volume);
     const fs::path revs = dir / "revisions" / volume, head_file = dir / "revisions" / (volume + ".head");
-    const fs::path current = dir / volume, chosen = revs / rev;
+    const fs::path current = image_path(uuid, volume), chosen = revs / rev;
     auto head = read_small(head_file);
-    // Swap in one step; the old state is then where the revision was.
-    if (::renameat2(AT_FDCWD, chosen.c_str(), AT_FDCWD, current.c_str(), RENAME_EXCHANGE) < 0)
-        throw_storage_errno("reverting " + current.string(), errno);
+    {
+        // Swap the images in one step (the old state is then where the
+        // revision was), while nothing has the volume mounted: a qube
+        // running on it (a template's root) keeps it as it is.
+        std::lock_guard lock(mount_mutex_);
+        if (holds_.count(uuid + "/" + volume) || is_mount_root(volume_path(uuid, volume)))
+            throw StorageError("cannot revert " + volume + " of " + uuid + ": qubes running on it use it");
+        if (::renameat2(AT_FDCWD, chosen.c_str(), AT_FDCWD, current.c_str(), RENAME_EXCHANGE) < 0)
+            throw_storage_errno("reverting " + current.string(), errno);
+    }
     const bool keep = revisions_to_keep(uuid, volume) > 0;
     if (keep && !head) {
         // The current state has no copy yet: it becomes a revision itself,
@@ -832,6 +1027,43 @@ int FilePool::revisions_to_keep(const std::string& uuid, const std::string& volu
     return options_.revisions_to_keep;
 }
 
+// ---- resize ------------------------------------------------------------------
+
+void FilePool::resize(const std::string& uuid, const std::string& klass, const std::string& volume, uint64_t size) {
+    Klass k = parse_klass(klass);
+    check_volume(volume);
+    if (!has_volumes(k)) throw StorageError(klass + " has no volume '" + volume + "'");
+    const bool snapshot = (volume == "root" && !has_own_root(k)) || (volume == "private" && k == Klass::Disp);
+    if (snapshot)
+        // Qubes' file pool, word for word (its message lacks a space).
+        throw StorageError("Cannot resize volume based on a template - resizethe template instead");
+    const fs::path image = image_path(uuid, volume);
+    if (!present(image)) throw StorageError("no " + volume + " volume of " + uuid);
+    const uint64_t now = image_size(image);
+    if (size < now)
+        throw StorageError("For your own safety, shrinking of " + volume +
+                           " is disabled. If you really know what you are doing, use `truncate` on vm/" + uuid +
+                           "/" + volume + " manually.");
+    if (size == now) return;
+    if (size % 4096 != 0 || size > kMaxVolumeSize)
+        throw StorageError("a volume's size must be a multiple of 4096 bytes, at most " +
+                           std::to_string(kMaxVolumeSize));
+    settle(uuid);
+    // Not mounted: the image extended and its file system grown offline.
+    // Mounted (a qube runs on it): grown online, where this host lets us
+    // (CAP_SYS_RESOURCE); else the loop device is told and the file system
+    // grows when nothing holds it any more (at the qube's stop).
+    std::unique_lock lock(mount_mutex_);
+    extend_image(image, size);
+    const fs::path pending = vm_dir(uuid) / (volume + ".grow");
+    if (!is_mount_root(volume_path(uuid, volume))) {
+        grow_image_filesystem(image);
+        ::unlink(pending.c_str());
+        return;
+    }
+    if (!grow_mounted_filesystem(volume_path(uuid, volume))) write_small(pending, std::to_string(size) + "\n");
+}
+
 // ---- info --------------------------------------------------------------------
 
 VolumeInfo FilePool::info(const std::string& uuid, const std::string& klass, const std::string& volume,
@@ -858,13 +1090,19 @@ VolumeInfo FilePool::info(const std::string& uuid, const std::string& klass, con
     i.vid = vid(uuid, volume);
     i.revisions_to_keep = revisions_to_keep(uuid, volume);
     i.ephemeral = false;  // the pool's ephemeral_volatile is off
-    i.path = (dir / volume).string();
+    i.path = image_path(uuid, volume).string();
+    // The volume's size is its image's; its usage, the host disk the image takes.
+    auto size_of = [&](const std::string& id, const std::string& vol, uint64_t fallback) {
+        const fs::path image = image_path(id, vol);
+        return present(image) ? image_size(image) : fallback;
+    };
     if (volume == "root") {
         i.size = kRootImgSize;
         if (has_own_root(k)) {
             i.rw = true;
             i.save_on_stop = true;
-            i.usage = disk_usage(dir / "root");
+            i.size = size_of(uuid, "root", kRootImgSize);
+            i.usage = image_allocated(image_path(uuid, "root"));
         } else {
             // A snapshot of the TemplateVM's root (a DispVM's too: Qubes
             // follows the chain to the volume that has no source); read-only,
@@ -875,8 +1113,9 @@ VolumeInfo FilePool::info(const std::string& uuid, const std::string& klass, con
                 running ? state->root_source : (templates.empty() ? "" : templates.back());
             if (!tpl.empty()) i.source = vid(tpl, "root");
             i.path = (run / "root").string();
+            if (!tpl.empty()) i.size = size_of(tpl, "root", kRootImgSize);
             if (running && !tpl.empty()) {
-                i.usage = disk_usage(vm_dir(tpl) / "root");
+                i.usage = image_allocated(image_path(tpl, "root"));
                 i.is_outdated = stamp_ns(vm_dir(tpl) / "root.changed") != state->root_stamp;
             }
         }
@@ -889,37 +1128,62 @@ VolumeInfo FilePool::info(const std::string& uuid, const std::string& klass, con
                 running ? state->private_source : (templates.empty() ? "" : templates.front());
             if (!dvm.empty()) i.source = vid(dvm, "private");
             i.path = (run / "private").string();
+            if (!dvm.empty()) i.size = size_of(dvm, "private", kPrivateImgSize);
             if (running && !dvm.empty()) {
-                i.usage = disk_usage(vm_dir(dvm) / "private");
+                i.usage = image_allocated(image_path(dvm, "private"));
                 i.is_outdated = stamp_ns(vm_dir(dvm) / "private.changed") != state->private_stamp;
             }
         } else {
             i.save_on_stop = true;
-            i.usage = disk_usage(dir / "private");
+            i.size = size_of(uuid, "private", kPrivateImgSize);
+            i.usage = image_allocated(image_path(uuid, "private"));
         }
     } else {  // volatile
-        i.size = k == Klass::Disp ? kRootImgSize + kPrivateImgSize : kRootImgSize;
+        i.size = size_of(uuid, "volatile", k == Klass::Disp ? kVolatileImgSize + kPrivateImgSize : kVolatileImgSize);
         i.rw = true;
-        i.usage = disk_usage(dir / "volatile");
+        i.usage = image_allocated(image_path(uuid, "volatile"));
     }
     return i;
 }
 
 // ---- templates' roots --------------------------------------------------------
 
+void build_into_empty_root(const fs::path& top_dir, const std::function<void(const fs::path&)>& build) {
+    if (!is_empty_volume(top_dir)) throw StorageError("the root volume " + top_dir.string() + " is not empty");
+    const fs::path built = top_dir / ".aerie-new-root";
+    build(built);
+    base::UniqueFd top(::open(top_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    base::UniqueFd from(::open(built.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!top || !from) throw_storage_errno("opening " + built.string(), errno);
+    std::vector<std::string> names;
+    std::error_code ec;
+    for (fs::directory_iterator it(built, ec), end; !ec && it != end; it.increment(ec))
+        names.push_back(it->path().filename().string());
+    if (ec) throw StorageError("reading " + built.string() + ": " + ec.message());
+    for (const auto& n : names)
+        if (::renameat(from.get(), n.c_str(), top.get(), n.c_str()) < 0)
+            throw_storage_errno("moving " + n + " into the root volume", errno);
+    struct stat st;
+    if (::fstat(from.get(), &st) < 0 || ::fchown(top.get(), st.st_uid, st.st_gid) < 0 ||
+        ::fchmod(top.get(), st.st_mode & 07777) < 0)
+        throw_storage_errno("setting up the root volume's top", errno);
+    if (::unlinkat(top.get(), ".aerie-new-root", AT_REMOVEDIR) < 0)
+        throw_storage_errno("removing " + built.string(), errno);
+}
+
 void FilePool::fill_root(const std::string& uuid, const std::function<void(const fs::path&)>& build) {
     const fs::path dir = vm_dir(uuid), root = dir / "root";
-    if (!is_dir(root)) throw StorageError("no root volume of " + uuid);
+    if (!present(image_path(uuid, "root"))) throw StorageError("no root volume of " + uuid);
     if (is_started(uuid)) throw StorageError("cannot fill the root of a running qube");
     settle(uuid);
-    if (!is_empty_dir(root)) throw StorageError("the root volume of " + uuid + " is not empty");
-    if (::rmdir(root.c_str()) < 0) throw_storage_errno("replacing " + root.string(), errno);
+    hold(uuid, "root");
     try {
-        build(root);
+        build_into_empty_root(root, build);
     } catch (...) {
-        if (!present(root)) make_dir(root, 0755);
+        release(uuid, "root");
         throw;
     }
+    release(uuid, "root");
     // A new root: the revisions of the empty one mean nothing.
     discard(dir / "revisions" / "root");
     discard(dir / "revisions" / "root.head");
@@ -930,6 +1194,7 @@ void FilePool::make_host_template_root(const std::string& uuid, const HostTempla
     fill_root(uuid, [&](const fs::path& root) {
         try {
             create_host_template(root, options);
+            write_small(vm_dir(uuid) / "root.host-usr", "1\n");
         } catch (const StorageError&) {
             throw;
         } catch (const std::exception& e) {

@@ -1,50 +1,56 @@
-// Storage: a file-based pool of volumes, as Qubes' "file-reflink" pool
-// (varlibqubes) but with directories. Every qube has up to three volumes:
+// Storage: a file pool of volumes, as Qubes' `file` pool (sparse images on
+// loop devices; its `file-reflink` idea where the host file system has
+// reflinks: the images' copies then share extents). Every qube has up to
+// three volumes, each an ext4 file system in a sparse image file whose size
+// is the volume's size (bytes and inodes: a qube cannot fill the host's disk):
 //   root      TemplateVM and StandaloneVM: its own (writable while it runs);
-//             AppVM and DispVM: a copy-on-write view of the template's root,
-//             made at start and thrown away at shutdown
+//             AppVM and DispVM: a copy-on-write view (overlay) of the
+//             template's root, made at start and thrown away at shutdown
 //   private   persistent; mounted at /rw inside the qube, /home comes from it;
 //             a DispVM's is a copy-on-write view of its disposable template's
 //             private (Qubes: snap_on_start), thrown away at shutdown
-//   volatile  scratch space for the copy-on-write layers; emptied at each
-//             start and stop
+//   volatile  scratch space for the copy-on-write layers; a fresh image
+//             after every stop
 // Layout:
-//   <pool>/vm/<uuid>/{root,private,volatile}     the volumes
-//   <pool>/vm/<uuid>/revisions/<volume>/<time>   revisions (snapshots)
-//   <pool>/vm/<uuid>/<volume>.revisions_to_keep  a volume's own setting
-//   <pool>/vm/<uuid>/<volume>.changed            mtime: when it last changed
-//   <pool>/run/<uuid>/{root,private,state}       the views' mount points;
+//   <pool>/vm/<uuid>/{root,private,volatile}.img  the images
+//   <pool>/vm/<uuid>/{root,private,volatile}      their mount points (pool
+//                                                 folders, empty while the
+//                                                 volume is not mounted)
+//   <pool>/vm/<uuid>/revisions/<volume>/<time>    revisions (image copies)
+//   <pool>/vm/<uuid>/<volume>.revisions_to_keep   a volume's own setting
+//   <pool>/vm/<uuid>/<volume>.changed             mtime: when it last changed
+//   <pool>/vm/<uuid>/root.host-usr                the root is a host template
+//   <pool>/run/<uuid>/{root,private,state}        the views' mount points;
 //                                                 state while started
+//   <pool>/blank/<size>-<bytes per inode>.img     empty file systems to copy
 //   <pool>/trash/                                 what is being deleted
+//
+// Mounting: a volume is mounted (loop device with autoclear, nodev, nosuid
+// except roots) while something holds it: its qube running, a qube running on
+// it as a snapshot (one superblock for a template's root, shared read-only
+// into its AppVMs' overlays), a revision or clone being copied. The last
+// holder unmounts it, so nothing of a halted qube stays mounted.
 //
 // Ownership: on disk, volumes keep the ids the qube sees (its root is 0, its
 // user 1000). At start they are shown to the qube through id-mapped mounts
-// (uid u on disk appears as owner + u), so a template's root is the qube's own
-// in every qube based on it, its private is written with the qube's ids, and
-// nothing is chowned. Where id-mapped mounts do not work (kernel or
-// filesystem), the private volume and an own root are chowned into the
-// owner's range instead (a walk only when the top folder shows the wrong
-// owner), and a template's root shows as nobody inside.
-//
-// Through an id-mapped mount host root cannot make files (EOVERFLOW): the
-// mount points a backend needs in an own root (proc sys dev run tmp usr rw
-// home) are made on disk before its start; others must exist already.
+// (uid u on disk appears as owner + u). Where id-mapped mounts do not work,
+// the private volume and an own root are chowned into the owner's range
+// instead (a descriptor walk, only when the top folder shows the wrong owner).
 //
 // Revisions: at every stop of a save_on_stop volume (an own root, a private
-// volume other than a DispVM's) a copy of it is kept, as reflinks where the
-// filesystem has them, else as hard links (`cp -al`). The newest copy stands
-// for the volume itself (Qubes' committed image); the older ones are what
-// ListSnapshots lists. A hard-linked copy shares a file's later in-place
-// writes (a file replaced by rename, as editors, dpkg and apt do, or removed,
-// keeps its old content in the revision).
+// volume other than a DispVM's) a copy of its image is kept, made in the
+// background with the file system frozen (FIFREEZE): a real snapshot that no
+// later write changes. The newest copy stands for the volume itself (Qubes'
+// committed image); the older ones are what ListSnapshots lists. Revert swaps
+// image files. Nothing of the pool walks or resolves names inside a volume's
+// file system (beyond the mount points a start makes in a fresh or own root,
+// through safe_dir.hpp).
 //
-// A template's root changed while its AppVMs run (the TemplateVM running,
-// a revert) changes under their views (overlayfs leaves that undefined, and
-// Qubes gives them the old snapshot): is_outdated/root_outdated() tell.
+// A template's root changed while its AppVMs run (the TemplateVM running)
+// changes under their views: is_outdated/root_outdated() tell.
 //
 // Calls for different qubes may run at once (threads); calls for one qube
-// must not. The pool folder is made 0700: a template's root holds set-uid
-// programs owned by host root.
+// must not. The pool folder is made 0700.
 #pragma once
 
 #include <sys/types.h>
@@ -69,9 +75,13 @@ namespace aerie::storage {
 
 struct DebootstrapOptions;
 
-// Qubes' qubes.config.defaults: nominal sizes (directories are not limited).
+// Qubes' qubes.config.defaults: the sizes new volumes get.
 inline constexpr uint64_t kRootImgSize = 10ull * 1024 * 1024 * 1024;
 inline constexpr uint64_t kPrivateImgSize = 2ull * 1024 * 1024 * 1024;
+inline constexpr uint64_t kVolatileImgSize = 10ull * 1024 * 1024 * 1024;
+// Sizes Resize takes: whole 4 KiB blocks, at most 16 TiB (ext4 with 4 KiB
+// blocks and no 64bit feature's bound).
+inline constexpr uint64_t kMaxVolumeSize = 16ull * 1024 * 1024 * 1024 * 1024 - 4096;
 // Qubes' file and file-reflink pools keep one revision unless told otherwise.
 inline constexpr int kDefaultRevisionsToKeep = 1;
 // The ids of one qube's user namespace (backend.hpp: kQubeIdsPerQube).
@@ -107,6 +117,13 @@ struct PoolOptions {
     // chown (the fallback), e.g. to test it.
     bool idmapped_mounts = true;
 };
+
+// The template builders make a root folder that must not exist yet: this
+// has `build` make it inside `top` (the mounted, empty root volume: only
+// lost+found) and moves its entries up to the volume's top (one file
+// system: renames between two descriptors). Throws StorageError.
+void build_into_empty_root(const std::filesystem::path& top,
+                           const std::function<void(const std::filesystem::path&)>& build);
 
 class FilePool {
 public:
@@ -171,6 +188,11 @@ public:
     // older revisions go at the next stop.
     void set_revisions_to_keep(const std::string& uuid, const std::string& volume, int count);
     int revisions_to_keep(const std::string& uuid, const std::string& volume) const;
+    // admin.vm.volume.Resize: grows the volume's image and file system to
+    // `size` bytes (a multiple of 4096), online if mounted. Smaller than now:
+    // refused (Qubes' error); a snapshot volume (a template's root seen by an
+    // AppVM, a DispVM's private) is resized through its source.
+    void resize(const std::string& uuid, const std::string& klass, const std::string& volume, uint64_t size);
 
     // Fills a TemplateVM's (empty) root with a template reusing the host's
     // system (host_template.hpp), or a Debian made by debootstrap
@@ -187,7 +209,14 @@ public:
     // or a DispVM's disposable template's private volume.
     bool snapshots_outdated(const std::string& uuid) const;
 
+    // A volume's mount point (its files while it is mounted) and its image.
     std::filesystem::path volume_path(const std::string& uuid, const std::string& volume) const;
+    std::filesystem::path image_path(const std::string& uuid, const std::string& volume) const;
+    // Mounts the volume at volume_path() if nothing holds it yet and counts
+    // one holder more (e.g. to fill a halted template's root; the qube's own
+    // start and stop hold and release theirs); the last release unmounts it.
+    void hold(const std::string& uuid, const std::string& volume) const;
+    void release(const std::string& uuid, const std::string& volume) const;
 
     // Work a stop leaves to the pool's background thread: the revisions it
     // keeps (a copy of every file's link: the larger the volume, the longer),
@@ -216,6 +245,13 @@ private:
     void start_worker() const;  // with bg_mutex_ held
     void worker() const;
     void fill_root(const std::string& uuid, const std::function<void(const std::filesystem::path&)>& build);
+    // A copy of an empty file system of that size, as the image `dst`.
+    // (`journal` false: a scratch volume's.)
+    void new_image(const std::filesystem::path& dst, uint64_t size, uint64_t bytes_per_inode,
+                   bool journal = true) const;
+    // The image copied, the file system frozen meanwhile if mounted.
+    void copy_volume(const std::string& uuid, const std::string& volume, const std::filesystem::path& dst) const;
+    void refresh_volatile(const std::string& uuid) const;
 
     std::filesystem::path dir_;
     PoolOptions options_;
@@ -233,6 +269,10 @@ private:
     mutable std::set<std::string> bg_running_;
     mutable bool bg_trash_ = false, bg_busy_ = false, bg_stop_ = false;
     mutable uint64_t trash_seq_ = 0;
+    // Holders of each mounted volume ("<uuid>/<volume>"), and the lock of
+    // every mount or unmount of a volume; the blank images' lock.
+    mutable std::mutex mount_mutex_, blank_mutex_;
+    mutable std::map<std::string, int> holds_;
 };
 
 }  // namespace aerie::storage

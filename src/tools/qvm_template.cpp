@@ -9,8 +9,8 @@
 //       mirror of the host's apt sources): minutes, debootstrap's progress
 //       shown on stderr
 // The TemplateVM is created over the Admin API (admin.vm.Create.TemplateVM,
-// label black as qvm-template-postprocess gives), its root volume's folder
-// asked with admin.vm.volume.Info (path=) and filled here; the template-*
+// label black as qvm-template-postprocess gives), its root volume's image
+// asked with admin.vm.volume.Info (path=), mounted and filled here; the template-*
 // features record where it came from (template-reponame "@host" or
 // "@debootstrap"). A failure removes the new qube again and is reported as
 // "qvm-template: error: MESSAGE" with exit code 1.
@@ -21,8 +21,12 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 
 #include "storage/debootstrap.hpp"
+#include "storage/mounts.hpp"
+#include "storage/pool.hpp"
 #include "storage/host_template.hpp"
 #include "tools/qvm_support.hpp"
 
@@ -119,19 +123,47 @@ Args read_args(ToolCli& cli, std::vector<std::string> rest) {
     return args;
 }
 
-// The root volume's folder, which a new TemplateVM has empty: removed so
-// that the builder (which wants to make it) can put the root in its place.
-fs::path take_root_folder(const admin::AdminClient& client, const std::string& name) {
+// The root volume's path= (admin.vm.volume.Info): an image file (Aerie's
+// pool), or a folder (a pool of folders, as tests' stand-ins give).
+fs::path root_volume(const admin::AdminClient& client, const std::string& name) {
     auto info = client.volume_info(name, "root");
     auto it = info.find("path");
     if (it == info.end() || it->second.empty())
         throw admin::AdminError("QubesException", "the root volume of " + name + " has no path");
-    fs::path root = it->second;
-    if (!fs::is_directory(root)) throw admin::AdminError("QubesException", "not a folder: " + root.string());
-    if (!fs::is_empty(root)) throw admin::AdminError("QubesException", "the root volume is not empty: " + root.string());
-    if (::rmdir(root.c_str()) < 0)
-        throw admin::AdminError("QubesException", "replacing " + root.string() + ": " + std::strerror(errno));
-    return root;
+    return it->second;
+}
+
+// Fills the (halted, new) template's root volume with `build`, which makes
+// the root folder it is given. An image is mounted at the pool's mount point
+// beside it (<pool>/vm/<uuid>/root) meanwhile; an empty folder is replaced.
+void fill_root(const fs::path& volume, const std::function<void(const fs::path&)>& build) {
+    std::error_code ec;
+    auto st = fs::symlink_status(volume, ec);
+    if (fs::is_directory(st)) {
+        if (!fs::is_empty(volume))
+            throw admin::AdminError("QubesException", "the root volume is not empty: " + volume.string());
+        if (::rmdir(volume.c_str()) < 0)
+            throw admin::AdminError("QubesException", "replacing " + volume.string() + ": " + std::strerror(errno));
+        try {
+            build(volume);
+        } catch (...) {
+            ::mkdir(volume.c_str(), 0755);  // the empty volume back, for the removal
+            throw;
+        }
+        return;
+    }
+    if (!fs::is_regular_file(st))
+        throw admin::AdminError("QubesException", "not a volume image or folder: " + volume.string());
+    fs::path top = volume;
+    top.replace_extension();
+    storage::mount_image(volume, top, true);
+    try {
+        storage::build_into_empty_root(top, build);
+    } catch (...) {
+        storage::unmount_volume(top);
+        throw;
+    }
+    storage::unmount_volume(top);
 }
 
 int run(ToolCli& cli, int argc, char** argv) {
@@ -147,9 +179,8 @@ int run(ToolCli& cli, int argc, char** argv) {
         cli.runtime_error("Error creating VM: " + std::string(e.what()));
     }
     std::string summary;
-    fs::path root;
     try {
-        root = take_root_folder(client, args.name);
+        const fs::path image = root_volume(client, args.name);
         try {
             if (debootstrap) {
                 storage::DebootstrapOptions options;
@@ -160,7 +191,7 @@ int run(ToolCli& cli, int argc, char** argv) {
                 int saved_stdout = ::dup(STDOUT_FILENO);
                 ::dup2(STDERR_FILENO, STDOUT_FILENO);
                 try {
-                    storage::build_debootstrap_root(root, options);
+                    fill_root(image, [&](const fs::path& root) { storage::build_debootstrap_root(root, options); });
                 } catch (...) {
                     ::dup2(saved_stdout, STDOUT_FILENO);
                     ::close(saved_stdout);
@@ -170,11 +201,12 @@ int run(ToolCli& cli, int argc, char** argv) {
                 ::close(saved_stdout);
                 summary = "Debian " + args.suite + " made by debootstrap";
             } else {
-                storage::create_host_template(root);
+                fill_root(image, [](const fs::path& root) { storage::create_host_template(root); });
+                // The pool's mark of a host template (beside the image, not in the qube's root).
+                if (fs::is_regular_file(image)) std::ofstream(image.parent_path() / "root.host-usr") << "1\n";
                 summary = "The host's system";
             }
         } catch (const std::exception& e) {
-            ::mkdir(root.c_str(), 0755);  // the empty volume back, for the removal
             throw admin::AdminError("QubesException", e.what());
         }
         std::string when = now_utc();

@@ -5,6 +5,7 @@ raw Admin API, and the accounting of what a world leaves behind (mounts,
 cgroups, processes), checked at the end of every test.
 Call setup(build_dir) first; needs root."""
 
+import contextlib
 import ctypes
 import json
 import os
@@ -350,6 +351,26 @@ class World:
             if line.startswith("path="):
                 return line[5:]
         raise AssertionError("no path= in the %s volume's info of %s: %r" % (volume, qube, info))
+
+    def volume_dir(self, qube, volume):
+        """Where the pool mounts a volume (its image's path without .img):
+        its files while something holds it mounted (the qube running, or a
+        qube running on it)."""
+        path = self.volume_path(qube, volume)
+        return path[:-4] if path.endswith(".img") else path
+
+    @contextlib.contextmanager
+    def halted_volume(self, qube, volume):
+        """A halted qube's volume image mounted read-only aside (no journal
+        replay) while the block runs: its folder."""
+        view = tempfile.mkdtemp(prefix="volume-", dir=self.root)
+        subprocess.run(["mount", "-o", "ro,loop,noload,nodev,nosuid", self.volume_path(qube, volume), view],
+                       check=True, capture_output=True)
+        try:
+            yield view
+        finally:
+            subprocess.run(["umount", view], capture_output=True)
+            os.rmdir(view)
 
     def uuid(self, qube):
         return self.listed()[qube]["uuid"]

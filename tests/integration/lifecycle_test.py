@@ -162,7 +162,7 @@ class LifecycleTest(WorldTest):
     def test_05_pause_stops_a_counter_and_unpause_resumes(self):
         self.make_world()
         self.start(self.work)
-        count = os.path.join(self.w.volume_path(self.work, "private"), "count")
+        count = os.path.join(self.w.volume_dir(self.work, "private"), "count")
         self.w.run(self.work, "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /rw/count.new;"
                               " mv /rw/count.new /rw/count; sleep 0.01; done' </dev/null >/dev/null 2>&1 &", user="root")
 
@@ -250,10 +250,10 @@ class LifecycleTest(WorldTest):
         self.assertEqual(out.splitlines(), ["/etc/aerie-root-marker gone", "/var/aerie-var-marker gone",
                                             "/rw/aerie-rw-marker rw", "/home/user/aerie-home-marker home"])
         # And on the host: private holds them, the template's root does not.
-        private = self.w.volume_path(self.work, "private")
+        private = self.w.volume_dir(self.work, "private")
         self.assertTrue(os.path.exists(os.path.join(private, "aerie-rw-marker")))
         self.assertTrue(os.path.exists(os.path.join(private, "home", "user", "aerie-home-marker")))
-        self.assertFalse(os.path.exists(os.path.join(self.w.volume_path(self.tpl, "root"), "etc",
+        self.assertFalse(os.path.exists(os.path.join(self.w.volume_dir(self.tpl, "root"), "etc",
                                                      "aerie-root-marker")))
 
     def test_08_template_root_writes_persist(self):
@@ -265,20 +265,21 @@ class LifecycleTest(WorldTest):
         self.start(self.tpl)
         self.assertEqual(self.w.run(self.tpl, "cat /etc/aerie-tpl-marker")[1], "template-write\n")
         self.w.tool("qvm-shutdown", "--wait", self.tpl)
-        root = self.w.volume_path(self.tpl, "root")
-        with open(os.path.join(root, "etc", "aerie-tpl-marker")) as f:
-            self.assertEqual(f.read(), "template-write\n")
+        with self.w.halted_volume(self.tpl, "root") as root:
+            with open(os.path.join(root, "etc", "aerie-tpl-marker")) as f:
+                self.assertEqual(f.read(), "template-write\n")
         # An AppVM started afterwards sees its template's root as it now is.
         self.start(self.work)
         self.assertEqual(self.w.run(self.work, "cat /etc/aerie-tpl-marker")[1], "template-write\n")
 
     def test_09_appvm_cannot_write_its_template_root(self):
         self.make_world()
-        root = self.w.volume_path(self.tpl, "root")
-        with open(os.path.join(root, "etc", "hostname"), "rb") as f:
-            hostname_before = f.read()
-        listing_before = sorted(os.listdir(os.path.join(root, "etc")))
+        with self.w.halted_volume(self.tpl, "root") as root:
+            with open(os.path.join(root, "etc", "hostname"), "rb") as f:
+                hostname_before = f.read()
+            listing_before = sorted(os.listdir(os.path.join(root, "etc")))
         self.start(self.work)
+        root = self.w.volume_dir(self.tpl, "root")  # mounted while the AppVM runs
         rc, out, err = self.w.run(
             self.work,
             "echo evil > /etc/aerie-evil; echo evil >> /etc/hostname; rm -f /etc/hosts; mkdir /aerie-evil-dir;"

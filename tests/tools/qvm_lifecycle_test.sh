@@ -625,9 +625,8 @@ lc-work: command failed with code: 3"
     check "real: shutdown --wait of a halted qube" 0 "" -- $T "$BIN/qvm-shutdown" --wait lc-work
 
     # The private volume: a revision kept at each stop, a revert to the last
-    # one. (Files are replaced by rename: the pool's revisions may be hard
-    # links, which share in-place writes. A second between stops: revisions
-    # are named after the second they were saved in.)
+    # one. (A second between stops: revisions are named after the second
+    # they were saved in.)
     check "real: volume config" 0 "" -- "$BIN/qvm-volume" config lc-work:private revisions_to_keep 2
     check "real: volume info PROPERTY" 0 "2" -- "$BIN/qvm-volume" info lc-work:private revisions_to_keep
     sleep 1.1

@@ -117,7 +117,9 @@ TEST_F(Debootstrap, FillsATemplateRootAndPreparesItForQubes) {
 
     // debootstrap --variant=minbase bookworm <a folder next to root> <the host's mirror>
     std::string args = slurp(tmp_.path() / "args");
-    fs::path building = vm(kTpl) / ("root.debootstrap-" + std::to_string(::getpid()));
+    // (Built inside the mounted root volume, then moved up to its top.)
+    pool.hold(kTpl, "root");
+    fs::path building = vm(kTpl) / "root" / (".aerie-new-root.debootstrap-" + std::to_string(::getpid()));
     EXPECT_EQ(args, "--variant=minbase\nbookworm\n" + building.string() + "\nhttp://deb.debian.org/debian\n");
     EXPECT_FALSE(fs::exists(building));
     EXPECT_NE(slurp(o.log).find("I: fake debootstrap"), std::string::npos);
@@ -149,6 +151,7 @@ TEST_F(Debootstrap, FillsATemplateRootAndPreparesItForQubes) {
               std::string::npos);
     EXPECT_GT(pool.root_changed(kTpl), before);
     EXPECT_FALSE(is_host_template(root));
+    pool.release(kTpl, "root");
 
     // Its qubes start on it.
     pool.create(kApp, "AppVM");
