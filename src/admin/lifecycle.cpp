@@ -145,7 +145,8 @@ void Lifecycle::start(Qube& qube, Done done) {
 // comes later.
 void Lifecycle::launch(Qube& qube, const storage::StartedVolumes& volumes) {
     fs::path runtime = qube_runtime(qube.name);
-    unmount_qube_folder(runtime / "vchan");  // left by a daemon killed meanwhile
+    for (const char* folder : {"vchan", "air"})
+        unmount_qube_folder(runtime / folder);  // left by a daemon killed meanwhile
     fs::remove_all(runtime);
     fs::create_directories(runtime / "vchan");
     mount_qube_folder(runtime / "vchan", owner_uid(qube));
@@ -156,7 +157,10 @@ void Lifecycle::launch(Qube& qube, const storage::StartedVolumes& volumes) {
     QubesDb db(runtime / "qubesdb");
     fs::create_directories(db.dir());
     // Qubes Air: the host's uplink socket for a relay appears here (docs/air.md).
+    // A small tmpfs of the host's (the qube sees it read-only): the uplink's
+    // socket shows "/" as its mount's root inside, not a host path.
     fs::create_directories(runtime / "air");
+    mount_qube_folder(runtime / "air", 0, 0755);
     for (const auto& hook : on_launch) hook(qube, db);
 
     backend::QubeSpec spec;
@@ -173,7 +177,9 @@ void Lifecycle::launch(Qube& qube, const storage::StartedVolumes& volumes) {
     spec.mounts.push_back({config_.bin_dir, "/run/aerie/bin", true});
     spec.mounts.push_back(runtime_folder_mount(runtime, "vchan", "/run/qubes-vchan", false));
     spec.mounts.push_back(runtime_folder_mount(runtime, "qubesdb", kQubesDbMountPoint, true));
-    spec.mounts.push_back(runtime_folder_mount(runtime, "air", "/run/aerie-air", true));
+    backend::BindMount air = runtime_folder_mount(runtime, "air", "/run/aerie-air", true);
+    air.plain = true;  // its uplink socket must stay connectable
+    spec.mounts.push_back(std::move(air));
     spec.memory_mib = static_cast<uint64_t>(mib_of(model_, qube, "memory"));
     spec.maxmem_mib = static_cast<uint64_t>(std::max(mib_of(model_, qube, "maxmem"), mib_of(model_, qube, "memory")));
     spec.vcpus = static_cast<int>(std::max<long long>(1, mib_of(model_, qube, "vcpus")));
@@ -456,7 +462,7 @@ void Lifecycle::finish_stop(const std::string& name, bool crashed) {
 void Lifecycle::complete_stop(const std::string& name, bool crashed, std::vector<Done> waiters) {
     Qube* qube = model_.find(name);
     std::error_code ec;
-    unmount_qube_folder(qube_runtime(name) / "vchan");
+    for (const char* folder : {"vchan", "air"}) unmount_qube_folder(qube_runtime(name) / folder);
     fs::remove_all(qube_runtime(name), ec);
     for (const char* link : {"qrexec.", "qrexec.uuid:"}) {
         std::string suffix = std::string(link) == "qrexec." ? name : (qube ? qube->uuid : std::string());

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <memory>
 
+#include <fmt/format.h>
+
 #include "base/safe_dir.hpp"
 
 namespace aerie::admin {
@@ -81,8 +83,8 @@ backend::BindMount runtime_folder_mount(const fs::path& runtime, const std::stri
     return {runtime / name, target, read_only, share(base::open_trusted_dir(runtime / name))};
 }
 
-void mount_qube_folder(const fs::path& dir, uid_t owner) {
-    std::string options = "mode=0700,size=1m,nr_inodes=1024,uid=" + std::to_string(owner) +
+void mount_qube_folder(const fs::path& dir, uid_t owner, mode_t mode) {
+    std::string options = fmt::format("mode={:04o},size=1m,nr_inodes=1024,uid=", mode) + std::to_string(owner) +
                           ",gid=" + std::to_string(owner);
     if (::mount("aerie-qube", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options.c_str()) != 0)
         throw std::runtime_error("mounting a tmpfs on " + dir.string() + ": " + std::strerror(errno));

@@ -42,8 +42,8 @@ backend::BindMount runtime_folder_mount(const std::filesystem::path& runtime, co
 // just made in the qube's runtime directory, e.g. its vchan folder): what the
 // qube writes there (its agent's sockets) is bounded (1 MiB, 1024 inodes)
 // instead of filling the host's /run, and the qube's mountinfo shows "/" as
-// its root instead of a host path. Mode 0700, owned by `owner`.
-void mount_qube_folder(const std::filesystem::path& dir, uid_t owner);
+// its root instead of a host path. Owned by `owner` with `mode`.
+void mount_qube_folder(const std::filesystem::path& dir, uid_t owner, mode_t mode = 0700);
 // Detaches what mount_qube_folder mounted on `dir` (nothing there: no error).
 void unmount_qube_folder(const std::filesystem::path& dir);
 

@@ -53,6 +53,10 @@ struct BindMount {
     // mounts exactly this object (open_tree of the descriptor), so nothing a
     // qube renames or links afterwards changes what is mounted.
     std::shared_ptr<const base::UniqueFd> source_fd = nullptr;
+    // Bound as it is, never shown through a read-only overlay: the folder
+    // holds Unix sockets the qube connects to, and connect() through
+    // overlayfs to a socket in a lower layer is refused (ECONNREFUSED).
+    bool plain = false;
 };
 
 // Everything a backend needs to start one qube. Paths are host paths.

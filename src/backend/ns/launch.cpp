@@ -495,7 +495,7 @@ Launched launch(const LaunchRequest& req) {
         int fd = new_filesystem(empty);
         if (fd >= 0) empty_layer.reset(fd);
     }
-    auto bind = [&](int source_fd, const fs::path& source, const std::string& target, unsigned attr) {
+    auto bind = [&](int source_fd, const fs::path& source, const std::string& target, unsigned attr, bool plain) {
         std::string rel = relative_target(target);
         std::string what = "bind mount of " + source.string() + " on " + root + "/" + rel;
         trees.push_back(clone_detached(source_fd, attr, what));
@@ -505,7 +505,7 @@ Launched launch(const LaunchRequest& req) {
         s.tree_fd = trees.back().get();
         s.is_file = !is_directory(source_fd, what);
         s.attr = attr;
-        if (!s.is_file && (attr & MOUNT_ATTR_RDONLY)) s.empty_fd = empty_layer.get();
+        if (!s.is_file && !plain && (attr & MOUNT_ATTR_RDONLY)) s.empty_fd = empty_layer.get();
         s.what = keep(what);
         plan.steps.push_back(std::move(s));
     };
@@ -536,7 +536,7 @@ Launched launch(const LaunchRequest& req) {
         std::string path = std::string("/dev/") + dev;
         Fd node(::open(path.c_str(), O_PATH | O_CLOEXEC));
         if (!node) throw_errno("opening " + path, errno);
-        bind(node.get(), path, path, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+        bind(node.get(), path, path, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, false);
     }
     new_fs("devpts", "dev/pts", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
            {"newinstance", nullptr, "ptmxmode", "0666", "mode", "0620", "gid", "5"}, false, true);
@@ -559,7 +559,7 @@ Launched launch(const LaunchRequest& req) {
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return depth(a) < depth(b); });
     for (size_t i : order) {
         const BindMount& m = req.mounts[i];
-        bind(sources[i].get(), m.source, m.target, nosuid_nodev | (m.read_only ? MOUNT_ATTR_RDONLY : 0));
+        bind(sources[i].get(), m.source, m.target, nosuid_nodev | (m.read_only ? MOUNT_ATTR_RDONLY : 0), m.plain);
     }
     sources.clear();
     root_dir.reset();
