@@ -36,6 +36,7 @@ struct Lifecycle::Running {
     Done starting;                // the start's caller, until the agent said hello
     std::vector<Done> on_halted;  // shutdown --wait callers
     base::UniqueFd console_drainer;  // a pidfd: readable once the console is all in its log
+    base::UniqueFd daemon_log_drainer;  // the same for the qrexec daemon's log (read its last line after it)
 };
 
 namespace {
@@ -291,6 +292,7 @@ void Lifecycle::spawn_qrexec_daemon(const Qube& qube, Running& running) {
     ::waitpid(middle, nullptr, 0);
     if (n != sizeof pid || pid <= 0) throw std::runtime_error("cannot start " + program);
     running.daemon_pid = pid;
+    running.daemon_log_drainer = std::move(log.drainer);
     write_text(runtime / "qrexec-daemon.pid", std::to_string(pid));
     watch_qrexec_daemon(qube.name, running);
 }
