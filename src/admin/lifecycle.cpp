@@ -123,12 +123,12 @@ void Lifecycle::start(Qube& qube, Done done) {
     storage_.run(
         uuid, [this, volumes, uuid, klass, chain, owner] { *volumes = pool_.start(uuid, klass, chain, owner); },
         [this, name, volumes, done = std::move(done)](std::exception_ptr error) mutable {
-            Qube* qube = model_.find(name);
+            Qube* found = model_.find(name);
             std::string failed;
             try {
                 if (error) std::rethrow_exception(error);
-                if (!qube) throw std::runtime_error("the qube was removed while starting");
-                launch(*qube, *volumes);
+                if (!found) throw std::runtime_error("the qube was removed while starting");
+                launch(*found, *volumes);
             } catch (const std::exception& e) {
                 failed = e.what();
             }
@@ -136,7 +136,7 @@ void Lifecycle::start(Qube& qube, Done done) {
                 finish_stop(name, false);
                 return done(qubes_error("QubesException", "Start failed: " + failed));
             }
-            auto timeout = std::chrono::seconds(std::max<long long>(1, mib_of(model_, *qube, "qrexec_timeout")));
+            auto timeout = std::chrono::seconds(std::max<long long>(1, mib_of(model_, *found, "qrexec_timeout")));
             running_.at(name)->starting = std::move(done);
             wait_ready(name, std::chrono::steady_clock::now() + timeout);
         });
@@ -321,6 +321,15 @@ void Lifecycle::qrexec_daemon_exited(const std::string& name, pid_t pid) {
     if (it == running_.end() || it->second->daemon_pid != pid || it->second->stopping) return;
     Running& running = *it->second;
     running.daemon_pid = 0;
+    // Its last line is in its log once the drainer copied it (at most 2 s).
+    auto drainer = std::make_shared<base::UniqueFd>(std::move(running.daemon_log_drainer));
+    when_drained(io_, std::move(*drainer), 2s, [this, name] { qrexec_daemon_gone(name); });
+}
+
+void Lifecycle::qrexec_daemon_gone(const std::string& name) {
+    auto it = running_.find(name);
+    if (it == running_.end() || it->second->stopping) return;
+    Running& running = *it->second;
     fs::path log = qube_log(name, "qrexec-daemon");
     std::string tail = last_lines(log, 1);
     std::fprintf(stderr, "aeried: the qrexec daemon of %s exited (%s): stopping the qube\n", name.c_str(),

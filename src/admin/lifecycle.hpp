@@ -90,6 +90,7 @@ private:
     // way in.
     void watch_qrexec_daemon(const std::string& name, Running& running);
     void qrexec_daemon_exited(const std::string& name, pid_t pid);
+    void qrexec_daemon_gone(const std::string& name);
     void kill_orphan_qrexec_daemon(const std::string& name);
     void publish(const Qube& qube, const std::string& event,
                  std::vector<std::pair<std::string, std::string>> kwargs = {});
