@@ -41,6 +41,9 @@ struct Lifecycle::Running {
 
 namespace {
 
+// The runtime folders that are small tmpfs mounts of their own (qube_mounts.hpp).
+constexpr const char* kQubeFolders[] = {"vchan", "qubesdb", "air"};
+
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
 bool alive(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
@@ -133,8 +136,11 @@ void Lifecycle::start(Qube& qube, Done done) {
                 failed = e.what();
             }
             if (!failed.empty()) {
-                finish_stop(name, false);
-                return done(qubes_error("QubesException", "Start failed: " + failed));
+                // Answered once the qube is Halted again, as qubesd does.
+                auto error_reply = qubes_error("QubesException", "Start failed: " + failed);
+                return finish_stop(name, false, [done = std::move(done), error_reply](std::optional<ApiError>) {
+                    done(error_reply);
+                });
             }
             auto timeout = std::chrono::seconds(std::max<long long>(1, mib_of(model_, *found, "qrexec_timeout")));
             running_.at(name)->starting = std::move(done);
@@ -146,8 +152,7 @@ void Lifecycle::start(Qube& qube, Done done) {
 // comes later.
 void Lifecycle::launch(Qube& qube, const storage::StartedVolumes& volumes) {
     fs::path runtime = qube_runtime(qube.name);
-    for (const char* folder : {"vchan", "air"})
-        unmount_qube_folder(runtime / folder);  // left by a daemon killed meanwhile
+    for (const char* folder : kQubeFolders) unmount_qube_folder(runtime / folder);  // left by a daemon killed meanwhile
     fs::remove_all(runtime);
     fs::create_directories(runtime / "vchan");
     mount_qube_folder(runtime / "vchan", owner_uid(qube));
@@ -155,13 +160,16 @@ void Lifecycle::launch(Qube& qube, const storage::StartedVolumes& volumes) {
     if (::chown((runtime / "vchan").c_str(), owner_uid(qube), owner_uid(qube)) != 0)
         throw std::runtime_error("chown " + (runtime / "vchan").string() + ": " + std::strerror(errno));
     ::chmod((runtime / "vchan").c_str(), 0700);
+    // QubesDB, and Qubes Air's folder where the host's uplink socket for a
+    // relay appears (docs/air.md): small tmpfs folders of the host's, which
+    // the qube sees read-only and whose mount root shows "/" inside. Bound
+    // plain, not through an overlay: the host changes them while the qube
+    // runs, and a socket in an overlay's lower layer cannot be connected to.
     QubesDb db(runtime / "qubesdb");
-    fs::create_directories(db.dir());
-    // Qubes Air: the host's uplink socket for a relay appears here (docs/air.md).
-    // A small tmpfs of the host's (the qube sees it read-only): the uplink's
-    // socket shows "/" as its mount's root inside, not a host path.
-    fs::create_directories(runtime / "air");
-    mount_qube_folder(runtime / "air", 0, 0755);
+    for (const fs::path& dir : {db.dir(), runtime / "air"}) {
+        fs::create_directories(dir);
+        mount_qube_folder(dir, 0, 0755);
+    }
     for (const auto& hook : on_launch) hook(qube, db);
 
     backend::QubeSpec spec;
@@ -177,10 +185,11 @@ void Lifecycle::launch(Qube& qube, const storage::StartedVolumes& volumes) {
         spec.mounts.push_back(std::move(mount));
     spec.mounts.push_back({config_.bin_dir, "/run/aerie/bin", true});
     spec.mounts.push_back(runtime_folder_mount(runtime, "vchan", "/run/qubes-vchan", false));
-    spec.mounts.push_back(runtime_folder_mount(runtime, "qubesdb", kQubesDbMountPoint, true));
-    backend::BindMount air = runtime_folder_mount(runtime, "air", "/run/aerie-air", true);
-    air.plain = true;  // its uplink socket must stay connectable
-    spec.mounts.push_back(std::move(air));
+    for (auto [folder, target] : {std::pair{"qubesdb", kQubesDbMountPoint}, std::pair{"air", "/run/aerie-air"}}) {
+        backend::BindMount shown = runtime_folder_mount(runtime, folder, target, true);
+        shown.plain = true;
+        spec.mounts.push_back(std::move(shown));
+    }
     spec.memory_mib = static_cast<uint64_t>(mib_of(model_, qube, "memory"));
     spec.maxmem_mib = static_cast<uint64_t>(std::max(mib_of(model_, qube, "maxmem"), mib_of(model_, qube, "memory")));
     spec.vcpus = static_cast<int>(std::max<long long>(1, mib_of(model_, qube, "vcpus")));
@@ -413,7 +422,7 @@ void Lifecycle::watch_exit(const std::string& name) {
 }
 
 // PID 1 is gone (or the start failed): take down what is left and report.
-void Lifecycle::finish_stop(const std::string& name, bool crashed) {
+void Lifecycle::finish_stop(const std::string& name, bool crashed, Done after) {
     std::unique_ptr<Running> running;
     if (auto it = running_.find(name); it != running_.end()) {
         running = std::move(it->second);
@@ -446,6 +455,7 @@ void Lifecycle::finish_stop(const std::string& name, bool crashed) {
             });
         }
     }
+    if (after) waiters.push_back(std::move(after));
     try {
         backend_.cleanup(name);
     } catch (const std::exception& e) {
@@ -473,7 +483,7 @@ void Lifecycle::finish_stop(const std::string& name, bool crashed) {
 void Lifecycle::complete_stop(const std::string& name, bool crashed, std::vector<Done> waiters) {
     Qube* qube = model_.find(name);
     std::error_code ec;
-    for (const char* folder : {"vchan", "air"}) unmount_qube_folder(qube_runtime(name) / folder);
+    for (const char* folder : kQubeFolders) unmount_qube_folder(qube_runtime(name) / folder);
     fs::remove_all(qube_runtime(name), ec);
     for (const char* link : {"qrexec.", "qrexec.uuid:"}) {
         std::string suffix = std::string(link) == "qrexec." ? name : (qube ? qube->uuid : std::string());

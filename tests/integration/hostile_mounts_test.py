@@ -27,6 +27,8 @@ Run: python3 hostile_mounts_test.py BUILD_DIR"""
 
 import json
 import os
+import subprocess
+import tempfile
 import sys
 
 from aerie_world import PREFIX, WorldTest, bin_path, run_tests
@@ -103,14 +105,24 @@ class HostileMountsTest(WorldTest):
         self.assertEqual(self.w.wait_clean({qube: uuid}), {}, "left after the refused start")
 
     def template_root_listing(self):
-        root = self.w.volume_path(self.tpl, "root")
-        return sorted(os.listdir(root)), sorted(os.listdir(os.path.join(root, "etc")))
+        mounted = self.w.volume_dir(self.tpl, "root")
+        if os.path.ismount(mounted):  # held by a running qube of the template
+            return sorted(os.listdir(mounted)), sorted(os.listdir(os.path.join(mounted, "etc")))
+        with self.w.halted_volume(self.tpl, "root") as root:
+            return sorted(os.listdir(root)), sorted(os.listdir(os.path.join(root, "etc")))
 
     def put_home_back(self, qube):
-        """What an administrator does on the host to repair the volume."""
-        private = os.path.join(self.w.state, "pool", "vm", self.w.uuid(qube), "private")
-        os.unlink(os.path.join(private, "home"))
-        os.rename(os.path.join(private, "home.orig"), os.path.join(private, "home"))
+        """What an administrator does on the host to repair the halted
+        qube's volume: its image mounted aside, the link replaced."""
+        view = tempfile.mkdtemp(prefix="repair-", dir=self.w.root)
+        subprocess.run(["mount", "-o", "loop,nodev,nosuid", self.w.volume_path(qube, "private"), view],
+                       check=True, capture_output=True)
+        try:
+            os.unlink(os.path.join(view, "home"))
+            os.rename(os.path.join(view, "home.orig"), os.path.join(view, "home"))
+        finally:
+            subprocess.run(["umount", view], check=True, capture_output=True)
+            os.rmdir(view)
 
     def link_home_and_restart(self, target, *words):
         self.make_world(("work", "other"))
