@@ -204,7 +204,7 @@ void Lifecycle::launch(Qube& qube, const storage::StartedVolumes& volumes) {
         // The services Aerie ships (qubesair.*) come last: a qube's own win.
         {"QREXEC_SERVICE_PATH", std::string(qrexec::kDefaultServicePath) + ":/run/aerie/bin/qubes-rpc"},
     };
-    // A pipe: the qube never holds the log file (docs/security-logs.md).
+    // A pipe: the qube never holds the log file (docs/security.md, "Logs").
     base::LogPipe console = base::spawn_log_drainer(qube_log(qube.name, "console"), console_log_cap(config_.log_max_bytes));
     spec.console_fd = console.input.get();
 

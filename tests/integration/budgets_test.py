@@ -1,4 +1,4 @@
-"""Host-wide budgets (docs/security-budgets.md): every qube's cgroup sits
+"""Host-wide budgets (docs/security.md, "Host-wide budgets"): every qube's cgroup sits
 under one parent whose limits keep a reserve for the host, one qube gets a
 share of the qubes' tasks, and the size defaults fit the host.
 

@@ -1,4 +1,4 @@
-"""The host's logs against a hostile qube (docs/security-logs.md).
+"""The host's logs against a hostile qube (docs/security.md, "Logs").
 
   flood     200 refused calls with a 60 KB argument from a qube: the qube's
             qrexec-daemon log and the policy daemon's log stay under their

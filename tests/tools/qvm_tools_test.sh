@@ -106,7 +106,7 @@ work" -- "$BIN/qvm-ls" --raw-list
 check "ls --raw-data" 0 "dvm|Halted|AppVM|orange|fedora|-
 work|Halted|AppVM|red|fedora|-" -- "$BIN/qvm-ls" --raw-data work dvm
 # vcpus' default is sized to the host: Qubes' 2 where the host has a CPU to
-# spare besides, else one less than the host's CPUs (docs/security-budgets.md).
+# spare besides, else one less than the host's CPUs (docs/security.md).
 CPUS=$(nproc)
 DEFAULT_VCPUS=$(( CPUS > 2 ? 2 : (CPUS > 1 ? CPUS - 1 : 1) ))
 check "ls --raw-data --fields (any property)" 0 "dvm|orange|True|1
