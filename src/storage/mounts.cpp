@@ -229,6 +229,36 @@ int open_free_loop(int* number) {
     return fd;
 }
 
+// The loop device that still carries `image` (same device and inode), if
+// any: a file system whose last mount in this namespace went while a copy of
+// it lived on elsewhere (a mount namespace cloned meanwhile, e.g. a qube's
+// during its launch) keeps its superblock, and its loop device, until that
+// copy goes. Mounting that device again gives the same superblock; a second
+// loop device would give a second one over the same image, which corrupts it.
+int open_loop_of(const fs::path& image, int* number) {
+    struct stat want {};
+    if (::stat(image.c_str(), &want) < 0) return -1;
+    std::error_code ec;
+    for (fs::directory_iterator it("/sys/block", ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (name.rfind("loop", 0) != 0) continue;
+        std::ifstream in(it->path() / "loop" / "backing_file");
+        std::string backing;
+        if (!std::getline(in, backing) || backing != image.string()) continue;
+        int n = std::atoi(name.c_str() + 4);
+        int fd = ::open(("/dev/" + name).c_str(), O_RDWR | O_CLOEXEC);
+        if (fd < 0) continue;
+        struct loop_info64 info {};
+        if (::ioctl(fd, LOOP_GET_STATUS64, &info) == 0 && info.lo_device == want.st_dev &&
+            info.lo_inode == want.st_ino) {
+            *number = n;
+            return fd;
+        }
+        ::close(fd);
+    }
+    return -1;
+}
+
 }  // namespace
 
 // CAP_SYS_RESOURCE in our effective set (/proc/self/status CapEff).
@@ -246,9 +276,10 @@ static bool has_sys_resource() {
 void mount_image(const fs::path& image, const fs::path& target, bool allow_suid, bool scratch) {
     int file = ::open(image.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     if (file < 0) throw_storage_errno("opening " + image.string(), errno);
-    int loop = -1, number = -1;
+    int number = -1;
+    int loop = open_loop_of(image, &number);
     // Another process may take the same free device first: try again.
-    for (int attempt = 0; attempt < 16; ++attempt) {
+    for (int attempt = 0; loop < 0 && attempt < 16; ++attempt) {
         try {
             loop = open_free_loop(&number);
         } catch (...) {

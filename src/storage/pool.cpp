@@ -358,6 +358,13 @@ void FilePool::release(const std::string& uuid, const std::string& volume) const
     if (it != holds_.end() && --it->second > 0) return;
     if (it != holds_.end()) holds_.erase(it);
     const fs::path point = volume_path(uuid, volume), pending = vm_dir(uuid) / (volume + ".grow");
+    // Written through to the image first: a copy of this mount in a mount
+    // namespace cloned meanwhile may keep the file system alive after the
+    // unmount, and a revision copies the image file right after it.
+    if (int fd = ::open(point.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC); fd >= 0) {
+        if (is_mount_root(point)) ::syncfs(fd);
+        ::close(fd);
+    }
     if (::umount2(point.c_str(), UMOUNT_NOFOLLOW) < 0) {
         if (errno == EINVAL || errno == ENOENT) return;
         unmount_volume(point);  // busy: detached; the file system still lives, not to be grown now

@@ -5,11 +5,15 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -199,6 +203,47 @@ TEST_F(VolumeLimits, ResizeGrowsHaltedOrRunningAndRefusesToShrink) {
     pool_->resize(kTpl, "TemplateVM", "root", 11 * gib);
     EXPECT_EQ(image_size(vm(kTpl) / "root.img"), 11 * gib);
     EXPECT_TRUE(mounts_under(tmp_.path()).empty());
+}
+
+}  // namespace
+}  // namespace aerie::storage
+
+namespace aerie::storage {
+namespace {
+
+// A mount namespace cloned while a volume is mounted (as a qube's launch
+// does) keeps the volume's file system alive past its unmount here. Mounted
+// again, the volume must be that same file system (its loop device), not a
+// second one over the same image that misses what the first has not written.
+TEST_F(VolumeLimits, RemountWhileAnotherNamespaceHoldsACopySeesTheSameFileSystem) {
+    pool_->hold(kApp, "private");
+    const fs::path dir = vm(kApp) / "private";
+    int pipefd[2];
+    ASSERT_EQ(::pipe(pipefd), 0);
+    pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {  // a copy of every mount, kept until killed
+        ::close(pipefd[0]);
+        if (::unshare(CLONE_NEWNS) != 0) ::_exit(1);
+        char ok = 'k';
+        if (::write(pipefd[1], &ok, 1) != 1) ::_exit(1);
+        ::pause();
+        ::_exit(0);
+    }
+    ::close(pipefd[1]);
+    char got = 0;
+    ASSERT_EQ(::read(pipefd[0], &got, 1), 1);
+    ::close(pipefd[0]);
+    { std::ofstream(dir / "written-after-the-copy") << "mine"; }
+    pool_->release(kApp, "private");
+    pool_->hold(kApp, "private");
+    std::ifstream in(dir / "written-after-the-copy");
+    std::string text;
+    std::getline(in, text);
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    pool_->release(kApp, "private");
+    EXPECT_EQ(text, "mine");
 }
 
 }  // namespace
