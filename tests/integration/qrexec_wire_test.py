@@ -1,0 +1,140 @@
+"""The qrexec wire as Qubes R4.3 speaks it, checked byte for byte against
+Aerie's binaries: the agent driven by a scripted daemon over the socket vchan
+transport (the caller serves the data channel, as a Qubes qrexec-client does),
+and qrexec-client's calls to dom0. Run: python3 qrexec_wire_test.py BUILD_DIR"""
+
+import os
+import pwd
+import socket
+import struct
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qrexec_harness import World, hello, msg, recv_exact, recv_msg, unix_connect, wait_for, MSG  # noqa: E402
+
+BUILD = None
+NAMES = {v: k for k, v in MSG.items()}
+DOMID = 7
+CALLER_DOMAIN = 0
+
+
+class FakeDaemon:
+    """The daemon's side of the agent's control channel (vchan port 512)."""
+
+    def __init__(self, qube):
+        self.qube = qube
+        path = os.path.join(qube.vchan_dir, "vchan.%d.0.512.sock" % qube.domid)
+        wait_for(lambda: os.path.exists(path))
+        self.sock = unix_connect(path)
+        self.sock.sendall(hello(4))
+        t, payload = recv_msg(self.sock)
+        assert t == MSG["HELLO"], hex(t)
+        self.next_port = 513
+
+    def exec_cmdline(self, cmdline, type_="EXEC_CMDLINE"):
+        """Sends EXEC_CMDLINE; returns the data port the agent connects to."""
+        port = self.next_port
+        self.next_port += 1
+        self.sock.sendall(msg(type_, struct.pack("<II", CALLER_DOMAIN, port) + cmdline.encode() + b"\0"))
+        return port
+
+    def recv(self):
+        return recv_msg(self.sock)
+
+    def close(self):
+        self.sock.close()
+
+
+class WireTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.world = World(BUILD, "", [("wire", DOMID)])
+        cls.qube = cls.world.qubes["wire"]
+        cls.user = pwd.getpwuid(os.geteuid()).pw_name
+        cls.qube.start_agent()
+        cls.daemon = FakeDaemon(cls.qube)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.close()
+        cls.world.stop()
+        if os.environ.get("AERIE_KEEP_TEST_DIR"):
+            print("logs in", cls.world.root)
+        else:
+            cls.world.cleanup()
+
+    def run_call(self, cmdline, stdin=b""):
+        """Runs cmdline in the agent as a Qubes daemon and qrexec-client would:
+        returns the data channel's messages (name, payload) up to the exit
+        code, and the CONNECTION_TERMINATED that follows on the control channel."""
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        port = self.daemon.next_port
+        path = os.path.join(self.qube.vchan_dir, "vchan.%d.%d.%d.sock" % (CALLER_DOMAIN, DOMID, port))
+        server.bind(path)
+        server.listen(1)
+        server.settimeout(20)
+        self.daemon.exec_cmdline(cmdline)
+        conn, _ = server.accept()
+        server.close()
+        os.unlink(path)
+        with conn:
+            conn.sendall(hello(3))
+            if stdin:
+                conn.sendall(msg("DATA_STDIN", stdin))
+            conn.sendall(msg("DATA_STDIN"))
+            t, payload = recv_msg(conn, 20)
+            self.assertEqual(t, MSG["HELLO"])
+            got = []
+            while True:
+                t, payload = recv_msg(conn, 20)
+                got.append((NAMES.get(t, hex(t)), payload))
+                if t == MSG["DATA_EXIT_CODE"]:
+                    break
+        terminated = self.daemon.recv()
+        return got, terminated
+
+    def service_result(self, got):
+        stdout = b"".join(p for n, p in got if n == "DATA_STDOUT")
+        code = struct.unpack("<I", got[-1][1])[0]
+        return stdout, code
+
+    # --- MSG_CONNECTION_TERMINATED ------------------------------------------
+
+    def test_connection_terminated_is_exactly_exec_params(self):
+        got, (t, payload) = self.run_call(self.user + ":echo hi")
+        self.assertEqual(self.service_result(got), (b"hi\n", 0))
+        self.assertEqual(NAMES.get(t), "CONNECTION_TERMINATED")
+        # struct exec_params: connect_domain, connect_port; no command line.
+        self.assertEqual(len(payload), 8)
+        self.assertEqual(struct.unpack("<II", payload)[0], CALLER_DOMAIN)
+
+    # --- qrexec-client -d dom0 ----------------------------------------------
+
+    def test_client_to_dom0_exits_when_the_command_ends(self):
+        # stdin stays open: the command's end alone must end the client.
+        r, w = os.pipe()
+        p = subprocess.Popen([self.world.bin("qrexec-client"), "-d", "dom0", self.user + ":echo hi; exit 3"],
+                             stdin=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        os.close(r)
+        try:
+            out, _ = p.communicate(timeout=30)
+        finally:
+            os.close(w)
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        code = p.returncode
+        self.assertEqual(out, b"hi\n")
+        self.assertEqual(code, 3)
+
+
+def main():
+    global BUILD
+    BUILD = sys.argv.pop(1) if len(sys.argv) > 1 else "build"
+    unittest.main(verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
