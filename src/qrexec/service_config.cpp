@@ -120,6 +120,8 @@ std::optional<ParsedCmdline> parse_cmdline(std::string_view cmdline, std::string
         return std::nullopt;
     }
     cmd.service_and_arg = cmd.service + "+" + cmd.argument;
+    cmd.descriptor = std::string(descriptor);
+    cmd.has_argument = descriptor.find('+') != std::string_view::npos;
     cmd.source = std::string(tokens[1]);
     if (tokens.size() == 4) {
         if (tokens[2] != "name" && tokens[2] != "keyword") {
@@ -579,8 +581,8 @@ std::vector<std::string> build_service_env(const std::vector<std::string>& base_
     for (const auto& e : base_env)
         if (!scrubbed(e)) env.push_back(e);
     env.push_back("QREXEC_REMOTE_DOMAIN=" + cmd.source);
-    env.push_back("QREXEC_SERVICE_FULL_NAME=" + cmd.service_and_arg);
-    if (!cmd.argument.empty()) env.push_back("QREXEC_SERVICE_ARGUMENT=" + cmd.argument);
+    env.push_back("QREXEC_SERVICE_FULL_NAME=" + cmd.descriptor);
+    if (cmd.has_argument) env.push_back("QREXEC_SERVICE_ARGUMENT=" + cmd.argument);
     if (!cmd.target_type || !cmd.target) {
         env.push_back("QREXEC_REQUESTED_TARGET_TYPE=");
     } else if (*cmd.target_type == "keyword") {
@@ -608,7 +610,7 @@ std::vector<std::string> service_argv(const ExecutableService& service, const Pa
 }
 
 std::string service_descriptor(const ParsedCmdline& cmd) {
-    std::string d = cmd.service_and_arg + " " + cmd.source;
+    std::string d = cmd.descriptor + " " + cmd.source;
     if (cmd.target_type && cmd.target) d += " " + *cmd.target_type + " " + *cmd.target;
     d.push_back('\0');
     return d;

@@ -45,8 +45,10 @@ struct ParsedCmdline {
 
     // Service calls only.
     std::string service_and_arg;  // "SERVICE+ARG"; a call without '+' gets one ("SERVICE+")
+    std::string descriptor;       // SERVICE[+ARG] exactly as called (no '+' added)
     std::string service;          // before the first '+'
     std::string argument;         // after the first '+' (may be empty)
+    bool has_argument = false;    // the call had a '+' (its argument may be empty)
     std::string source;           // the calling qube
     std::optional<std::string> target_type;  // "name" or "keyword" (calls to the admin qube)
     std::optional<std::string> target;       // qube name, or keyword without '@'
@@ -170,8 +172,8 @@ bool should_wait_for_session(const ParsedCmdline& cmd, const RpcConfig& config);
 // The environment of a service, from base_env ("K=V" strings): the variables
 // QREXEC_REMOTE_DOMAIN, QREXEC_SERVICE_FULL_NAME, QREXEC_SERVICE_ARGUMENT and
 // every QREXEC_REQUESTED_TARGET* are removed from base_env, then set:
-//   QREXEC_REMOTE_DOMAIN=<source>  QREXEC_SERVICE_FULL_NAME=<SERVICE+ARG>
-//   QREXEC_SERVICE_ARGUMENT=<arg>  (only for a non-empty argument)
+//   QREXEC_REMOTE_DOMAIN=<source>  QREXEC_SERVICE_FULL_NAME=<SERVICE[+ARG] as called>
+//   QREXEC_SERVICE_ARGUMENT=<arg>  (whenever the call had a '+', even empty)
 //   no target on the command line: QREXEC_REQUESTED_TARGET_TYPE= (empty)
 //   name TARGET:    QREXEC_REQUESTED_TARGET_TYPE=name QREXEC_REQUESTED_TARGET=TARGET
 //   keyword KW:     QREXEC_REQUESTED_TARGET_TYPE=keyword QREXEC_REQUESTED_TARGET_KEYWORD=KW
@@ -187,8 +189,9 @@ std::vector<std::string> current_environment();
 std::vector<std::string> service_argv(const ExecutableService& service, const ParsedCmdline& cmd);
 
 // What a socket service receives first (unless skip-service-descriptor):
-// "SERVICE+ARG SOURCE" (plus " TYPE TARGET" when the command line had them),
-// with its terminating NUL byte included.
+// "SERVICE[+ARG] SOURCE" (plus " TYPE TARGET" when the command line had them),
+// the service as called (a call without '+' gets none, as in Qubes), with its
+// terminating NUL byte included.
 std::string service_descriptor(const ParsedCmdline& cmd);
 
 }  // namespace aerie::qrexec

@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -45,6 +46,42 @@ class FakeDaemon:
 
     def close(self):
         self.sock.close()
+
+
+class SocketService:
+    """A Unix socket service: records the descriptor each connection sends
+    (up to its NUL), answers "ok" and closes."""
+
+    def __init__(self, path):
+        self.path = path
+        self.descriptors = []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(4)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            conn, _ = self.server.accept()
+        except OSError:
+            return
+        with conn:
+            data = b""
+            while b"\0" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            self.descriptors.append(data.split(b"\0", 1)[0])
+            conn.sendall(b"ok")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.close()
+        os.unlink(self.path)
 
 
 class WireTest(unittest.TestCase):
@@ -109,6 +146,25 @@ class WireTest(unittest.TestCase):
         # struct exec_params: connect_domain, connect_port; no command line.
         self.assertEqual(len(payload), 8)
         self.assertEqual(struct.unpack("<II", payload)[0], CALLER_DOMAIN)
+
+    # --- a call without '+' ---------------------------------------------------
+
+    def test_call_without_plus_keeps_its_name(self):
+        self.qube.add_service("test.Env", '#!/bin/sh\nprintf "%s|%s" "$QREXEC_SERVICE_FULL_NAME" '
+                                          '"${QREXEC_SERVICE_ARGUMENT-unset}"\n')
+        got, _ = self.run_call(self.user + ":QUBESRPC test.Env src")
+        self.assertEqual(self.service_result(got), (b"test.Env|unset", 0))
+        got, _ = self.run_call(self.user + ":QUBESRPC test.Env+ src")
+        self.assertEqual(self.service_result(got), (b"test.Env+|", 0))
+
+    def test_socket_descriptor_without_plus(self):
+        with self.socket_service("test.Desc") as server:
+            got, _ = self.run_call(self.user + ":QUBESRPC test.Desc src")
+        self.assertEqual(server.descriptors, [b"test.Desc src"])
+        self.assertEqual(self.service_result(got)[0], b"ok")
+
+    def socket_service(self, name):
+        return SocketService(os.path.join(self.qube.rpc_dir, name))
 
     # --- qrexec-client -d dom0 ----------------------------------------------
 

@@ -647,12 +647,25 @@ TEST(QrexecServiceEnv, ScrubsAndSets) {
     EXPECT_EQ(env[2], "HOME=/home/user");
 }
 
-TEST(QrexecServiceEnv, NoArgumentNoArgumentVariable) {
+// A call without '+' keeps its name as called and has no argument variable;
+// a '+' with nothing after it is an empty argument, set as such (as in Qubes).
+TEST(QrexecServiceEnv, NoPlusNoArgumentVariable) {
+    auto env = build_service_env({"QREXEC_SERVICE_ARGUMENT=stale"},
+                                 parse_ok("user:QUBESRPC qubes.Svc work"));
+    EXPECT_EQ(qrexec_vars(env), (std::vector<std::string>{
+                                    "QREXEC_REMOTE_DOMAIN=work",
+                                    "QREXEC_REQUESTED_TARGET_TYPE=",
+                                    "QREXEC_SERVICE_FULL_NAME=qubes.Svc",
+                                }));
+}
+
+TEST(QrexecServiceEnv, EmptyArgumentIsSet) {
     auto env = build_service_env({"QREXEC_SERVICE_ARGUMENT=stale"},
                                  parse_ok("user:QUBESRPC qubes.Svc+ work"));
     EXPECT_EQ(qrexec_vars(env), (std::vector<std::string>{
                                     "QREXEC_REMOTE_DOMAIN=work",
                                     "QREXEC_REQUESTED_TARGET_TYPE=",
+                                    "QREXEC_SERVICE_ARGUMENT=",
                                     "QREXEC_SERVICE_FULL_NAME=qubes.Svc+",
                                 }));
 }
@@ -676,6 +689,7 @@ TEST(QrexecServiceEnv, KeywordTarget) {
                                     "QREXEC_REMOTE_DOMAIN=work",
                                     "QREXEC_REQUESTED_TARGET_KEYWORD=adminvm",
                                     "QREXEC_REQUESTED_TARGET_TYPE=keyword",
+                                    "QREXEC_SERVICE_ARGUMENT=",
                                     "QREXEC_SERVICE_FULL_NAME=svc+",
                                 }));
     auto at = build_service_env({}, parse_ok("QUBESRPC svc+ work keyword @dispvm:dvm",
@@ -703,7 +717,7 @@ TEST(QrexecServiceEnv, Descriptor) {
     EXPECT_EQ(service_descriptor(parse_ok("u:QUBESRPC qubes.Svc+arg work")),
               std::string("qubes.Svc+arg work\0", 19));
     EXPECT_EQ(service_descriptor(parse_ok("u:QUBESRPC qubes.Svc work")),
-              std::string("qubes.Svc+ work\0", 16));
+              std::string("qubes.Svc work\0", 15));
     EXPECT_EQ(service_descriptor(
                   parse_ok("QUBESRPC qubes.Svc+ work keyword adminvm", CmdlineUser::Absent)),
               std::string("qubes.Svc+ work keyword adminvm\0", 32));
