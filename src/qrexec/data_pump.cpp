@@ -152,7 +152,7 @@ void DataPump::read_input(bool errors) {
         if (n > 0) self->chan_->send_message(stream, std::string_view(rr.buf.data(), n));
         if (ec || n == 0) {
             rr.eof = true;
-            self->chan_->send(encode_data(stream, {}));
+            self->send_eof(stream);
             self->maybe_finish();
             return;
         }
@@ -268,12 +268,24 @@ void DataPump::maybe_finish() {
     if (!exit_code_) return;
     bool early = local_.output_is_socket && (local_.exit_on_client_eof || local_.exit_on_service_eof);
     if (!early && (!input_.eof || !errors_.eof)) return;
-    if (!input_.eof) {
-        input_.eof = true;
-        chan_->send(encode_data(MsgType::DataStdout, {}));
-    }
+    // Both streams end before the exit code, also when the service never
+    // had them (a failure, a socket service), as a Qubes caller expects.
+    input_.eof = true;
+    send_eof(MsgType::DataStdout);
+    send_eof(MsgType::DataStderr);
     chan_->send(encode_exit_code(static_cast<uint32_t>(*exit_code_)));
     finish(*exit_code_);
+}
+
+void DataPump::send_eof(MsgType stream) {
+    bool& sent = stream == MsgType::DataStderr ? stderr_eof_sent_ : stdout_eof_sent_;
+    if (stream == MsgType::DataStdin) {
+        chan_->send(encode_data(stream, {}));
+        return;
+    }
+    if (sent) return;
+    sent = true;
+    chan_->send(encode_data(stream, {}));
 }
 
 void DataPump::finish(int code) {

@@ -117,10 +117,10 @@ class WireTest(unittest.TestCase):
         server.close()
         os.unlink(path)
         with conn:
-            conn.sendall(hello(3))
-            if stdin:
-                conn.sendall(msg("DATA_STDIN", stdin))
-            conn.sendall(msg("DATA_STDIN"))
+            try:
+                conn.sendall(hello(3) + (msg("DATA_STDIN", stdin) if stdin else b"") + msg("DATA_STDIN"))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # a failed call may be closed already; its messages are still to read
             t, payload = recv_msg(conn, 20)
             self.assertEqual(t, MSG["HELLO"])
             got = []
@@ -165,6 +165,33 @@ class WireTest(unittest.TestCase):
 
     def socket_service(self, name):
         return SocketService(os.path.join(self.qube.rpc_dir, name))
+
+    # --- exit codes and the streams' ends ------------------------------------
+
+    def assertStreamsEnd(self, got, code, stdout=b""):
+        """Both streams end (an empty message each, in either order, nothing
+        after on that stream) before the exit code, whatever happened to the
+        service."""
+        self.assertEqual(got[-1], ("DATA_EXIT_CODE", struct.pack("<I", code)), got)
+        for stream in ("DATA_STDOUT", "DATA_STDERR"):
+            mine = [p for n, p in got if n == stream]
+            self.assertTrue(mine and mine[-1] == b"", "%s has no EOF: %r" % (stream, got))
+            self.assertNotIn(b"", mine[:-1], got)
+        self.assertEqual(self.service_result(got)[0], stdout)
+
+    def test_missing_service_ends_both_streams(self):
+        got, _ = self.run_call(self.user + ":QUBESRPC test.Missing+arg src")
+        self.assertStreamsEnd(got, 127)
+
+    def test_executable_service_ends_both_streams(self):
+        self.qube.add_service("test.Hello", "#!/bin/sh\necho hello\n")
+        got, _ = self.run_call(self.user + ":QUBESRPC test.Hello src")
+        self.assertStreamsEnd(got, 0, b"hello\n")
+
+    def test_socket_service_ends_both_streams(self):
+        with self.socket_service("test.Sock+x"):
+            got, _ = self.run_call(self.user + ":QUBESRPC test.Sock+x src")
+        self.assertStreamsEnd(got, 0, b"ok")
 
     # --- qrexec-client -d dom0 ----------------------------------------------
 
