@@ -105,8 +105,9 @@ std::string rpc_config_path_from_env();
 // - a symlink to /dev/tcp[/HOST[/PORT]] -> TcpService (or InvalidService);
 // - an AF_UNIX socket -> UnixSocketService;
 // - an executable regular file -> ExecutableService;
-// - anything else (dangling link, directory, non-executable file, lstat error
-//   other than ENOENT/ENOTDIR) -> InvalidService.
+// - a dangling symbolic link (its target missing) is passed over, as if absent;
+// - anything else (directory, non-executable file, a link whose target cannot
+//   be reached, lstat error other than ENOENT) -> InvalidService.
 // A name containing '/' or NUL, or "."/"..", is InvalidService.
 ServiceLookup find_service(std::string_view service_and_arg,
                            std::string_view search_path = kDefaultServicePath);
@@ -123,7 +124,7 @@ std::optional<TcpService> parse_tcp_target(std::string_view link_target, std::st
                                            std::string* error = nullptr);
 
 // Exit status the agent reports when a lookup gives no runnable service
-// (127 for both not found and invalid), or 0 for a runnable one.
+// (127 not found, 125 invalid, as in Qubes), or 0 for a runnable one.
 int lookup_failure_exit_code(const ServiceLookup& lookup);
 
 // ---------------------------------------------------------------------------
@@ -155,8 +156,8 @@ std::optional<RpcConfig> load_rpc_config(std::string_view service_and_arg,
                                          std::string_view config_path = kDefaultRpcConfigPath,
                                          std::string* error = nullptr);
 
-// Whether the config can be used for this service: the socket-only options
-// set to true are refused for an executable service. nullopt when fine.
+// The socket-only options set to true for an executable service are ignored
+// (as in Qubes): returns the warning to log, nullopt when there is none.
 std::optional<std::string> check_config_for_service(const RpcConfig& config,
                                                     const ServiceLookup& lookup);
 

@@ -193,6 +193,61 @@ class WireTest(unittest.TestCase):
             got, _ = self.run_call(self.user + ":QUBESRPC test.Sock+x src")
         self.assertStreamsEnd(got, 0, b"ok")
 
+    def test_tcp_link_without_host_or_port_is_a_problem(self):
+        os.symlink("/dev/tcp", os.path.join(self.qube.rpc_dir, "test.TcpAny"))
+        os.symlink("/dev/tcp/127.0.0.1", os.path.join(self.qube.rpc_dir, "test.TcpHost"))
+        for cmd in ("test.TcpAny+", "test.TcpAny+127.0.0.1", "test.TcpHost"):
+            got, _ = self.run_call(self.user + ":QUBESRPC %s src" % cmd)
+            self.assertStreamsEnd(got, 125)
+
+    def test_broken_specific_service_link_is_a_problem(self):
+        self.qube.add_service("test.Broken", "#!/bin/sh\necho general\n")
+        os.symlink("/dev/null/invalid", os.path.join(self.qube.rpc_dir, "test.Broken+arg"))
+        got, _ = self.run_call(self.user + ":QUBESRPC test.Broken+arg src")
+        self.assertStreamsEnd(got, 125)
+
+    def test_unreachable_rpc_config_is_a_problem(self):
+        self.qube.add_service("test.Conf", "#!/bin/sh\necho ran\n")
+        os.symlink("/dev/null/doesnotexist", os.path.join(self.qube.rpc_config_dir, "test.Conf+arg"))
+        got, _ = self.run_call(self.user + ":QUBESRPC test.Conf+arg src")
+        self.assertStreamsEnd(got, 125)
+
+    def test_socket_options_are_ignored_for_executables(self):
+        self.qube.add_service("test.Opts", "#!/bin/sh\necho ran\n")
+        with open(os.path.join(self.qube.rpc_config_dir, "test.Opts+arg"), "w") as f:
+            f.write("skip-service-descriptor = true\nexit-on-service-eof = true\nexit-on-client-eof = true\n")
+        got, _ = self.run_call(self.user + ":QUBESRPC test.Opts+arg src")
+        self.assertStreamsEnd(got, 0, b"ran\n")
+
+    def test_tcp_service_gets_the_descriptor_unless_skipped(self):
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.bind(("127.0.0.1", 0))
+        server.listen(2)
+        server.settimeout(20)
+        port = server.getsockname()[1]
+        os.symlink("/dev/tcp/127.0.0.1/%d" % port, os.path.join(self.qube.rpc_dir, "test.Tcp"))
+        received = []
+
+        def serve():
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(20)
+                data = b""
+                while b"\0" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                received.append(data)
+                conn.sendall(b"tcp")
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        got, _ = self.run_call(self.user + ":QUBESRPC test.Tcp src")
+        t.join(20)
+        server.close()
+        self.assertEqual(received, [b"test.Tcp src\0"])
+        self.assertStreamsEnd(got, 0, b"tcp")
+
     # --- qrexec-client -d dom0 ----------------------------------------------
 
     def test_client_to_dom0_exits_when_the_command_ends(self):
