@@ -88,7 +88,16 @@ void DataPump::start(Done done) {
 }
 
 void DataPump::on_message(const Header& h, std::string_view payload) {
-    if (finished_) return;
+    if (finished_) {
+        // A service side that ended before the caller's HELLO closes only once
+        // it came (as Qubes' agent, which reads it first): a caller still
+        // sending its HELLO must not find the channel gone.
+        if (close_after_hello_ && h.type == static_cast<uint32_t>(MsgType::Hello)) {
+            close_after_hello_ = false;
+            chan_->close_after_flush();
+        }
+        return;
+    }
     // The bulk of a stream: data messages go straight from the receive
     // buffer to their destination, without a decoded copy.
     auto type = static_cast<MsgType>(h.type);
@@ -299,7 +308,10 @@ void DataPump::finish(int code) {
     local_.input.reset();
     local_.output.reset();
     local_.errors.reset();
-    chan_->close_after_flush();
+    if (role_ == Role::Service && version_ == 0)
+        close_after_hello_ = true;
+    else
+        chan_->close_after_flush();
     auto done = std::move(done_);
     if (done) done(code);
 }

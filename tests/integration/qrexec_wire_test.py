@@ -102,6 +102,31 @@ class WireTest(unittest.TestCase):
         else:
             cls.world.cleanup()
 
+    def run_call_hello_last(self, cmdline):
+        """As run_call, but the caller's HELLO goes out only after the call
+        ended (its exit code and CONNECTION_TERMINATED came): the agent must
+        still take it, then close. Returns the messages."""
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        port = self.daemon.next_port
+        path = os.path.join(self.qube.vchan_dir, "vchan.%d.%d.%d.sock" % (CALLER_DOMAIN, DOMID, port))
+        server.bind(path)
+        server.listen(1)
+        server.settimeout(20)
+        self.daemon.exec_cmdline(cmdline)
+        conn, _ = server.accept()
+        server.close()
+        os.unlink(path)
+        with conn:
+            got = []
+            while not got or got[-1][0] != "DATA_EXIT_CODE":
+                t, payload = recv_msg(conn, 20)
+                got.append((NAMES.get(t, hex(t)), payload))
+            self.assertEqual(NAMES.get(self.daemon.recv()[0]), "CONNECTION_TERMINATED")
+            conn.sendall(hello(3) + msg("DATA_STDIN"))
+            conn.settimeout(20)
+            self.assertEqual(conn.recv(1), b"")
+        return got
+
     def run_call(self, cmdline, stdin=b""):
         """Runs cmdline in the agent as a Qubes daemon and qrexec-client would:
         returns the data channel's messages (name, payload) up to the exit
@@ -182,6 +207,11 @@ class WireTest(unittest.TestCase):
     def test_missing_service_ends_both_streams(self):
         got, _ = self.run_call(self.user + ":QUBESRPC test.Missing+arg src")
         self.assertStreamsEnd(got, 127)
+
+    def test_failed_call_takes_the_callers_late_hello(self):
+        got = self.run_call_hello_last(self.user + ":QUBESRPC test.Missing src")
+        self.assertEqual(got[0], ("HELLO", struct.pack("<I", 4)))
+        self.assertStreamsEnd(got[1:], 127)
 
     def test_executable_service_ends_both_streams(self):
         self.qube.add_service("test.Hello", "#!/bin/sh\necho hello\n")
