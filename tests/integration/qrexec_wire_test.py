@@ -13,7 +13,7 @@ import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qrexec_harness import World, hello, msg, recv_exact, recv_msg, unix_connect, wait_for, MSG  # noqa: E402
+from qrexec_harness import World, hello, msg, recv_msg, unix_connect, wait_for, MSG  # noqa: E402
 
 BUILD = None
 NAMES = {v: k for k, v in MSG.items()}
