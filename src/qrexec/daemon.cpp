@@ -265,6 +265,9 @@ void Daemon::on_policy_answer(const ServiceRequest& request, const PolicyAnswer&
     }
     std::string target = answer.get("target");
     std::string service = answer.fields.count("service") ? answer.get("service") : request.service_and_arg;
+    // As Qubes: a call without an argument is passed on with an empty one
+    // ("SERVICE+"); the agent keeps whatever name it is given.
+    if (service.find('+') == std::string::npos) service += '+';
     std::string source = answer.fields.count("policy_source") ? answer.get("policy_source") : config_.name;
     std::string user = answer.get("user").empty() ? "DEFAULT" : answer.get("user");
     if (target == "dom0" || target == "@adminvm") {

@@ -88,7 +88,16 @@ void DataPump::start(Done done) {
 }
 
 void DataPump::on_message(const Header& h, std::string_view payload) {
-    if (finished_) return;
+    if (finished_) {
+        // A service side that ended before the caller's HELLO closes only once
+        // it came (as Qubes' agent, which reads it first): a caller still
+        // sending its HELLO must not find the channel gone.
+        if (close_after_hello_ && h.type == static_cast<uint32_t>(MsgType::Hello)) {
+            close_after_hello_ = false;
+            chan_->close_after_flush();
+        }
+        return;
+    }
     // The bulk of a stream: data messages go straight from the receive
     // buffer to their destination, without a decoded copy.
     auto type = static_cast<MsgType>(h.type);
@@ -152,7 +161,7 @@ void DataPump::read_input(bool errors) {
         if (n > 0) self->chan_->send_message(stream, std::string_view(rr.buf.data(), n));
         if (ec || n == 0) {
             rr.eof = true;
-            self->chan_->send(encode_data(stream, {}));
+            self->send_eof(stream);
             self->maybe_finish();
             return;
         }
@@ -268,12 +277,24 @@ void DataPump::maybe_finish() {
     if (!exit_code_) return;
     bool early = local_.output_is_socket && (local_.exit_on_client_eof || local_.exit_on_service_eof);
     if (!early && (!input_.eof || !errors_.eof)) return;
-    if (!input_.eof) {
-        input_.eof = true;
-        chan_->send(encode_data(MsgType::DataStdout, {}));
-    }
+    // Both streams end before the exit code, also when the service never
+    // had them (a failure, a socket service), as a Qubes caller expects.
+    input_.eof = true;
+    send_eof(MsgType::DataStdout);
+    send_eof(MsgType::DataStderr);
     chan_->send(encode_exit_code(static_cast<uint32_t>(*exit_code_)));
     finish(*exit_code_);
+}
+
+void DataPump::send_eof(MsgType stream) {
+    bool& sent = stream == MsgType::DataStderr ? stderr_eof_sent_ : stdout_eof_sent_;
+    if (stream == MsgType::DataStdin) {
+        chan_->send(encode_data(stream, {}));
+        return;
+    }
+    if (sent) return;
+    sent = true;
+    chan_->send(encode_data(stream, {}));
 }
 
 void DataPump::finish(int code) {
@@ -287,7 +308,10 @@ void DataPump::finish(int code) {
     local_.input.reset();
     local_.output.reset();
     local_.errors.reset();
-    chan_->close_after_flush();
+    if (role_ == Role::Service && version_ == 0)
+        close_after_hello_ = true;
+    else
+        chan_->close_after_flush();
     auto done = std::move(done_);
     if (done) done(code);
 }

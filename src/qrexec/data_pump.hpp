@@ -49,6 +49,8 @@ private:
     void write_output(MsgType stream, std::string_view bytes);
     void close_output(MsgType stream);
     void maybe_finish();
+    // Sends a stream's EOF (an empty data message); stdout and stderr once each.
+    void send_eof(MsgType stream);
     void finish(int code);
 
     struct Reader {
@@ -78,6 +80,9 @@ private:
     size_t chunk_ = kMaxDataChunk;
     std::optional<int> exit_code_;
     bool peer_stdin_eof_ = false;
+    bool stdout_eof_sent_ = false;
+    bool stderr_eof_sent_ = false;
+    bool close_after_hello_ = false;  // finished before the peer's HELLO came
     bool finished_ = false;
 };
 

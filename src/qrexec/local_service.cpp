@@ -95,12 +95,17 @@ void LocalServiceRunner::start(const std::string& cmdline, UniqueFd channel,
     }
 
     ServiceLookup lookup = find_service(cmd->service_and_arg, service_path_from_env());
-    if (int code = lookup_failure_exit_code(lookup))
-        return fail(std::move(channel), code, "service not found: " + cmd->service_and_arg, std::move(done));
+    if (int code = lookup_failure_exit_code(lookup)) {
+        std::string why = "service not found: " + cmd->service_and_arg;
+        if (auto* bad = std::get_if<InvalidService>(&lookup))
+            why = "service " + cmd->service_and_arg + " unusable: " + (bad->path.empty() ? "" : bad->path + ": ") +
+                  bad->reason;
+        return fail(std::move(channel), code, why, std::move(done));
+    }
     auto config = load_rpc_config(cmd->service_and_arg, rpc_config_path_from_env(), &error);
     if (!config) return fail(std::move(channel), kExitProblem, error, std::move(done));
-    if (auto bad = check_config_for_service(*config, lookup))
-        return fail(std::move(channel), kExitProblem, *bad, std::move(done));
+    if (auto ignored = check_config_for_service(*config, lookup))
+        log_service_line(*ignored + " (" + cmd->service_and_arg + ")");
 
     if (auto* exe = std::get_if<ExecutableService>(&lookup)) {
         std::string run_as = effective_user(*cmd, *config);
@@ -117,7 +122,8 @@ void LocalServiceRunner::start(const std::string& cmdline, UniqueFd channel,
     const auto& tcp = std::get<TcpService>(lookup);
     UniqueFd fd = connect_tcp(tcp);
     if (!fd) return fail(std::move(channel), kExitProblem, "cannot connect to " + tcp.host, std::move(done));
-    run_socket(std::move(fd), *cmd, *config, /*send_descriptor=*/false, std::move(channel), std::move(done));
+    run_socket(std::move(fd), *cmd, *config, !config->skip_service_descriptor, std::move(channel),
+               std::move(done));
 }
 
 void LocalServiceRunner::run_process(const std::vector<std::string>& argv,

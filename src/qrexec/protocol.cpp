@@ -133,8 +133,9 @@ Message decode_message(const Header& header, std::string_view payload) {
             return t;
         }
         case MsgType::ConnectionTerminated:
-            // exec_params with an empty command line; tolerate a missing NUL.
-            need(type, payload, 8, false);
+            // Exactly struct exec_params (domain, port) and nothing more: a
+            // Qubes daemon stops at any other size.
+            need(type, payload, 8, true);
             return ConnectionTerminated{get_u32(payload, 0), get_u32(payload, 4)};
         case MsgType::DataStdin:
         case MsgType::DataStdout:
@@ -219,7 +220,10 @@ std::string encode_trigger(const TriggerService& t) {
 }
 
 std::string encode_connection_terminated(uint32_t domain, uint32_t port) {
-    return encode_exec(MsgType::ConnectionTerminated, ExecParams{domain, port, {}});
+    std::string out = encode_header(MsgType::ConnectionTerminated, 8);
+    put_u32(out, domain);
+    put_u32(out, port);
+    return out;
 }
 
 std::string encode_data(MsgType stream, std::string_view bytes) {

@@ -120,6 +120,8 @@ std::optional<ParsedCmdline> parse_cmdline(std::string_view cmdline, std::string
         return std::nullopt;
     }
     cmd.service_and_arg = cmd.service + "+" + cmd.argument;
+    cmd.descriptor = std::string(descriptor);
+    cmd.has_argument = descriptor.find('+') != std::string_view::npos;
     cmd.source = std::string(tokens[1]);
     if (tokens.size() == 4) {
         if (tokens[2] != "name" && tokens[2] != "keyword") {
@@ -256,7 +258,9 @@ std::optional<TcpService> parse_tcp_target(std::string_view link_target, std::st
 
 namespace {
 
-ServiceLookup classify(const std::string& path, const struct stat& lst, std::string_view argument) {
+// nullopt: a dangling symbolic link, which the search passes over (as in Qubes).
+std::optional<ServiceLookup> classify(const std::string& path, const struct stat& lst,
+                                      std::string_view argument) {
     if (S_ISLNK(lst.st_mode)) {
         std::string target(4096, '\0');
         ssize_t n = ::readlink(path.c_str(), target.data(), target.size());
@@ -273,7 +277,10 @@ ServiceLookup classify(const std::string& path, const struct stat& lst, std::str
         }
     }
     struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) return InvalidService{path, "stat: " + errno_text(errno)};
+    if (::stat(path.c_str(), &st) != 0) {
+        if (errno == ENOENT && S_ISLNK(lst.st_mode)) return std::nullopt;
+        return InvalidService{path, "stat: " + errno_text(errno)};
+    }
     if (S_ISSOCK(st.st_mode)) return UnixSocketService{path};
     if (S_ISREG(st.st_mode) && ::eaccess(path.c_str(), X_OK) == 0) return ExecutableService{path};
     return InvalidService{path, "not executable, not a socket"};
@@ -300,10 +307,10 @@ ServiceLookup find_service(std::string_view service_and_arg, std::string_view se
             std::string path = dir + "/" + name;
             struct stat lst {};
             if (::lstat(path.c_str(), &lst) != 0) {
-                if (errno == ENOENT || errno == ENOTDIR) continue;
+                if (errno == ENOENT) continue;
                 return InvalidService{path, "lstat: " + errno_text(errno)};
             }
-            return classify(path, lst, argument);
+            if (auto found = classify(path, lst, argument)) return *found;
         }
     }
     return ServiceNotFound{};
@@ -312,7 +319,7 @@ ServiceLookup find_service(std::string_view service_and_arg, std::string_view se
 int lookup_failure_exit_code(const ServiceLookup& lookup) {
     if (std::holds_alternative<ServiceNotFound>(lookup) ||
         std::holds_alternative<InvalidService>(lookup))
-        return kExitNotFound;
+        return std::holds_alternative<ServiceNotFound>(lookup) ? kExitNotFound : kExitProblem;
     return 0;
 }
 
@@ -510,7 +517,9 @@ std::optional<RpcConfig> load_rpc_config(std::string_view service_and_arg,
             std::string path = dir + "/" + name;
             struct stat st {};
             if (::stat(path.c_str(), &st) != 0) {
-                if (errno == ENOENT || errno == ENOTDIR) continue;
+                // Only a missing file means "no config": one that cannot be
+                // reached (ENOTDIR, EACCES, a loop) fails the call.
+                if (errno == ENOENT) continue;
                 set_error(error, path + ": " + errno_text(errno));
                 return std::nullopt;
             }
@@ -546,9 +555,9 @@ std::optional<std::string> check_config_for_service(const RpcConfig& config,
                                                     const ServiceLookup& lookup) {
     if (!std::holds_alternative<ExecutableService>(lookup)) return std::nullopt;
     if (config.skip_service_descriptor)
-        return "skip-service-descriptor=true is only for socket services";
-    if (config.exit_on_service_eof) return "exit-on-service-eof=true is only for socket services";
-    if (config.exit_on_client_eof) return "exit-on-client-eof=true is only for socket services";
+        return "ignoring skip-service-descriptor=true for an executable service";
+    if (config.exit_on_service_eof) return "ignoring exit-on-service-eof=true for an executable service";
+    if (config.exit_on_client_eof) return "ignoring exit-on-client-eof=true for an executable service";
     return std::nullopt;
 }
 
@@ -579,8 +588,8 @@ std::vector<std::string> build_service_env(const std::vector<std::string>& base_
     for (const auto& e : base_env)
         if (!scrubbed(e)) env.push_back(e);
     env.push_back("QREXEC_REMOTE_DOMAIN=" + cmd.source);
-    env.push_back("QREXEC_SERVICE_FULL_NAME=" + cmd.service_and_arg);
-    if (!cmd.argument.empty()) env.push_back("QREXEC_SERVICE_ARGUMENT=" + cmd.argument);
+    env.push_back("QREXEC_SERVICE_FULL_NAME=" + cmd.descriptor);
+    if (cmd.has_argument) env.push_back("QREXEC_SERVICE_ARGUMENT=" + cmd.argument);
     if (!cmd.target_type || !cmd.target) {
         env.push_back("QREXEC_REQUESTED_TARGET_TYPE=");
     } else if (*cmd.target_type == "keyword") {
@@ -608,7 +617,7 @@ std::vector<std::string> service_argv(const ExecutableService& service, const Pa
 }
 
 std::string service_descriptor(const ParsedCmdline& cmd) {
-    std::string d = cmd.service_and_arg + " " + cmd.source;
+    std::string d = cmd.descriptor + " " + cmd.source;
     if (cmd.target_type && cmd.target) d += " " + *cmd.target_type + " " + *cmd.target;
     d.push_back('\0');
     return d;

@@ -45,8 +45,10 @@ struct ParsedCmdline {
 
     // Service calls only.
     std::string service_and_arg;  // "SERVICE+ARG"; a call without '+' gets one ("SERVICE+")
+    std::string descriptor;       // SERVICE[+ARG] exactly as called (no '+' added)
     std::string service;          // before the first '+'
     std::string argument;         // after the first '+' (may be empty)
+    bool has_argument = false;    // the call had a '+' (its argument may be empty)
     std::string source;           // the calling qube
     std::optional<std::string> target_type;  // "name" or "keyword" (calls to the admin qube)
     std::optional<std::string> target;       // qube name, or keyword without '@'
@@ -103,8 +105,9 @@ std::string rpc_config_path_from_env();
 // - a symlink to /dev/tcp[/HOST[/PORT]] -> TcpService (or InvalidService);
 // - an AF_UNIX socket -> UnixSocketService;
 // - an executable regular file -> ExecutableService;
-// - anything else (dangling link, directory, non-executable file, lstat error
-//   other than ENOENT/ENOTDIR) -> InvalidService.
+// - a dangling symbolic link (its target missing) is passed over, as if absent;
+// - anything else (directory, non-executable file, a link whose target cannot
+//   be reached, lstat error other than ENOENT) -> InvalidService.
 // A name containing '/' or NUL, or "."/"..", is InvalidService.
 ServiceLookup find_service(std::string_view service_and_arg,
                            std::string_view search_path = kDefaultServicePath);
@@ -121,7 +124,7 @@ std::optional<TcpService> parse_tcp_target(std::string_view link_target, std::st
                                            std::string* error = nullptr);
 
 // Exit status the agent reports when a lookup gives no runnable service
-// (127 for both not found and invalid), or 0 for a runnable one.
+// (127 not found, 125 invalid, as in Qubes), or 0 for a runnable one.
 int lookup_failure_exit_code(const ServiceLookup& lookup);
 
 // ---------------------------------------------------------------------------
@@ -153,8 +156,8 @@ std::optional<RpcConfig> load_rpc_config(std::string_view service_and_arg,
                                          std::string_view config_path = kDefaultRpcConfigPath,
                                          std::string* error = nullptr);
 
-// Whether the config can be used for this service: the socket-only options
-// set to true are refused for an executable service. nullopt when fine.
+// The socket-only options set to true for an executable service are ignored
+// (as in Qubes): returns the warning to log, nullopt when there is none.
 std::optional<std::string> check_config_for_service(const RpcConfig& config,
                                                     const ServiceLookup& lookup);
 
@@ -170,8 +173,8 @@ bool should_wait_for_session(const ParsedCmdline& cmd, const RpcConfig& config);
 // The environment of a service, from base_env ("K=V" strings): the variables
 // QREXEC_REMOTE_DOMAIN, QREXEC_SERVICE_FULL_NAME, QREXEC_SERVICE_ARGUMENT and
 // every QREXEC_REQUESTED_TARGET* are removed from base_env, then set:
-//   QREXEC_REMOTE_DOMAIN=<source>  QREXEC_SERVICE_FULL_NAME=<SERVICE+ARG>
-//   QREXEC_SERVICE_ARGUMENT=<arg>  (only for a non-empty argument)
+//   QREXEC_REMOTE_DOMAIN=<source>  QREXEC_SERVICE_FULL_NAME=<SERVICE[+ARG] as called>
+//   QREXEC_SERVICE_ARGUMENT=<arg>  (whenever the call had a '+', even empty)
 //   no target on the command line: QREXEC_REQUESTED_TARGET_TYPE= (empty)
 //   name TARGET:    QREXEC_REQUESTED_TARGET_TYPE=name QREXEC_REQUESTED_TARGET=TARGET
 //   keyword KW:     QREXEC_REQUESTED_TARGET_TYPE=keyword QREXEC_REQUESTED_TARGET_KEYWORD=KW
@@ -187,8 +190,9 @@ std::vector<std::string> current_environment();
 std::vector<std::string> service_argv(const ExecutableService& service, const ParsedCmdline& cmd);
 
 // What a socket service receives first (unless skip-service-descriptor):
-// "SERVICE+ARG SOURCE" (plus " TYPE TARGET" when the command line had them),
-// with its terminating NUL byte included.
+// "SERVICE[+ARG] SOURCE" (plus " TYPE TARGET" when the command line had them),
+// the service as called (a call without '+' gets none, as in Qubes), with its
+// terminating NUL byte included.
 std::string service_descriptor(const ParsedCmdline& cmd);
 
 }  // namespace aerie::qrexec

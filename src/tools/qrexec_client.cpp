@@ -114,7 +114,12 @@ int run_in_dom0(const std::string& cmdline, const char* local_program) {
     local.output = std::move(lio.output);
     local.errors.reset(::dup(2));
     auto pump = DataPump::create(io, std::move(caller_end), DataPump::Role::Caller, std::move(local));
-    pump->start([&code](int c) { code = c; });
+    // The exit code ends the call: the reaper's signal watch (and a stdin
+    // that never ends) would otherwise keep the loop running for ever.
+    pump->start([&code, &io](int c) {
+        code = c;
+        io.stop();
+    });
     io.run();
     return wait_local(lio.pid, code);
 }

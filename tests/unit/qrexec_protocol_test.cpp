@@ -86,6 +86,16 @@ TEST(QrexecProtocol, DataEofAndExitCode) {
     EXPECT_EQ(ct.port, 700u);
 }
 
+// struct exec_params without a command line: 8 bytes, no trailing NUL; any
+// other size is refused (a Qubes daemon exits on it).
+TEST(QrexecProtocol, ConnectionTerminatedIsExactlyEightBytes) {
+    EXPECT_EQ(encode_connection_terminated(5, 700), le32(0x211) + le32(8) + le32(5) + le32(700));
+    Header h{0x211, 9};
+    EXPECT_THROW(decode_message(h, le32(5) + le32(700) + std::string(1, '\0')), ProtocolError);
+    h.len = 7;
+    EXPECT_THROW(decode_message(h, (le32(5) + le32(700)).substr(0, 7)), ProtocolError);
+}
+
 TEST(QrexecProtocol, OversizedLengthIsRejectedBeforeReading) {
     std::string header = le32(0x190) + le32(0xffffffff);
     EXPECT_THROW(decode_header(header), ProtocolError);

@@ -267,17 +267,32 @@ TEST(QrexecServiceLookup, NonExecutableAndDirectoryAreInvalid) {
     auto r = find_service("plain+", a + ":" + b);
     ASSERT_TRUE(std::holds_alternative<InvalidService>(r));
     EXPECT_EQ(std::get<InvalidService>(r).path, a + "/plain");
-    EXPECT_EQ(lookup_failure_exit_code(r), 127);
+    EXPECT_EQ(lookup_failure_exit_code(r), 125);
     fs::create_directory(a + "/dir");
     EXPECT_TRUE(std::holds_alternative<InvalidService>(find_service("dir+", a)));
 }
 
-TEST(QrexecServiceLookup, DanglingSymlinkStopsTheSearch) {
+// As in Qubes: a link to a missing file is passed over; one whose target
+// cannot be reached at all (a path through a file) stops the search (125).
+TEST(QrexecServiceLookup, DanglingSymlinkIsPassedOver) {
     TempDir t;
     auto a = t.sub("a"), b = t.sub("b");
     make_link(t.path() + "/nowhere", a + "/svc");
     write_file(b + "/svc", "", true);
-    EXPECT_TRUE(std::holds_alternative<InvalidService>(find_service("svc+", a + ":" + b)));
+    auto r = find_service("svc+", a + ":" + b);
+    ASSERT_TRUE(std::holds_alternative<ExecutableService>(r));
+    EXPECT_EQ(std::get<ExecutableService>(r).path, b + "/svc");
+    EXPECT_TRUE(std::holds_alternative<ServiceNotFound>(find_service("svc+", a)));
+}
+
+TEST(QrexecServiceLookup, UnreachableSpecificLinkIsAProblem) {
+    TempDir t;
+    auto a = t.sub("a");
+    make_link("/dev/null/invalid", a + "/svc+arg");
+    write_file(a + "/svc", "", true);
+    auto r = find_service("svc+arg", a);
+    ASSERT_TRUE(std::holds_alternative<InvalidService>(r));
+    EXPECT_EQ(lookup_failure_exit_code(r), 125);
 }
 
 TEST(QrexecServiceLookup, SymlinkToExecutable) {
@@ -330,7 +345,7 @@ TEST(QrexecServiceLookup, TcpSymlinks) {
     // Bad argument for the link: an invalid service, not a missing one.
     auto bad = find_service("port+0022", a);
     ASSERT_TRUE(std::holds_alternative<InvalidService>(bad));
-    EXPECT_EQ(lookup_failure_exit_code(bad), 127);
+    EXPECT_EQ(lookup_failure_exit_code(bad), 125);
     EXPECT_TRUE(std::holds_alternative<InvalidService>(find_service("port+", a)));
     EXPECT_TRUE(std::holds_alternative<InvalidService>(find_service("any+localhost+80", a)));
 }
@@ -569,6 +584,20 @@ TEST(QrexecRpcConfig, LoadInvalidFileFails) {
     EXPECT_FALSE(load_rpc_config("dir+", b, &error));
 }
 
+// A config that exists but cannot be reached fails the call (as in Qubes);
+// only a missing one means the defaults.
+TEST(QrexecRpcConfig, UnreachableFileFails) {
+    TempDir t;
+    auto a = t.sub("a");
+    make_link("/dev/null/doesnotexist", a + "/svc+arg");
+    std::string error;
+    EXPECT_FALSE(load_rpc_config("svc+arg", a, &error));
+    make_link("/dev/null/doesnotexist", t.path() + "/cfg");
+    EXPECT_FALSE(load_rpc_config("svc+arg", t.path() + "/cfg", &error));
+    make_link(t.path() + "/nowhere", a + "/other");
+    EXPECT_TRUE(load_rpc_config("other+", a, &error));
+}
+
 TEST(QrexecRpcConfig, ConnectTcpAsShipped) {
     TempDir t;
     auto rpc = t.sub("rpc"), cfg = t.sub("cfg");
@@ -587,7 +616,8 @@ TEST(QrexecRpcConfig, ConnectTcpAsShipped) {
     EXPECT_FALSE(check_config_for_service(*config, lookup));
 }
 
-TEST(QrexecRpcConfig, SocketOptionsRefusedForExecutables) {
+// Ignored for executables (as in Qubes), with a warning to log.
+TEST(QrexecRpcConfig, SocketOptionsIgnoredForExecutables) {
     RpcConfig c;
     c.skip_service_descriptor = true;
     EXPECT_TRUE(check_config_for_service(c, ExecutableService{"/x"}));
@@ -647,12 +677,25 @@ TEST(QrexecServiceEnv, ScrubsAndSets) {
     EXPECT_EQ(env[2], "HOME=/home/user");
 }
 
-TEST(QrexecServiceEnv, NoArgumentNoArgumentVariable) {
+// A call without '+' keeps its name as called and has no argument variable;
+// a '+' with nothing after it is an empty argument, set as such (as in Qubes).
+TEST(QrexecServiceEnv, NoPlusNoArgumentVariable) {
+    auto env = build_service_env({"QREXEC_SERVICE_ARGUMENT=stale"},
+                                 parse_ok("user:QUBESRPC qubes.Svc work"));
+    EXPECT_EQ(qrexec_vars(env), (std::vector<std::string>{
+                                    "QREXEC_REMOTE_DOMAIN=work",
+                                    "QREXEC_REQUESTED_TARGET_TYPE=",
+                                    "QREXEC_SERVICE_FULL_NAME=qubes.Svc",
+                                }));
+}
+
+TEST(QrexecServiceEnv, EmptyArgumentIsSet) {
     auto env = build_service_env({"QREXEC_SERVICE_ARGUMENT=stale"},
                                  parse_ok("user:QUBESRPC qubes.Svc+ work"));
     EXPECT_EQ(qrexec_vars(env), (std::vector<std::string>{
                                     "QREXEC_REMOTE_DOMAIN=work",
                                     "QREXEC_REQUESTED_TARGET_TYPE=",
+                                    "QREXEC_SERVICE_ARGUMENT=",
                                     "QREXEC_SERVICE_FULL_NAME=qubes.Svc+",
                                 }));
 }
@@ -676,6 +719,7 @@ TEST(QrexecServiceEnv, KeywordTarget) {
                                     "QREXEC_REMOTE_DOMAIN=work",
                                     "QREXEC_REQUESTED_TARGET_KEYWORD=adminvm",
                                     "QREXEC_REQUESTED_TARGET_TYPE=keyword",
+                                    "QREXEC_SERVICE_ARGUMENT=",
                                     "QREXEC_SERVICE_FULL_NAME=svc+",
                                 }));
     auto at = build_service_env({}, parse_ok("QUBESRPC svc+ work keyword @dispvm:dvm",
@@ -703,7 +747,7 @@ TEST(QrexecServiceEnv, Descriptor) {
     EXPECT_EQ(service_descriptor(parse_ok("u:QUBESRPC qubes.Svc+arg work")),
               std::string("qubes.Svc+arg work\0", 19));
     EXPECT_EQ(service_descriptor(parse_ok("u:QUBESRPC qubes.Svc work")),
-              std::string("qubes.Svc+ work\0", 16));
+              std::string("qubes.Svc work\0", 15));
     EXPECT_EQ(service_descriptor(
                   parse_ok("QUBESRPC qubes.Svc+ work keyword adminvm", CmdlineUser::Absent)),
               std::string("qubes.Svc+ work keyword adminvm\0", 32));
