@@ -1,4 +1,4 @@
-"""Volumes that are real (issue 13, findings 6 and 7), with real qubes:
+"""Volumes that are real (sized, snapshotted, worked on off the loop), with real qubes:
 
   busy start    a qube with 300,000 files in /rw starts (after a stop whose
                 revision is kept in the background) while admin.vm.List
