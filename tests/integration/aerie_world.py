@@ -36,6 +36,21 @@ def bin_path(name):
     return os.path.join(BUILD, "bin", name)
 
 
+def mount_image_aside(image, view, options):
+    """Mounts a halted qube's volume image on `view`. Its file system may
+    live on for a moment after the qube halted (a copy of its mount in a
+    mount namespace another qube's launch cloned meanwhile), and mount(8)
+    will not set up a second loop device over the same file until it goes."""
+    deadline = time.monotonic() + 10
+    while True:
+        r = subprocess.run(["mount", "-o", options, image, view], capture_output=True, text=True)
+        if r.returncode == 0:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError("mounting %s on %s: %s" % (image, view, r.stderr.strip()))
+        time.sleep(0.05)
+
+
 def wait_for(pred, timeout=10.0, what="condition"):
     deadline = time.monotonic() + timeout
     while True:
@@ -364,8 +379,7 @@ class World:
         """A halted qube's volume image mounted read-only aside (no journal
         replay) while the block runs: its folder."""
         view = tempfile.mkdtemp(prefix="volume-", dir=self.root)
-        subprocess.run(["mount", "-o", "ro,loop,noload,nodev,nosuid", self.volume_path(qube, volume), view],
-                       check=True, capture_output=True)
+        mount_image_aside(self.volume_path(qube, volume), view, "ro,loop,noload,nodev,nosuid")
         try:
             yield view
         finally:

@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import sys
 
-from aerie_world import PREFIX, WorldTest, bin_path, run_tests
+from aerie_world import PREFIX, WorldTest, bin_path, mount_image_aside, run_tests
 
 # Run as root inside a qube: tries to loosen the host's mounts; one JSON line.
 LOOSEN = r'''
@@ -115,8 +115,7 @@ class HostileMountsTest(WorldTest):
         """What an administrator does on the host to repair the halted
         qube's volume: its image mounted aside, the link replaced."""
         view = tempfile.mkdtemp(prefix="repair-", dir=self.w.root)
-        subprocess.run(["mount", "-o", "loop,nodev,nosuid", self.w.volume_path(qube, "private"), view],
-                       check=True, capture_output=True)
+        mount_image_aside(self.w.volume_path(qube, "private"), view, "loop,nodev,nosuid")
         try:
             os.unlink(os.path.join(view, "home"))
             os.rename(os.path.join(view, "home.orig"), os.path.join(view, "home"))
