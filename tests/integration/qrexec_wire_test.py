@@ -102,10 +102,9 @@ class WireTest(unittest.TestCase):
         else:
             cls.world.cleanup()
 
-    def run_call_hello_last(self, cmdline):
-        """As run_call, but the caller's HELLO goes out only after the call
-        ended (its exit code and CONNECTION_TERMINATED came): the agent must
-        still take it, then close. Returns the messages."""
+    def exec_and_accept(self, cmdline):
+        """Sends cmdline to the agent as a Qubes daemon does and accepts the
+        data channel the agent connects to (the caller's end)."""
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         port = self.daemon.next_port
         path = os.path.join(self.qube.vchan_dir, "vchan.%d.%d.%d.sock" % (CALLER_DOMAIN, DOMID, port))
@@ -116,6 +115,13 @@ class WireTest(unittest.TestCase):
         conn, _ = server.accept()
         server.close()
         os.unlink(path)
+        return conn
+
+    def run_call_hello_last(self, cmdline):
+        """As run_call, but the caller's HELLO goes out only after the call
+        ended (its exit code and CONNECTION_TERMINATED came): the agent must
+        still take it, then close. Returns the messages."""
+        conn = self.exec_and_accept(cmdline)
         with conn:
             got = []
             while not got or got[-1][0] != "DATA_EXIT_CODE":
@@ -131,16 +137,7 @@ class WireTest(unittest.TestCase):
         """Runs cmdline in the agent as a Qubes daemon and qrexec-client would:
         returns the data channel's messages (name, payload) up to the exit
         code, and the CONNECTION_TERMINATED that follows on the control channel."""
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        port = self.daemon.next_port
-        path = os.path.join(self.qube.vchan_dir, "vchan.%d.%d.%d.sock" % (CALLER_DOMAIN, DOMID, port))
-        server.bind(path)
-        server.listen(1)
-        server.settimeout(20)
-        self.daemon.exec_cmdline(cmdline)
-        conn, _ = server.accept()
-        server.close()
-        os.unlink(path)
+        conn = self.exec_and_accept(cmdline)
         with conn:
             try:
                 conn.sendall(hello(3) + (msg("DATA_STDIN", stdin) if stdin else b"") + msg("DATA_STDIN"))
