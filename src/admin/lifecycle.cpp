@@ -463,6 +463,17 @@ void Lifecycle::finish_stop(const std::string& name, bool crashed, Done after) {
     }
     Qube* qube = model_.find(name);
     if (!qube) return complete_stop(name, crashed, std::move(waiters));
+    if (!running) {
+        // Found dead at a daemon start, before any request is served: its
+        // volumes are released in line, so it is wholly Halted from the first
+        // request on.
+        try {
+            pool_.stop(qube->uuid);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "aeried: stopping the volumes of %s: %s\n", name.c_str(), e.what());
+        }
+        return complete_stop(name, crashed, std::move(waiters));
+    }
     // The volumes are unmounted (and the revision queued) on a storage
     // thread; the qube is Halted once that is done.
     const std::string uuid = qube->uuid;
