@@ -16,6 +16,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <mutex>
 
 #include "storage/image.hpp"
 
@@ -229,34 +231,77 @@ int open_free_loop(int* number) {
     return fd;
 }
 
-// The loop device that still carries `image` (same device and inode), if
-// any: a file system whose last mount in this namespace went while a copy of
-// it lived on elsewhere (a mount namespace cloned meanwhile, e.g. a qube's
-// during its launch) keeps its superblock, and its loop device, until that
-// copy goes. Mounting that device again gives the same superblock; a second
-// loop device would give a second one over the same image, which corrupts it.
-int open_loop_of(const fs::path& image, int* number) {
-    struct stat want {};
-    if (::stat(image.c_str(), &want) < 0) return -1;
-    std::error_code ec;
-    for (fs::directory_iterator it("/sys/block", ec), end; !ec && it != end; it.increment(ec)) {
-        const std::string name = it->path().filename().string();
-        if (name.rfind("loop", 0) != 0) continue;
-        std::ifstream in(it->path() / "loop" / "backing_file");
-        std::string backing;
-        if (!std::getline(in, backing) || backing != image.string()) continue;
-        int n = std::atoi(name.c_str() + 4);
-        int fd = ::open(("/dev/" + name).c_str(), O_RDWR | O_CLOEXEC);
-        if (fd < 0) continue;
-        struct loop_info64 info {};
-        if (::ioctl(fd, LOOP_GET_STATUS64, &info) == 0 && info.lo_device == want.st_dev &&
-            info.lo_inode == want.st_ino) {
-            *number = n;
-            return fd;
+// Which loop device carries which image file (device, inode): a file system
+// whose last mount in this namespace went while a copy of it lived on
+// elsewhere (a mount namespace cloned meanwhile, e.g. a qube's during its
+// launch) keeps its superblock, and its loop device, until that copy goes.
+// Mounting that device again gives the same superblock; a second loop device
+// would give a second one over the same image, which corrupts it.
+//
+// Remembered here as devices are attached; the loop devices of the host are
+// read once per process (those of an earlier aeried), not at every mount: a
+// host may have hundreds of them, and reading each costs a start milliseconds.
+class LoopDevices {
+public:
+    // The device carrying `image`, opened, or -1.
+    int open_carrier(const struct stat& image, int* number) {
+        std::lock_guard lock(mutex_);
+        if (!scanned_) scan();
+        auto it = carriers_.find(key(image));
+        if (it == carriers_.end()) return -1;
+        int fd = open_if_carrying(it->second, image);
+        if (fd < 0) {
+            carriers_.erase(it);  // detached since (autoclear): the image is free
+            return -1;
         }
-        ::close(fd);
+        *number = it->second;
+        return fd;
     }
-    return -1;
+
+    void attached(const struct stat& image, int number) {
+        std::lock_guard lock(mutex_);
+        carriers_[key(image)] = number;
+    }
+
+private:
+    using Key = std::pair<dev_t, ino_t>;
+    static Key key(const struct stat& st) { return {st.st_dev, st.st_ino}; }
+
+    static int open_if_carrying(int number, const struct stat& image) {
+        int fd = ::open(("/dev/loop" + std::to_string(number)).c_str(), O_RDWR | O_CLOEXEC);
+        if (fd < 0) return -1;
+        struct loop_info64 info {};
+        if (::ioctl(fd, LOOP_GET_STATUS64, &info) == 0 && info.lo_device == image.st_dev &&
+            info.lo_inode == image.st_ino)
+            return fd;
+        ::close(fd);
+        return -1;
+    }
+
+    void scan() {
+        scanned_ = true;
+        std::error_code ec;
+        for (fs::directory_iterator it("/sys/block", ec), end; !ec && it != end; it.increment(ec)) {
+            const std::string name = it->path().filename().string();
+            if (name.rfind("loop", 0) != 0 || !fs::exists(it->path() / "loop" / "backing_file", ec)) continue;
+            int fd = ::open(("/dev/" + name).c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) continue;
+            struct loop_info64 info {};
+            if (::ioctl(fd, LOOP_GET_STATUS64, &info) == 0)
+                carriers_[{static_cast<dev_t>(info.lo_device), static_cast<ino_t>(info.lo_inode)}] =
+                    std::atoi(name.c_str() + 4);
+            ::close(fd);
+        }
+    }
+
+    std::mutex mutex_;
+    bool scanned_ = false;
+    std::map<Key, int> carriers_;
+};
+
+LoopDevices& loop_devices() {
+    static LoopDevices devices;
+    return devices;
 }
 
 }  // namespace
@@ -276,8 +321,14 @@ static bool has_sys_resource() {
 void mount_image(const fs::path& image, const fs::path& target, bool allow_suid, bool scratch) {
     int file = ::open(image.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     if (file < 0) throw_storage_errno("opening " + image.string(), errno);
+    struct stat image_st {};
+    if (::fstat(file, &image_st) < 0) {
+        int err = errno;
+        ::close(file);
+        throw_storage_errno("reading " + image.string(), err);
+    }
     int number = -1;
-    int loop = open_loop_of(image, &number);
+    int loop = loop_devices().open_carrier(image_st, &number);
     // Another process may take the same free device first: try again.
     for (int attempt = 0; loop < 0 && attempt < 16; ++attempt) {
         try {
@@ -290,7 +341,10 @@ void mount_image(const fs::path& image, const fs::path& target, bool allow_suid,
         config.fd = static_cast<uint32_t>(file);
         config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
         std::snprintf(reinterpret_cast<char*>(config.info.lo_file_name), LO_NAME_SIZE, "%s", image.c_str());
-        if (::ioctl(loop, LOOP_CONFIGURE, &config) == 0) break;
+        if (::ioctl(loop, LOOP_CONFIGURE, &config) == 0) {
+            loop_devices().attached(image_st, number);
+            break;
+        }
         int err = errno;
         ::close(loop);
         loop = -1;
