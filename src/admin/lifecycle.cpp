@@ -15,6 +15,7 @@
 
 #include "admin/qube_logs.hpp"
 #include "admin/qube_mounts.hpp"
+#include "admin/reaper.hpp"
 #include "qrexec/service_config.hpp"
 
 extern char** environ;  // passed on to the qrexec daemons
@@ -35,8 +36,8 @@ struct Lifecycle::Running {
     bool stopping = false;
     Done starting;                // the start's caller, until the agent said hello
     std::vector<Done> on_halted;  // shutdown --wait callers
-    base::UniqueFd console_drainer;  // a pidfd: readable once the console is all in its log
-    base::UniqueFd daemon_log_drainer;  // the same for the qrexec daemon's log (read its last line after it)
+    uint64_t console_log = 0;     // its pipe in the log service: all in the file once drained
+    uint64_t daemon_log = 0;      // the same for the qrexec daemon's output (its last line after it)
 };
 
 namespace {
@@ -87,7 +88,7 @@ ApiError not_running(const Qube& qube) {
 Lifecycle::Lifecycle(asio::io_context& io, Model& model, EventHub& events, backend::Backend& backend,
                      storage::FilePool& pool, LifecycleConfig config)
     : io_(io), model_(model), events_(events), backend_(backend), pool_(pool), config_(std::move(config)),
-      storage_(io) {
+      logs_(io, config_.bin_dir / "aerie-logd", config_.log_dir), storage_(io) {
     fs::create_directories(config_.runtime_dir);
     fs::create_directories(config_.log_dir);
     fs::create_directories(config_.qrexec_socket_dir);
@@ -205,15 +206,23 @@ void Lifecycle::launch(Qube& qube, const storage::StartedVolumes& volumes) {
         {"QREXEC_SERVICE_PATH", std::string(qrexec::kDefaultServicePath) + ":/run/aerie/bin/qubes-rpc"},
     };
     // A pipe: the qube never holds the log file (docs/security.md, "Logs").
-    base::LogPipe console = base::spawn_log_drainer(qube_log(qube.name, "console"), console_log_cap(config_.log_max_bytes));
+    LogDrains::Pipe console = logs_.open(qube_log_name(qube.name, "console"), console_log_cap(config_.log_max_bytes));
     spec.console_fd = console.input.get();
 
     auto running = std::make_unique<Running>(io_);
-    running->console_drainer = std::move(console.drainer);
-    backend::RunningQube started = backend_.start(spec);
+    running->console_log = console.id;
+    // The daemon first: it loads while the qube is made, and is woken when
+    // the agent's socket appears.
+    spawn_qrexec_daemon(qube, *running);
+    backend::RunningQube started;
+    try {
+        started = backend_.start(spec);
+    } catch (...) {
+        ::kill(running->daemon_pid, SIGKILL);
+        throw;
+    }
     running->init_pid = started.init_pid;
     write_text(runtime / "init.pid", std::to_string(started.init_pid));
-    spawn_qrexec_daemon(qube, *running);
     running_[qube.name] = std::move(running);
     watch_exit(qube.name);
 }
@@ -261,47 +270,14 @@ void Lifecycle::spawn_qrexec_daemon(const Qube& qube, Running& running) {
     if (!config_.internal_socket.empty()) env.push_back("QUBESD_INTERNAL_SOCKET=" + config_.internal_socket);
     if (!config_.admin_socket.empty()) env.push_back("QUBESD_SOCKET=" + config_.admin_socket);
 
-    std::vector<char*> argv, envp;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    for (auto& e : env) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    // Its stdout and stderr (and its children's) go through a capped drainer.
-    base::LogPipe log = base::spawn_log_drainer(qube_log(qube.name, "qrexec-daemon"), {config_.log_max_bytes});
-
-    // Detached twice over: its own session, and not our child, so that a
-    // restart of the admin daemon neither takes it down nor leaves a zombie.
-    int pipefd[2];
-    if (::pipe2(pipefd, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
-    pid_t middle = ::fork();
-    if (middle < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
-    if (middle == 0) {
-        ::setsid();
-        pid_t daemon = ::fork();
-        if (daemon != 0) {
-            (void)!::write(pipefd[1], &daemon, sizeof daemon);
-            ::_exit(0);
-        }
-        int in = ::open("/dev/null", O_RDONLY);
-        int out = log.input.get();
-        if (in < 0 || out < 0) ::_exit(127);
-        ::dup2(in, 0);
-        ::dup2(out, 1);
-        ::dup2(out, 2);
-        // Asio's sockets are not close-on-exec: a client connection kept open
-        // by the daemon would never see its EOF.
-        ::syscall(SYS_close_range, 3u, ~0u, 0u);
-        ::execve(program.c_str(), argv.data(), envp.data());
-        ::_exit(127);
-    }
-    ::close(pipefd[1]);
-    pid_t pid = -1;
-    ssize_t n = ::read(pipefd[0], &pid, sizeof pid);
-    ::close(pipefd[0]);
-    ::waitpid(middle, nullptr, 0);
-    if (n != sizeof pid || pid <= 0) throw std::runtime_error("cannot start " + program);
+    // Its stdout and stderr (and its children's) go to the log service.
+    LogDrains::Pipe log = logs_.open(qube_log_name(qube.name, "qrexec-daemon"), {config_.log_max_bytes});
+    // Its own session: a restart of the admin daemon does not take it down.
+    base::DetachedChild daemon = base::spawn_detached(args, env, log.input.get());
+    const pid_t pid = daemon.pid;
+    reap_when_ended(io_, std::move(daemon));
     running.daemon_pid = pid;
-    running.daemon_log_drainer = std::move(log.drainer);
+    running.daemon_log = log.id;
     write_text(runtime / "qrexec-daemon.pid", std::to_string(pid));
     watch_qrexec_daemon(qube.name, running);
 }
@@ -330,9 +306,8 @@ void Lifecycle::qrexec_daemon_exited(const std::string& name, pid_t pid) {
     if (it == running_.end() || it->second->daemon_pid != pid || it->second->stopping) return;
     Running& running = *it->second;
     running.daemon_pid = 0;
-    // Its last line is in its log once the drainer copied it (at most 2 s).
-    auto drainer = std::make_shared<base::UniqueFd>(std::move(running.daemon_log_drainer));
-    when_drained(io_, std::move(*drainer), 2s, [this, name] { qrexec_daemon_gone(name); });
+    // Its last line is in its log once the log service copied it (at most 2 s).
+    logs_.when_drained(running.daemon_log, 2s, [this, name] { qrexec_daemon_gone(name); });
 }
 
 void Lifecycle::qrexec_daemon_gone(const std::string& name) {
@@ -442,11 +417,11 @@ void Lifecycle::finish_stop(const std::string& name, bool crashed, Done after) {
         waiters = std::move(running->on_halted);
         if (running->starting) {
             // PID 1 ended before the agent said hello: the start failed. Its
-            // last words are in the console log once the drainer copied them.
+            // last words are in the console log once the log service copied them.
             auto starting = std::move(running->starting);
-            auto drainer = std::make_shared<base::UniqueFd>(std::move(running->console_drainer));
-            waiters.push_back([this, starting, name, drainer](std::optional<ApiError>) {
-                when_drained(io_, std::move(*drainer), 2s, [this, starting, name] {
+            const uint64_t console = running->console_log;
+            waiters.push_back([this, starting, name, console](std::optional<ApiError>) {
+                logs_.when_drained(console, 2s, [this, starting, name] {
                     std::string log = last_lines(qube_log(name, "console"), 5);
                     starting(qubes_error("QubesException", "Start failed: the qube '" + name +
                                                                "' stopped before its qrexec agent started" +

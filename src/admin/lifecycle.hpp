@@ -20,6 +20,7 @@
 #include "admin/model.hpp"
 #include "admin/qubesdb.hpp"
 #include "admin/server.hpp"
+#include "admin/log_drains.hpp"
 #include "admin/storage_worker.hpp"
 #include "backend/backend.hpp"
 #include "storage/host_template.hpp"
@@ -98,7 +99,10 @@ private:
     std::filesystem::path qube_runtime(const std::string& name) const { return config_.runtime_dir / name; }
     // <log dir>/<name>.<kind>.log (kind: console, qrexec-daemon).
     std::filesystem::path qube_log(const std::string& name, const std::string& kind) const {
-        return config_.log_dir / (name + "." + kind + ".log");
+        return config_.log_dir / qube_log_name(name, kind);
+    }
+    static std::string qube_log_name(const std::string& name, const std::string& kind) {
+        return name + "." + kind + ".log";
     }
 
     asio::io_context& io_;
@@ -108,6 +112,7 @@ private:
     storage::FilePool& pool_;
     LifecycleConfig config_;
     std::map<std::string, std::unique_ptr<Running>> running_;
+    LogDrains logs_;  // the consoles' and qrexec daemons' log pipes
     // Declared last, so destroyed first: it waits for queued storage work.
     StorageWorker storage_;
 };

@@ -1,9 +1,10 @@
 // The host's log files of a qube: <log dir>/<name>.<kind>.log (console,
 // qrexec-daemon, air-serve), each capped with one rotated copy (<file>.1) and
-// written by a drainer process from a pipe (base/bounded_log.hpp): neither a
-// qube nor a daemon it talks to holds the file itself. They outlive a run (for
-// the user to read after a crash) and go with the qube (admin.vm.Remove, a
-// disposable's cleanup).
+// copied from a pipe: by the log service (base/log_service.hpp, aerie-logd)
+// for the console and the qrexec daemon, by a drainer of its own for the
+// air-serve log (base/bounded_log.hpp). Neither a qube nor a daemon it talks
+// to holds the file itself. They outlive a run (for the user to read after a
+// crash) and go with the qube (admin.vm.Remove, a disposable's cleanup).
 #pragma once
 
 #include <asio.hpp>
@@ -28,9 +29,5 @@ base::LogCap console_log_cap(uint64_t max_bytes);
 // Deletes every log of the qube `name` and their rotated copies.
 void remove_qube_logs(const std::filesystem::path& log_dir, const std::string& name);
 
-// Calls `done` once the drainer (a pidfd) has ended, i.e. copied all the qube
-// wrote, or after `limit`, or at once without a drainer. Asynchronous.
-void when_drained(asio::io_context& io, base::UniqueFd drainer, std::chrono::milliseconds limit,
-                  std::function<void()> done);
 
 }  // namespace aerie::admin

@@ -9,9 +9,13 @@
             rotated copy besides); PID 1 holds a pipe, never the log file.
   remove    a removed qube's logs (and their rotated copies) are gone, and
             a disposable's once it is cleaned up.
+  restart   what a qube writes to its console after aeried was killed and
+            started again still reaches its console log (the log service
+            that drains it outlives the aeried that started it).
 Needs root. Run: python3 qube_logs_test.py BUILD_DIR"""
 
 import os
+import signal
 import sys
 import time
 
@@ -29,6 +33,15 @@ while [ $i -lt 200 ]; do
   i=$((i + 1))
 done
 echo flooded
+'''
+
+# Root in the qube: one line into PID 1's stdout (its console).
+CONSOLE_MARK = r'''
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.syscall(438, libc.syscall(434, 1, 0), 1, 0)   # pidfd_getfd(pidfd_open(1), 1)
+if fd < 0: sys.exit("pidfd_getfd: %d" % ctypes.get_errno())
+import os; os.write(fd, sys.argv[1].encode() + b"\n")
 '''
 
 # Root in the qube: PID 1's stdout through pidfd_getfd, then 20 MB into it
@@ -144,6 +157,17 @@ class QubeLogsTest(WorldTest):
         log_dir = os.path.join(self.w.runtime, "log")
         wait_for(lambda: not [f for f in os.listdir(log_dir) if f.startswith(name + ".")], 10,
                  "the logs of %s removed (left: %s)" % (name, os.listdir(log_dir)))
+
+    def test_05_console_log_goes_on_across_a_daemon_restart(self):
+        self.make_world(("work",))
+        self.w.tool("qvm-start", self.work)
+        console = log_path(self.w, self.work, "console")
+        self.w.stop_daemon(signal.SIGKILL)
+        self.w.start_daemon()
+        mark = "written-after-the-restart"
+        self.w.run(self.work, "python3 -c '%s' %s" % (CONSOLE_MARK, mark), user="root")
+        wait_for(lambda: mark.encode() in read(console), 10, "the line in %s" % console)
+        self.w.tool("qvm-shutdown", "--wait", self.work)
 
 
 def main():
