@@ -1,5 +1,6 @@
 #include "qrexec/daemon.hpp"
 
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -51,7 +52,7 @@ struct Daemon::Client {
 };
 
 Daemon::Daemon(asio::io_context& io, DaemonConfig config)
-    : io_(io), config_(std::move(config)), retry_timer_(io), give_up_timer_(io), hello_timer_(io),
+    : io_(io), config_(std::move(config)), vchan_watch_(io), retry_timer_(io), give_up_timer_(io), hello_timer_(io),
       backoff_(std::chrono::milliseconds(1), std::chrono::milliseconds(100)), reaper_(io),
       dom0_(std::make_unique<LocalServiceRunner>(io, reaper_)) {
     if (config_.vchan_dir.empty()) config_.vchan_dir = vchan_socket_dir();
@@ -85,10 +86,46 @@ void Daemon::start() {
                                      std::to_string(config_.startup_timeout.count()) + " seconds" +
                                      (last_failure_.empty() ? "" : " (" + last_failure_ + ")"));
     });
+    watch_vchan_folder();
     try_connect_agent();
     // Nothing else is served before the agent said hello.
     while (agent_state_ == AgentState::Starting && !io_.stopped()) io_.run_one();
     if (agent_state_ != AgentState::Connected) throw std::runtime_error(fatal_.empty() ? "stopped" : fatal_);
+}
+
+// A started qube's agent listens a few milliseconds after its daemon began
+// trying: the folder is watched so that the attempt follows at once rather
+// than after the growing pause. Only until the first hello, and an event
+// costs one attempt only while none is being made; a link that dropped later
+// is tried again after the pause alone (a qube making it flap gains nothing
+// by making names in its folder).
+void Daemon::watch_vchan_folder() {
+    if (!vchan_watch_.is_open()) {
+        int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (fd < 0) return;
+        const std::string folder = "/proc/self/fd/" + std::to_string(vchan_dirfd_.get());
+        if (::inotify_add_watch(fd, folder.c_str(), IN_CREATE | IN_MOVED_TO | IN_ONLYDIR) < 0) {
+            ::close(fd);
+            return;
+        }
+        vchan_watch_.assign(fd);
+    }
+    vchan_watch_.async_wait(asio::posix::stream_descriptor::wait_read, [this](const asio::error_code& ec) {
+        if (ec) return;
+        alignas(inotify_event) char events[4096];
+        while (::read(vchan_watch_.native_handle(), events, sizeof events) > 0) {
+        }
+        if (agent_state_ == AgentState::Starting && !agent_) {
+            // A socket is bound before it listens: should this attempt come
+            // in between, the next follows after the shortest pause.
+            retry_timer_.cancel();
+            backoff_.reset();
+            try_connect_agent();
+        }
+        if (agent_state_ == AgentState::Starting) return watch_vchan_folder();
+        asio::error_code ignored;
+        vchan_watch_.close(ignored);
+    });
 }
 
 // One attempt: resolve and connect beneath the vchan folder, then wait for

@@ -88,6 +88,7 @@ private:
 
     void try_connect_agent();
     void on_agent_hello(const Header& h, std::string_view payload);
+    void watch_vchan_folder();
     void agent_attempt_failed(const std::string& why);
     void agent_gone_for_good(const std::string& why);
     void on_agent_message(const Header& h, std::string_view payload);
@@ -134,6 +135,9 @@ private:
     AgentState agent_state_ = AgentState::Starting;
     bool agent_hello_pending_ = false;
     base::UniqueFd vchan_dirfd_;  // the qube's vchan folder, opened once
+    // Readable when a name appears in that folder (an inotify descriptor):
+    // the agent's socket is tried at once, not after the retry pause.
+    asio::posix::stream_descriptor vchan_watch_;
     asio::steady_timer retry_timer_;
     asio::steady_timer give_up_timer_;
     asio::steady_timer hello_timer_;
