@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mount.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -66,6 +67,20 @@ inline pid_t spawn_logged(const std::vector<std::string>& argv, const std::strin
         return -1;
     }
     return pid;
+}
+
+// The floor a start stands on: one process started and reaped (posix_spawn of
+// /bin/true, then waitpid), in ms. This machine's speed swings from day to
+// day; a figure divided by it does not.
+inline double spawn_floor_sample_ms() {
+    std::vector<char*> a = argv_of({"/bin/true"});
+    char* no_env[] = {nullptr};
+    auto t0 = std::chrono::steady_clock::now();
+    pid_t pid;
+    if (posix_spawn(&pid, a[0], nullptr, nullptr, a.data(), no_env) != 0) return 0;
+    int status;
+    ::waitpid(pid, &status, 0);
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
 inline std::string read_text(const fs::path& path) {

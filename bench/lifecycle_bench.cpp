@@ -2,7 +2,9 @@
 // a TemplateVM made from the host (qvm-template create-from-host), AppVMs on
 // it, all driven over aeried's raw Admin API socket:
 //  - start: the admin.vm.Start round trip, which is answered once the qube's
-//    qrexec agent has said hello (p50/p99 over 30 first starts of AppVMs);
+//    qrexec agent has said hello (p50/p99 over 30 first starts of AppVMs),
+//    and beside it the floor it stands on, a process spawned and reaped
+//    (measured between the starts): start_per_spawn is the start in those;
 //  - shutdown: the admin.vm.Shutdown+wait round trip of those (p50);
 //  - idle qubes: AppVMs started one after the other and left idle until 200
 //    run at once (or the first start that fails);
@@ -259,6 +261,7 @@ int main(int argc, char** argv) {
     // within qrexec_timeout could meet its previous qrexec daemon, which is
     // still trying to reach the agent of that run.
     std::vector<double> start_ms, shutdown_ms;
+    std::vector<double> spawn_ms;  // the floor, measured between the starts
     std::vector<std::string> halted;
     for (int i = 0; i < kStartSamples + 2; ++i) {
         const std::string& name = names[next++];
@@ -273,10 +276,13 @@ int main(int argc, char** argv) {
         if (i < 2) continue;  // warm-up
         start_ms.push_back(ms);
         shutdown_ms.push_back(down);
+        for (int k = 0; k < 3; ++k) spawn_ms.push_back(spawn_floor_sample_ms());
     }
     std::fprintf(stderr,
-                 "bench_lifecycle: start p50 %.1f ms p99 %.1f ms; shutdown+wait p50 %.1f ms; starts (ms):",
-                 percentile(start_ms, 0.5), percentile(start_ms, 0.99), percentile(shutdown_ms, 0.5));
+                 "bench_lifecycle: start p50 %.1f ms p99 %.1f ms; shutdown+wait p50 %.1f ms; floor (a process "
+                 "spawned and reaped) p50 %.2f ms, a start is %.1f of them; starts (ms):",
+                 percentile(start_ms, 0.5), percentile(start_ms, 0.99), percentile(shutdown_ms, 0.5),
+                 percentile(spawn_ms, 0.5), percentile(start_ms, 0.5) / percentile(spawn_ms, 0.5));
     {
         std::vector<double> sorted = start_ms;
         std::sort(sorted.begin(), sorted.end());
@@ -467,9 +473,11 @@ int main(int argc, char** argv) {
     char json[512];
     std::snprintf(json, sizeof json,
                   "{\"start_p50_ms\": %.2f, \"start_p99_ms\": %.2f, \"shutdown_p50_ms\": %.2f, "
+                  "\"spawn_floor_p50_ms\": %.3f, \"start_per_spawn\": %.2f, "
                   "\"idle_overhead_mib\": %.2f, \"idle_qubes_count\": %d}\n",
                   percentile(start_ms, 0.5), percentile(start_ms, 0.99), percentile(shutdown_ms, 0.5),
-                  overhead_mib, idle_count);
+                  percentile(spawn_ms, 0.5), percentile(start_ms, 0.5) / percentile(spawn_ms, 0.5), overhead_mib,
+                  idle_count);
     std::fputs(json, stdout);
     std::fprintf(stderr, "bench_lifecycle: %.0f s in all; load average %s", ms_since(bench_t0) / 1000,
                  read_text("/proc/loadavg").c_str());
