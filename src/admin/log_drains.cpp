@@ -12,6 +12,7 @@
 
 #include "admin/reaper.hpp"
 #include "base/detached_spawn.hpp"
+#include "base/fd_passing.hpp"
 #include "base/log_service.hpp"
 
 extern char** environ;
@@ -51,20 +52,8 @@ bool LogDrains::send(uint64_t id, const std::string& file_name, const base::LogC
     req.bytes_per_second = cap.bytes_per_second;
     req.burst_bytes = cap.burst_bytes;
     std::memcpy(req.name, file_name.data(), file_name.size());
-    alignas(cmsghdr) char space[CMSG_SPACE(sizeof(int))] = {};
-    iovec iov{&req, sizeof req};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = space;
-    msg.msg_controllen = sizeof space;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
     ssize_t n;
-    while ((n = ::sendmsg(control_.native_handle(), &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+    while ((n = base::send_with_fd(control_.native_handle(), &req, sizeof req, fd, 0)) < 0 && errno == EINTR) {
     }
     return n == static_cast<ssize_t>(sizeof req);
 }

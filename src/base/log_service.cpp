@@ -13,6 +13,9 @@
 #include <map>
 #include <memory>
 #include <exception>
+#include <vector>
+
+#include "base/fd_passing.hpp"
 
 namespace aerie::base {
 
@@ -91,32 +94,22 @@ private:
 
     void take_request() {
         LogRequest req;
-        alignas(cmsghdr) char space[CMSG_SPACE(sizeof(int))] = {};
-        iovec iov{&req, sizeof req};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = space;
-        msg.msg_controllen = sizeof space;
-        ssize_t n = ::recvmsg(control_, &msg, MSG_CMSG_CLOEXEC);
+        std::vector<UniqueFd> fds;
+        ssize_t n = recv_with_fds(control_, &req, sizeof req, 0, &fds);
         if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
         if (n <= 0) {  // aeried is gone: the pipes it gave are drained to their end
             unwatch(control_);
             control_open_ = false;
             return;
         }
-        UniqueFd pipe;
-        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int))) {
-                int fd;
-                std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-                pipe.reset(fd);
-            }
-        if (n != static_cast<ssize_t>(sizeof req) || !pipe || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
-            std::fprintf(stderr, "aerie-logd: a malformed request (%zd bytes) refused\n", n);
+        if (n != static_cast<ssize_t>(sizeof req) || fds.size() != 1) {
+            std::fprintf(stderr, "aerie-logd: a malformed request (%zd bytes, %zu descriptors) refused\n", n,
+                         fds.size());
+            fds.clear();  // closed before the answer: its writer sees EPIPE from then on
             if (n >= static_cast<ssize_t>(sizeof req.id)) reply(req.id);
             return;
         }
+        UniqueFd pipe = std::move(fds.front());
         req.name[sizeof req.name - 1] = '\0';
         auto s = std::make_unique<Stream>();
         s->id = req.id;
@@ -124,7 +117,8 @@ private:
             s->log = std::make_unique<BoundedLogFile>(log_dir_, req.name, req.max_bytes);
         } catch (const std::exception& e) {
             std::fprintf(stderr, "aerie-logd: %s\n", e.what());
-            reply(req.id);  // the writer gets EPIPE: nothing is kept of it
+            pipe.reset();  // the writer gets EPIPE: nothing is kept of it
+            reply(req.id);
             return;
         }
         s->bytes_per_second = req.bytes_per_second;
@@ -135,6 +129,7 @@ private:
         ::fcntl(s->pipe.get(), F_SETFL, ::fcntl(s->pipe.get(), F_GETFL) | O_NONBLOCK);
         int fd = s->pipe.get();
         if (!watch(fd)) {
+            s->pipe.reset();
             reply(req.id);
             return;
         }

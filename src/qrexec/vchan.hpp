@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fd_passing.hpp"
 #include "qrexec/unique_fd.hpp"
 
 namespace aerie::qrexec {
@@ -38,15 +39,10 @@ UniqueFd vchan_connect(const std::string& path, std::chrono::milliseconds timeou
 // a data channel the admin side hands over.
 std::pair<UniqueFd, UniqueFd> channel_pair();
 
-// One recvmsg(): up to len bytes, and the descriptors that came with them
-// (SCM_RIGHTS, close-on-exec) appended to *keep, or closed when keep is null.
-ssize_t recv_with_fds(int fd, void* buf, size_t len, int flags, std::vector<UniqueFd>* keep);
-
-// One sendmsg() of up to len bytes, with fd_to_pass attached (SCM_RIGHTS)
-// when it is >= 0. flags are added to MSG_NOSIGNAL.
-ssize_t send_with_fd(int fd, const void* data, size_t len, int fd_to_pass, int flags);
-// The same with every descriptor of `fds` attached (at most 8).
-ssize_t send_with_fds(int fd, const void* data, size_t len, std::span<const int> fds, int flags);
+// Descriptors with a socket's bytes (base/fd_passing.hpp).
+using base::recv_with_fds;
+using base::send_with_fd;
+using base::send_with_fds;
 
 // Raises a stream socket's kernel buffers for bulk transfer.
 void set_bulk_buffers(int fd);

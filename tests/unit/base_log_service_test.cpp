@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "base/fd_passing.hpp"
 #include "base/log_service.hpp"
 
 using namespace aerie::base;
@@ -71,21 +72,7 @@ public:
     }
 
     void send_with_fd(const void* data, size_t size, int fd) {
-        alignas(cmsghdr) char space[CMSG_SPACE(sizeof(int))] = {};
-        iovec iov{const_cast<void*>(data), size};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        if (fd >= 0) {
-            msg.msg_control = space;
-            msg.msg_controllen = sizeof space;
-            cmsghdr* c = CMSG_FIRSTHDR(&msg);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int));
-            std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-        }
-        ASSERT_EQ(::sendmsg(control_.get(), &msg, 0), static_cast<ssize_t>(size));
+        ASSERT_EQ(aerie::base::send_with_fd(control_.get(), data, size, fd, 0), static_cast<ssize_t>(size));
     }
 
     // The next id the service reports drained (0 after `limit` without one).
