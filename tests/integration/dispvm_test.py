@@ -633,6 +633,15 @@ class DispVMTest(WorldTest):
         script = ("ok=0; for i in $(seq 500); do echo x | qrexec-client-vm @dispvm test.Echo+leak >/dev/null "
                   "&& ok=$((ok+1)); done; echo $ok")
         rc, out, err = self.w.run(self.work, script, timeout=900)
+        if out.strip() != "500":  # what the host saw of the refused calls
+            policy_log = os.path.join(self.w.root, "policy-daemon.log")
+            try:
+                with open(policy_log, errors="replace") as f:
+                    err += "\n--- policy daemon log:\n" + f.read()[-3000:]
+            except OSError:
+                pass
+            err += "\n--- aeried log:\n" + self.w.log()
+            err += "\n--- the caller's qrexec-daemon log:\n" + self.w.qube_log(self.work, "qrexec-daemon")
         self.assertEqual(out.strip(), "500", err)
         self.settled(2)
         def back():
