@@ -291,16 +291,17 @@ int main(int argc, char** argv) {
     }
 
     // --- where a start's time goes -----------------------------------------------------------------
-    // Marks polled from a thread (which costs the starts some CPU): the
-    // qube's runtime folder (the launch began), the pool's run state (its
-    // volumes are mounted), the backend's record (its cgroups are made),
-    // init.pid (the backend returned: PID 1 runs in its namespaces),
-    // qrexec-daemon.pid (the host daemon is spawned), the agent's vchan
-    // socket (the agent listens), qrexec.NAME (the daemon has the agent's
-    // hello), and the reply.
+    // Marks polled from a thread (which costs the starts some CPU), in the
+    // order a start passes them: the pool's run state (its volumes are
+    // mounted), the qube's runtime folder (the launch began),
+    // qrexec-daemon.pid (the host daemon is spawned, before the qube so that
+    // it loads meanwhile), the backend's record (its cgroups are made),
+    // init.pid (the backend returned: PID 1 runs in its namespaces), the
+    // agent's vchan socket (the agent listens), qrexec.NAME (the daemon has
+    // the agent's hello), and the reply.
     {
-        const char* labels[] = {"launch began",          "volumes mounted", "cgroups made",     "PID 1 runs",
-                                "qrexec daemon spawned", "agent listens",   "daemon has hello", "reply"};
+        const char* labels[] = {"volumes mounted", "launch began",  "qrexec daemon spawned", "cgroups made",
+                                "PID 1 runs",      "agent listens", "daemon has hello",      "reply"};
         constexpr size_t kMarks = 8;
         std::vector<std::vector<double>> marks(kMarks);
         for (int i = 0; i < kBreakdownSamples; ++i) {
@@ -313,11 +314,11 @@ int main(int argc, char** argv) {
             fs::path dir = fs::path(runtime) / "qubes" / name;
             // (path, must have content)
             std::vector<std::pair<fs::path, bool>> paths = {
-                {dir / "vchan", false},
                 {fs::path(root) / "state" / "pool" / "run" / uuid / "state", true},
+                {dir / "vchan", false},
+                {dir / "qrexec-daemon.pid", true},
                 {fs::path(runtime) / "backend" / name / "qube.json", true},
                 {dir / "init.pid", true},
-                {dir / "qrexec-daemon.pid", true},
                 {dir / "vchan" / ("vchan." + qid + ".0.512.sock"), false},
                 {fs::path(qubes_dir) / ("qrexec." + name), false}};
             std::vector<double> seen(paths.size(), -1);
