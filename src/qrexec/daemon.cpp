@@ -139,7 +139,8 @@ void Daemon::try_connect_agent() {
     agent_ = MessageConn::create(io_, std::move(fd), {});
     std::weak_ptr<MessageConn> attempt = agent_;
     agent_->start(
-        [this](const Header& hdr, std::string_view payload, UniqueFd) {
+        [this, attempt](const Header& hdr, std::string_view payload, UniqueFd) {
+            if (attempt.lock() != agent_) return;  // an older link: not the one spoken to now
             if (agent_hello_pending_)
                 on_agent_hello(hdr, payload);
             else
@@ -195,7 +196,10 @@ void Daemon::agent_attempt_failed(const std::string& why) {
     last_failure_ = why;
     retry_timer_.expires_after(backoff_.next());
     retry_timer_.async_wait([this](const asio::error_code& ec) {
-        if (!ec && agent_state_ != AgentState::Failed && agent_state_ != AgentState::Connected) try_connect_agent();
+        // Not while an attempt is under way: a pause that ended just as the
+        // vchan folder's watch started one leaves it alone.
+        if (!ec && agent_state_ != AgentState::Failed && agent_state_ != AgentState::Connected && !agent_)
+            try_connect_agent();
     });
 }
 
