@@ -383,7 +383,14 @@ class World:
         try:
             yield view
         finally:
-            subprocess.run(["umount", view], capture_output=True)
+            # Busy for a moment when something (a listing, a namespace being
+            # made) still holds it: tried again, then detached.
+            for _ in range(20):
+                if subprocess.run(["umount", view], capture_output=True).returncode == 0:
+                    break
+                time.sleep(0.1)
+            else:
+                subprocess.run(["umount", "-l", view], capture_output=True)
             os.rmdir(view)
 
     def uuid(self, qube):
