@@ -104,8 +104,8 @@ ApiResponse AdminApi::dispatch(const ApiRequest& request, const std::map<std::st
             if (key.substr(0, 5) == "uuid:") {
                 if (!is_uuid_text(key.substr(5)))
                     throw qubes_error("QubesVMInvalidUUIDError", "VM UUID is not valid: '" + key.substr(5) + "'");
-            } else if (auto why = invalid_qube_name_reason(key); !why.empty() && key != "dom0") {
-                throw ApiError("QubesValueError", why, true);
+            } else if (auto bad = qube_name_error(key); !bad.type.empty() && key != "dom0") {
+                throw qubes_error(bad.type, bad.message);  // qubes.api.decode_vm: validate_name
             }
             Qube* qube = model_.find(key);
             if (!qube) throw qubes_error("QubesVMNotFoundError", "No such domain: '" + key + "'");
