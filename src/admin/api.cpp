@@ -56,6 +56,10 @@ AdminApi::AdminApi(Model& model, Store& store, EventHub& events)
         {"admin.vm.tag.Remove", {&AdminApi::tag_remove, P::None, A::Optional}},
         {"admin.vm.notes.Get", {&AdminApi::notes_get, P::None, A::None}},
         {"admin.vm.notes.Set", {&AdminApi::notes_set, P::Optional, A::None}},
+        {"admin.deviceclass.List", {&AdminApi::deviceclass_list, P::None, A::None}},
+        {"admin.vm.firewall.Get", {&AdminApi::firewall_get, P::None, A::None}},
+        {"admin.vm.firewall.Set", {&AdminApi::firewall_set, P::Optional, A::None}},
+        {"admin.vm.firewall.Reload", {&AdminApi::firewall_reload, P::None, A::None}},
     };
     for (std::string holder : {"admin.vm.property.", "admin.property."}) {
         methods_[holder + "List"] = {&AdminApi::property_list, P::None, A::None};

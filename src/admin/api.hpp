@@ -105,6 +105,14 @@ private:
     std::string vm_pause(Call&);
     std::string vm_unpause(Call&);
     std::string vm_current_state(Call&);
+    std::string vm_suspend(Call&);
+    std::string vm_resume(Call&);
+    // devices and firewall (answered as Qubes does for a qube without devices
+    // and with its default rule list)
+    std::string deviceclass_list(Call&);
+    std::string firewall_get(Call&);
+    std::string firewall_set(Call&);
+    std::string firewall_reload(Call&);
     // disposables
     std::string vm_create_disposable(Call&);
     // volumes
@@ -114,6 +122,24 @@ private:
     std::string volume_revert(Call&);
     std::string volume_resize(Call&);
     std::string volume_set_revisions(Call&);
+    std::string volume_set_rw(Call&);
+    std::string volume_set_ephemeral(Call&);
+    std::string volume_clear(Call&);
+    std::string volume_clone_from(Call&);
+    std::string volume_clone_to(Call&);
+    // pools
+    void add_pool_methods();
+    storage::FilePool& named_pool(Call&);
+    std::string pool_list(Call&);
+    std::string pool_list_drivers(Call&);
+    std::string pool_info(Call&);
+    std::string pool_usage_details(Call&);
+    std::string pool_add(Call&);
+    std::string pool_remove(Call&);
+    std::string pool_volume_list(Call&);
+    std::string pool_set_revisions(Call&);
+    std::string pool_set_ephemeral(Call&);
+    static long long validate_size(std::string_view text, bool allow_negative);
 
     std::string rename(Call&, const std::string& new_name);
 
@@ -124,6 +150,13 @@ private:
     Lifecycle* lifecycle_ = nullptr;
     Disposables* disposables_ = nullptr;
     storage::FilePool* pool_ = nullptr;
+    // admin.vm.volume.CloneFrom tokens waiting for their CloneTo.
+    struct PendingClone {
+        std::string uuid, volume;
+        uint64_t serial;
+    };
+    std::map<std::string, PendingClone, std::less<>> pending_clones_;
+    uint64_t clone_serial_ = 0;
     std::map<std::string, Method, std::less<>> methods_;
     std::map<std::string, Method, std::less<>> internal_methods_;
     // Refusals are the caller's doing: a few logged per source qube per second.

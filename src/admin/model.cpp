@@ -197,6 +197,9 @@ std::string Model::value_text(const Qube* qube, std::string_view property) const
 // qubes.property.sanitize and the setters of R4.3, with their exceptions:
 // QubesValueError / QubesPropertyValueError are answered, the rest closes.
 std::string Model::sanitize(const Qube* qube, const PropertyDef& def, std::string_view raw) const {
+    // Qubes' stateless properties (property.forbidden as their setter).
+    if (qube && def.name == "start_time")
+        throw property_value_error("property 'start_time' on " + qube->klass + " instance cannot be set");
     if (!def.writable) throw protocol_error("property " + def.name + " is read-only");
     if (qube && qube->is_admin() && def.name == "name")
         throw property_value_error("property 'name' on AdminVM instance cannot be set");

@@ -6,6 +6,8 @@
 #include <map>
 #include <set>
 
+#include <fmt/format.h>
+
 #include "admin/dispvm_rules.hpp"
 #include "admin/model.hpp"
 #include "admin/py_text.hpp"
@@ -278,6 +280,12 @@ std::vector<PropertyDef> qubesvm_properties(std::string_view klass) {
     add(read_only(prop("updateable", PropType::Bool, constant(updateable ? "True" : "False"), "True if this machine may be updated on its own.")));
     add(read_only(prop("xid", PropType::Int, constant("-1"), "Xen ID or -1 if domain is not running.")));
     add(prop("keyboard_layout", PropType::Str, constant("us++"), "Keyboard layout for this VM"));
+    // A stateless property of Qubes: None (empty) unless running.
+    add(read_only(prop("start_time", PropType::Str, computed([](const Model&, const Qube* q) -> std::optional<std::string> {
+                           if (!q || q->start_time <= 0 || q->is_halted()) return std::string();
+                           return fmt::format("{}", q->start_time);
+                       }),
+                       "Tell when machine was started.")));
     add(prop("backup_timestamp", PropType::Int, none(), "Time of last backup of the qube, in seconds since unix epoch"));
     add(read_only(prop("ip", PropType::Str, computed([](const Model& m, const Qube* q) -> std::optional<std::string> {
                            if (!q || m.value_text(q, "netvm").empty()) return std::string();

@@ -27,6 +27,9 @@ struct Qube {
     std::set<std::string> tags;
     std::string notes;
     std::string power_state = "Halted";
+    // When it was last started (seconds since the epoch; 0: not known or not
+    // running). Not stored: Qubes reads it from the running system too.
+    double start_time = 0;
 
     bool is_admin() const { return klass == "AdminVM"; }
     bool is_remote() const { return klass == "RemoteVM"; }
