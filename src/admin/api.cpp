@@ -56,7 +56,6 @@ AdminApi::AdminApi(Model& model, Store& store, EventHub& events)
         {"admin.vm.tag.Remove", {&AdminApi::tag_remove, P::None, A::Optional}},
         {"admin.vm.notes.Get", {&AdminApi::notes_get, P::None, A::None}},
         {"admin.vm.notes.Set", {&AdminApi::notes_set, P::Optional, A::None}},
-        {"admin.deviceclass.List", {&AdminApi::deviceclass_list, P::None, A::None}},
         {"admin.vm.firewall.Get", {&AdminApi::firewall_get, P::None, A::None}},
         {"admin.vm.firewall.Set", {&AdminApi::firewall_set, P::Optional, A::None}},
         {"admin.vm.firewall.Reload", {&AdminApi::firewall_reload, P::None, A::None}},
@@ -74,6 +73,7 @@ AdminApi::AdminApi(Model& model, Store& store, EventHub& events)
         methods_["admin.vm.Create." + std::string(klass)] = {&AdminApi::vm_create, P::Optional, A::Optional};
         methods_["admin.vm.CreateInPool." + std::string(klass)] = {&AdminApi::vm_create, P::Optional, A::Optional};
     }
+    add_device_methods();
     internal_methods_ = {
         {"internal.GetSystemInfo", {&AdminApi::system_info, P::None, A::None}},
     };

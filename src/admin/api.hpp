@@ -109,7 +109,10 @@ private:
     std::string vm_resume(Call&);
     // devices and firewall (answered as Qubes does for a qube without devices
     // and with its default rule list)
+    void add_device_methods();
     std::string deviceclass_list(Call&);
+    std::string device_list(Call&);
+    std::string device_denied_list(Call&);
     std::string firewall_get(Call&);
     std::string firewall_set(Call&);
     std::string firewall_reload(Call&);

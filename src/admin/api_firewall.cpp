@@ -1,6 +1,6 @@
-// admin.deviceclass.List and admin.vm.firewall.*, until Aerie has devices and
-// firewall rules of its own: answered as Qubes R4.3 answers for a qube with
-// no devices and with the default rule list (one rule: accept everything).
+// admin.vm.firewall.*, until Aerie has firewall rules of its own: answered as
+// Qubes R4.3 answers for a qube with the default rule list (one rule: accept
+// everything).
 #include "admin/api_call.hpp"
 
 namespace aerie::admin {
@@ -17,12 +17,6 @@ void check_has_firewall(const Qube& qube) {
 }
 
 }  // namespace
-
-// The device classes Qubes' core registers (entry points "qubes.devices").
-std::string AdminApi::deviceclass_list(Call& call) {
-    Call::enforce(call.dest_is_dom0(), "device classes live on dom0");
-    return "block\npci\n";
-}
 
 std::string AdminApi::firewall_get(Call& call) {
     check_has_firewall(*call.dest);

@@ -204,6 +204,17 @@ class AdminExactTest(WorldTest):
         self.assertEqual(self.raw("admin.deviceclass.List"), ok(b"block\npci\n"))
         self.assertEqual(self.raw("admin.deviceclass.List", work), CLOSED)
         self.assertEqual(self.raw("admin.deviceclass.List", arg="x"), CLOSED)
+        # No qube exposes, has assigned or has attached a device.
+        for devclass in ("block", "pci"):
+            for kind in ("Available", "Assigned", "Attached"):
+                method = "admin.vm.device.%s.%s" % (devclass, kind)
+                self.assertEqual(self.raw(method, work), ok(), method)
+                self.assertEqual(self.raw(method, "dom0", "dom0+sda"), ok(), method)
+                self.assertEqual(self.raw(method, work, payload=b"x"), CLOSED, method)
+            for kind in ("Assigned", "Attached"):
+                self.assertEqual(self.raw("admin.vm.device.%s.%s" % (devclass, kind), work, "sda"), CLOSED)
+        self.assertEqual(self.raw("admin.vm.device.denied.List", work), ok())
+        self.assertEqual(self.raw("admin.vm.device.usb.Available", work), CLOSED)
         self.assertEqual(self.raw("admin.vm.firewall.Get", work), ok(b"action=accept\n"))
         self.assertEqual(self.raw("admin.vm.firewall.Set", work, payload=b"action=accept\n"), ok())
         self.assertEqual(self.raw("admin.vm.firewall.Set", work, payload=b"action=drop\n"),
