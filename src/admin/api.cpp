@@ -125,11 +125,12 @@ ApiResponse AdminApi::dispatch(const ApiRequest& request, const std::map<std::st
         if (method.arg == Arg::None && !request.arg.empty()) return refuse("unexpected argument");
         if (method.arg == Arg::Required && request.arg.empty()) return refuse("expected an argument");
         if (!is_ascii(request.arg)) return refuse("argument is not ASCII");
-        Call call{request, src, dest, false, {}};
+        Call call{request, src, dest, false, nullptr, {}};
         std::string body = (this->*method.handler)(call);
         if (call.later) return ApiResponse::deferred(std::move(call.later));
         if (call.stream) {
             auto response = ApiResponse::events(std::move(body));
+            response.hub = call.hub;
             if (!dest->is_admin()) response.event_subject = dest->name;
             return response;
         }

@@ -3,7 +3,10 @@
 // qubesd's method names, argument and payload rules and exception names.
 #pragma once
 
+#include <asio.hpp>
+#include <chrono>
 #include <functional>
+#include <memory>
 #include <map>
 #include <string>
 #include <vector>
@@ -33,6 +36,8 @@ public:
     // Gives qubes volumes (made with them, removed with them) and enables
     // admin.vm.volume.{List,Info,ListSnapshots,Revert,Set.revisions_to_keep}.
     void set_storage(storage::FilePool* pool);
+    // Enables admin.vm.Stats (its timer runs on `io`); after set_lifecycle.
+    void set_event_loop(asio::io_context& io);
     // Enables admin.vm.CreateDisposable.
     void set_disposables(Disposables* disposables);
     // The durable changes, shared with the parts of the daemon that make their own.
@@ -106,6 +111,8 @@ private:
     std::string vm_unpause(Call&);
     std::string vm_current_state(Call&);
     std::string vm_suspend(Call&);
+    std::string vm_stats(Call&);
+    void stats_round(std::shared_ptr<asio::steady_timer> timer);
     std::string vm_resume(Call&);
     // devices and firewall (answered as Qubes does for a qube without devices
     // and with its default rule list)
@@ -153,6 +160,18 @@ private:
     Lifecycle* lifecycle_ = nullptr;
     Disposables* disposables_ = nullptr;
     storage::FilePool* pool_ = nullptr;
+    // admin.vm.Stats: its own stream of events, the timer of its rounds (while
+    // a stream is open) and each running qube's last CPU time.
+    asio::io_context* io_ = nullptr;
+    EventHub stats_hub_;
+    // Whether rounds run. Their timer lives in its own handler: destroyed
+    // with the loop's pending handlers (the loop may end before this object).
+    bool stats_running_ = false;
+    struct StatsSample {
+        std::chrono::steady_clock::time_point when;
+        uint64_t cpu_ns = 0;
+    };
+    std::map<std::string, StatsSample> stats_previous_;
     // admin.vm.volume.CloneFrom tokens waiting for their CloneTo.
     struct PendingClone {
         std::string uuid, volume;

@@ -195,6 +195,7 @@ int main(int argc, char** argv) {
         Lifecycle lifecycle(io, model, events, backend, pool, lifecycle_config);
         api.set_storage(&pool);
         api.set_lifecycle(&lifecycle);
+        api.set_event_loop(io);
         lifecycle.adopt();
         DisposablesConfig disposables_config{options.meminfo, lifecycle_config.bin_dir, options.qrexec_socket_dir};
         Disposables disposables(io, api.registry(), events, lifecycle, disposables_config);

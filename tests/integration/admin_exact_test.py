@@ -14,11 +14,14 @@ included, by an aeried with real volumes and running qubes:
 Needs root (skipped otherwise)."""
 import os
 import re
+import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from aerie_world import WorldTest, run_tests  # noqa: E402
+from admin_wire import encode  # noqa: E402
+from aerie_world import Events, WorldTest, run_tests  # noqa: E402
 
 CLOSED = b""  # qubesd closes without a reply (ProtocolError, PermissionDenied)
 
@@ -29,6 +32,25 @@ def ok(body=b""):
 
 def exc(type_name, message):
     return b"2\0" + type_name.encode() + b"\0\0" + message.encode() + b"\0"
+
+
+class StatsStream(Events):
+    """An admin.vm.Stats stream, read as an admin.Events one."""
+
+    def __init__(self, socket_path, dest):  # pylint: disable=super-init-not-called
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(socket_path)
+        self.sock.sendall(encode("admin.vm.Stats", dest))
+        self.sock.shutdown(socket.SHUT_WR)
+        self.events = []
+        self.cond = threading.Condition()
+        self.error = None
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def count(self, subject, event):
+        with self.cond:
+            return sum(1 for s, e, _ in self.events if (s, e) == (subject, event))
 
 
 class AdminExactTest(WorldTest):
@@ -226,6 +248,40 @@ class AdminExactTest(WorldTest):
             self.assertEqual(self.raw(method, "dom0"), CLOSED, method)
             self.assertEqual(self.raw(method, work, "x"), CLOSED, method)
         self.assertEqual(self.raw("admin.vm.firewall.Get", work, payload=b"x"), CLOSED)
+
+
+    def test_05_stats(self):
+        self.make_world()
+        work = self.work
+        self.assertEqual(self.raw("admin.property.Set", arg="stats_interval", payload=b"1"), ok())
+        self.w.tool("qvm-start", work)
+        every = StatsStream(self.w.socket, "dom0")
+        only = StatsStream(self.w.socket, work)
+        try:
+            for stream in (every, only):
+                stream.wait("", "connection-established")
+                self.assertEqual(stream.events[0], ("", "connection-established", {}))
+            # Two rounds: the second has a CPU usage measured since the first.
+            deadline = time.monotonic() + 20
+            while only.count(work, "vm-stats") < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            stats = [kw for s, e, kw in list(only.events) if e == "vm-stats"]
+            self.assertGreaterEqual(len(stats), 2, only.events)
+            self.assertEqual({s for s, e, _ in list(only.events)[1:]}, {work})
+            for kw in stats:
+                self.assertEqual(list(kw), ["memory_kb", "cpu_time", "cpu_usage", "cpu_usage_raw"])
+                self.assertTrue(all(re.fullmatch(r"\d+", v) for v in kw.values()), kw)
+            self.assertGreater(int(stats[0]["memory_kb"]), 0)
+            every.wait(work, "vm-stats")
+            every.wait("dom0", "vm-stats")
+            # admin.Events streams do not carry them.
+            self.assertEqual([e for e, _ in self.events.of(work) if e == "vm-stats"], [])
+        finally:
+            every.close()
+            only.close()
+        self.assertEqual(self.raw("admin.vm.Stats", arg="x"), CLOSED)
+        self.assertEqual(self.raw("admin.vm.Stats", payload=b"x"), CLOSED)
+        self.w.tool("qvm-shutdown", "--wait", work, timeout=120)
 
 
 if __name__ == "__main__":
