@@ -125,12 +125,13 @@ ApiResponse AdminApi::dispatch(const ApiRequest& request, const std::map<std::st
         if (method.arg == Arg::None && !request.arg.empty()) return refuse("unexpected argument");
         if (method.arg == Arg::Required && request.arg.empty()) return refuse("expected an argument");
         if (!is_ascii(request.arg)) return refuse("argument is not ASCII");
-        Call call{request, src, dest, false, nullptr, {}};
+        Call call{request, src, dest, false, nullptr, {}, {}};
         std::string body = (this->*method.handler)(call);
         if (call.later) return ApiResponse::deferred(std::move(call.later));
         if (call.stream) {
             auto response = ApiResponse::events(std::move(body));
             response.hub = call.hub;
+            response.event_filter = std::move(call.event_filter);
             if (!dest->is_admin()) response.event_subject = dest->name;
             return response;
         }
@@ -151,6 +152,13 @@ void AdminApi::publish(const Qube* subject, const std::string& event,
 
 std::string AdminApi::events(Call& call) {
     call.stream = true;
+    if (admin_policy_ && !call.src->is_admin()) {
+        std::shared_ptr<AdminPolicy> policy = admin_policy_;
+        std::string source = call.src->name;
+        call.event_filter = [this, policy, source](const std::string& encoded) {
+            return policy->allows_event(model_, source, encoded);
+        };
+    }
     return encode_event("", "connection-established", {});
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "admin/admin_policy.hpp"
 #include "admin/model.hpp"
 #include "admin/registry.hpp"
 #include "admin/server.hpp"
@@ -38,6 +39,9 @@ public:
     void set_storage(storage::FilePool* pool);
     // Enables admin.vm.Stats (its timer runs on `io`); after set_lifecycle.
     void set_event_loop(asio::io_context& io);
+    // Filters admin.vm.List and admin.Events for callers other than dom0 by
+    // the qrexec policy (admin_policy.hpp); without it they see everything.
+    void set_admin_policy(std::shared_ptr<AdminPolicy> policy) { admin_policy_ = std::move(policy); }
     // Enables admin.vm.CreateDisposable.
     void set_disposables(Disposables* disposables);
     // The durable changes, shared with the parts of the daemon that make their own.
@@ -162,6 +166,7 @@ private:
     storage::FilePool* pool_ = nullptr;
     // admin.vm.Stats: its own stream of events, the timer of its rounds (while
     // a stream is open) and each running qube's last CPU time.
+    std::shared_ptr<AdminPolicy> admin_policy_;
     asio::io_context* io_ = nullptr;
     EventHub stats_hub_;
     // Whether rounds run. Their timer lives in its own handler: destroyed

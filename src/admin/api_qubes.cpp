@@ -34,9 +34,15 @@ std::string AdminApi::vm_list(Call& call) {
     auto line = [](const Qube& q) {
         return q.name + " class=" + q.klass + " state=" + q.power_state + " uuid=" + q.uuid + "\n";
     };
-    if (!call.dest_is_dom0()) return line(*call.dest);
+    // A management qube lists what the policy lets it (qubes.ext.admin).
+    auto listed = [&](const Qube& q) {
+        return !admin_policy_ || call.src->is_admin() ||
+               admin_policy_->allows(model_, "admin.vm.List", "+", call.src->name, q.name);
+    };
+    if (!call.dest_is_dom0()) return listed(*call.dest) ? line(*call.dest) : std::string();
     std::string out;
-    for (const Qube* q : model_.qubes_by_name()) out += line(*q);
+    for (const Qube* q : model_.qubes_by_name())
+        if (listed(*q)) out += line(*q);
     return out;
 }
 

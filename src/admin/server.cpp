@@ -135,7 +135,8 @@ private:
     void read_request();
     void on_request();
     void answer(ApiResponse response);
-    void start_stream(std::string initial, const std::string& subject, EventHub* events);
+    void start_stream(std::string initial, const std::string& subject, EventHub* events,
+                      std::function<bool(const std::string&)> filter);
     bool push_event(const std::string& encoded);
     void watch_hangup();
     void send(std::string bytes);
@@ -210,7 +211,7 @@ void ApiServer::Connection::answer(ApiResponse response) {
             return close();
         case ApiResponse::Kind::Events:
             return start_stream(std::move(response.bytes), response.event_subject,
-                                response.hub ? response.hub : impl->events);
+                                response.hub ? response.hub : impl->events, std::move(response.event_filter));
         case ApiResponse::Kind::Later: {
             std::weak_ptr<Connection> weak = shared_from_this();
             auto work = std::move(response.later);
@@ -223,7 +224,8 @@ void ApiServer::Connection::answer(ApiResponse response) {
     }
 }
 
-void ApiServer::Connection::start_stream(std::string initial, const std::string& subject, EventHub* events) {
+void ApiServer::Connection::start_stream(std::string initial, const std::string& subject, EventHub* events,
+                                         std::function<bool(const std::string&)> filter) {
     send(std::move(initial));
     if (!open) return;
     hub = events;
@@ -231,9 +233,10 @@ void ApiServer::Connection::start_stream(std::string initial, const std::string&
         std::weak_ptr<Connection> weak = shared_from_this();
         // Events start "1\0SUBJECT\0": a stream about one qube skips the others'.
         std::string prefix = subject.empty() ? std::string() : std::string("1\0", 2) + subject + '\0';
-        subscription = hub->subscribe([weak, prefix](const std::string& encoded) {
+        subscription = hub->subscribe([weak, prefix, filter = std::move(filter)](const std::string& encoded) {
             auto self = weak.lock();
             if (!prefix.empty() && encoded.compare(0, prefix.size(), prefix) != 0) return bool(self);
+            if (filter && !filter(encoded)) return bool(self);
             return self && self->push_event(encoded);
         });
     }

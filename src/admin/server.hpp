@@ -43,6 +43,8 @@ struct ApiResponse {
     // Events: the hub the stream follows (nullptr: the server's; admin.vm.Stats
     // has one of its own).
     EventHub* hub = nullptr;
+    // Events: which events the stream passes (besides event_subject); empty: all.
+    std::function<bool(const std::string& encoded_event)> event_filter;
 
     static ApiResponse reply(std::string bytes) { return {Kind::Reply, std::move(bytes), {}, {}}; }
     static ApiResponse close() { return {Kind::Close, {}, {}, {}}; }

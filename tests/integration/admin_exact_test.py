@@ -20,8 +20,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from admin_wire import encode  # noqa: E402
-from aerie_world import Events, WorldTest, run_tests  # noqa: E402
+from admin_wire import encode, exchange  # noqa: E402
+from aerie_world import PREFIX, Events, WorldTest, run_tests  # noqa: E402
 
 CLOSED = b""  # qubesd closes without a reply (ProtocolError, PermissionDenied)
 
@@ -282,6 +282,63 @@ class AdminExactTest(WorldTest):
         self.assertEqual(self.raw("admin.vm.Stats", arg="x"), CLOSED)
         self.assertEqual(self.raw("admin.vm.Stats", payload=b"x"), CLOSED)
         self.w.tool("qvm-shutdown", "--wait", work, timeout=120)
+
+
+    def test_06_management_qube_sees_what_policy_grants(self):
+        self.make_world(appvms=("work", "vault", "mgmt"))
+        work, vault, mgmt = self.work, self.vault, PREFIX + "mgmt"
+        os.makedirs(self.w.policy_dir, exist_ok=True)
+        self.w.write_policy("admin.vm.List * {m} {w} allow\n"
+                            "admin.vm.List * {m} @adminvm allow\n"
+                            "admin.vm.List * {m} {v} ask default_target={v}\n"
+                            "admin.Events * {m} {w} allow\n"
+                            "admin.Events +property-set_default_qrexec_timeout {m} @adminvm allow\n"
+                            .format(m=mgmt, w=work, v=vault))
+        def as_mgmt(method, dest="dom0", arg="", payload=b""):
+            return exchange(self.w.socket, encode(method, dest, arg, payload, source=mgmt))
+        uuid = {q: self.w.uuid(q) for q in (work, vault, mgmt)}
+        dom0 = [l for l in self.raw("admin.vm.List")[2:].decode().splitlines() if l.startswith("dom0 ")][0]
+        # Granted work (an "ask" for vault is no): dom0 and work only.
+        self.assertEqual(as_mgmt("admin.vm.List"),
+                         ok(("%s\n%s class=AppVM state=Halted uuid=%s\n" % (dom0, work, uuid[work])).encode()))
+        self.assertEqual(as_mgmt("admin.vm.List", work),
+                         ok(("%s class=AppVM state=Halted uuid=%s\n" % (work, uuid[work])).encode()))
+        self.assertEqual(as_mgmt("admin.vm.List", vault), ok())
+        # dom0 still sees every qube.
+        self.assertEqual(self.raw("admin.vm.List").count(b"\n"), 5)
+        # Events: work's and the one of the system granted; not vault's, nor
+        # the new qube's domain-add (judged on its "vm").
+        stream = MgmtEvents(self.w.socket, mgmt)
+        try:
+            stream.wait("", "connection-established")
+            self.assertEqual(self.raw("admin.vm.feature.Set", vault, "secret", b"1"), ok())
+            self.assertEqual(self.raw("admin.vm.feature.Set", work, "seen", b"1"), ok())
+            self.assertEqual(self.raw("admin.vm.Create.AppVM", "dom0", self.tpl,
+                                      ("name=%s-new label=red" % PREFIX).encode()), ok())
+            self.assertEqual(self.raw("admin.property.Set", arg="default_qrexec_timeout", payload=b"61"), ok())
+            self.assertEqual(self.raw("admin.vm.feature.Set", work, "last", b"1"), ok())
+            stream.wait(work, "domain-feature-set:last")
+            seen = [(s, e) for s, e, _ in list(stream.events)]
+            self.assertEqual(seen, [("", "connection-established"), (work, "domain-feature-set:seen"),
+                                    ("", "property-set:default_qrexec_timeout"), (work, "domain-feature-set:last")])
+        finally:
+            stream.close()
+        self.w.tool("qvm-remove", "-f", PREFIX + "-new")
+
+
+class MgmtEvents(StatsStream):
+    """An admin.Events stream of a management qube (the socket trusts SOURCE)."""
+
+    def __init__(self, socket_path, source):  # pylint: disable=super-init-not-called
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(socket_path)
+        self.sock.sendall(encode("admin.Events", "dom0", source=source))
+        self.sock.shutdown(socket.SHUT_WR)
+        self.events = []
+        self.cond = threading.Condition()
+        self.error = None
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
 
 
 if __name__ == "__main__":
