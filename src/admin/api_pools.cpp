@@ -4,7 +4,10 @@
 // where Qubes would refuse too, else with QubesNotImplementedError.
 #include <sys/statvfs.h>
 
-#include <set>
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <vector>
 
 #include "admin/api_call.hpp"
 #include "storage/pool.hpp"
