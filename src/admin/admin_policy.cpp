@@ -36,7 +36,8 @@ void AdminPolicy::refresh(const Model& model) {
         policy_.reset();  // a broken policy allows nothing
     }
     try {
-        system_ = std::make_unique<policy::SystemInfo>(policy::SystemInfo::from_json(model.system_info_json()));
+        system_ =
+            std::make_unique<policy::SystemInfo>(policy::SystemInfo::from_json(model.system_info_json()));
     } catch (const std::exception&) {
         system_.reset();
     }

@@ -27,8 +27,8 @@ public:
     // `dirs`: the policy folders (empty: Qubes' /run and /etc ones).
     explicit AdminPolicy(std::vector<std::string> dirs = {});
 
-    bool allows(const Model& model, std::string_view service, std::string_view argument, const std::string& source,
-                const std::string& target);
+    bool allows(const Model& model, std::string_view service, std::string_view argument,
+                const std::string& source, const std::string& target);
     // The admin.Events check of one encoded event ("1\0SUBJECT\0EVENT\0(K\0V\0)*\0").
     bool allows_event(const Model& model, const std::string& source, std::string_view encoded);
 

@@ -17,9 +17,12 @@ void AdminApi::add_device_methods() {
     methods_["admin.deviceclass.List"] = {&AdminApi::deviceclass_list, Payload::None, Arg::None};
     methods_["admin.vm.device.denied.List"] = {&AdminApi::device_denied_list, Payload::None, Arg::None};
     for (std::string devclass : kDeviceClasses) {
-        methods_["admin.vm.device." + devclass + ".Available"] = {&AdminApi::device_list, Payload::None, Arg::Optional};
-        methods_["admin.vm.device." + devclass + ".Assigned"] = {&AdminApi::device_list, Payload::None, Arg::Optional};
-        methods_["admin.vm.device." + devclass + ".Attached"] = {&AdminApi::device_list, Payload::None, Arg::Optional};
+        methods_["admin.vm.device." + devclass + ".Available"] = {&AdminApi::device_list, Payload::None,
+                                                                  Arg::Optional};
+        methods_["admin.vm.device." + devclass + ".Assigned"] = {&AdminApi::device_list, Payload::None,
+                                                                 Arg::Optional};
+        methods_["admin.vm.device." + devclass + ".Attached"] = {&AdminApi::device_list, Payload::None,
+                                                                 Arg::Optional};
     }
 }
 
@@ -39,6 +42,8 @@ std::string AdminApi::device_list(Call& call) {
     return {};
 }
 
-std::string AdminApi::device_denied_list(Call&) { return {}; }
+std::string AdminApi::device_denied_list(Call&) {
+    return {};
+}
 
 }  // namespace aerie::admin

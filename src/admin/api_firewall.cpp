@@ -31,8 +31,9 @@ std::string AdminApi::firewall_set(Call& call) {
     std::string rules = call.payload();
     if (!rules.empty() && rules.back() != '\n') rules += '\n';
     if (rules != kDefaultRules)
-        throw qubes_error("QubesNotImplementedError",
-                          "Aerie has no firewall for qubes yet: only the default rule (action=accept) can be set");
+        throw qubes_error(
+            "QubesNotImplementedError",
+            "Aerie has no firewall for qubes yet: only the default rule (action=accept) can be set");
     return {};
 }
 

@@ -26,7 +26,7 @@ struct PoolSpace {
 
 // qubes.storage.file.FilePool.size / .usage: the file system holding the pool.
 PoolSpace space_of(const std::filesystem::path& dir) {
-    struct statvfs st{};
+    struct statvfs st {};
     if (::statvfs(dir.c_str(), &st) < 0) return {};
     return {uint64_t(st.f_frsize) * st.f_blocks, uint64_t(st.f_frsize) * (st.f_blocks - st.f_bfree)};
 }
@@ -97,9 +97,10 @@ std::string AdminApi::pool_info(Call& call) {
     storage::FilePool& pool = named_pool(call);
     PoolSpace space = space_of(pool.dir());
     // The pool's config, sorted by key, then size and usage.
-    return "dir_path=" + pool.dir().string() + "\ndriver=file\nephemeral_volatile=False\nname=" + pool.name() +
-           "\nrevisions_to_keep=" + std::to_string(pool.revisions_to_keep()) + "\nsize=" + std::to_string(space.size) +
-           "\nusage=" + std::to_string(space.usage) + "\n";
+    return "dir_path=" + pool.dir().string() +
+           "\ndriver=file\nephemeral_volatile=False\nname=" + pool.name() +
+           "\nrevisions_to_keep=" + std::to_string(pool.revisions_to_keep()) +
+           "\nsize=" + std::to_string(space.size) + "\nusage=" + std::to_string(space.usage) + "\n";
 }
 
 std::string AdminApi::pool_usage_details(Call& call) {
@@ -116,7 +117,8 @@ std::string AdminApi::pool_add(Call& call) {
     for (const std::string& line : split_lines(call.payload())) {
         size_t eq = line.find('=');
         Call::enforce(eq != std::string::npos, "pool config line without '='");
-        Call::enforce(config.emplace(line.substr(0, eq), line.substr(eq + 1)).second, "duplicated pool option");
+        Call::enforce(config.emplace(line.substr(0, eq), line.substr(eq + 1)).second,
+                      "duplicated pool option");
     }
     auto name = config.find("name");
     Call::enforce(name != config.end(), "pool config without a name");
@@ -131,9 +133,11 @@ std::string AdminApi::pool_add(Call& call) {
         if (!known) unexpected += (unexpected.empty() ? "" : " ") + key;
     }
     if (!unexpected.empty()) throw qubes_error("QubesException", "unexpected driver options: " + unexpected);
-    if (!config.count("dir_path")) throw qubes_error("QubesException", "missing required driver options: dir_path");
+    if (!config.count("dir_path"))
+        throw qubes_error("QubesException", "missing required driver options: dir_path");
     throw qubes_error("QubesNotImplementedError", "Aerie keeps every volume in its one storage pool (" +
-                                                      pool_->name() + "): pool " + pool_name + " cannot be added");
+                                                      pool_->name() + "): pool " + pool_name +
+                                                      " cannot be added");
 }
 
 std::string AdminApi::pool_remove(Call& call) {
@@ -188,8 +192,9 @@ std::string AdminApi::pool_set_ephemeral(Call& call) {
 long long AdminApi::validate_size(std::string_view text, bool allow_negative) {
     bool negative = allow_negative && !text.empty() && text[0] == '-';
     if (negative) text.remove_prefix(1);
-    Call::enforce(!text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }),
-                  "Size must be ASCII digits (only)");
+    Call::enforce(
+        !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }),
+        "Size must be ASCII digits (only)");
     Call::enforce(text.size() < 20, "Sizes limited to 19 decimal digits");
     Call::enforce(text[0] != '0' || text == "0", "Spurious leading zeros not allowed");
     unsigned long long value = std::stoull(std::string(text));

@@ -64,7 +64,8 @@ void AdminApi::stats_round(std::shared_ptr<asio::steady_timer> timer) {
     }
     stats_previous_ = std::move(current);
     long long interval = 3;
-    if (auto n = parse_int(model_.value_text(nullptr, "stats_interval")); n && *n > 0) interval = std::min(*n, 3600LL);
+    if (auto n = parse_int(model_.value_text(nullptr, "stats_interval")); n && *n > 0)
+        interval = std::min(*n, 3600LL);
     timer->expires_after(std::chrono::seconds(interval));
     timer->async_wait([this, timer](const std::error_code& ec) {
         if (!ec) stats_round(timer);

@@ -14,11 +14,16 @@ inline std::string py_repr(std::string_view text) {
     const char quote = dq ? '"' : '\'';
     std::string out(1, quote);
     for (unsigned char c : text) {
-        if (c == '\\') out += "\\\\";
-        else if (c == '\n') out += "\\n";
-        else if (c == '\r') out += "\\r";
-        else if (c == '\t') out += "\\t";
-        else if (c == static_cast<unsigned char>(quote)) (out += '\\') += quote;
+        if (c == '\\')
+            out += "\\\\";
+        else if (c == '\n')
+            out += "\\n";
+        else if (c == '\r')
+            out += "\\r";
+        else if (c == '\t')
+            out += "\\t";
+        else if (c == static_cast<unsigned char>(quote))
+            (out += '\\') += quote;
         else if (c < 0x20 || c == 0x7f) {
             char buf[8];
             std::snprintf(buf, sizeof buf, "\\x%02x", c);
