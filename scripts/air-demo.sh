@@ -78,7 +78,7 @@ start_host() {  # start_host LETTER NAMESPACE ADDRESS POLICY
     printf '%s\n' "$policy" >"$d/policy.d/30-demo.policy"
     nsenter --net="/run/netns/$ns" "$BIN/aeried" --state-dir "$d/aeried" --socket "$d/qubesd.sock" \
         --internal-socket "$d/qubesd.internal.sock" --runtime-dir "$d/run" --qrexec-socket-dir "$d/qubes" \
-        --policy-socket "$d/policy.sock" --air-listen "$addr:7443" 2>>"$DIR/log" &
+        --policy-socket "$d/policy.sock" --policy-dir "$d/policy.d" --air-listen "$addr:7443" 2>>"$DIR/log" &
     PIDS+=($!)
     wait_for "$d/qubesd.internal.sock"
     "$BIN/qrexec-policy-daemon" --socket "$d/policy.sock" --path "$d/policy.d" \

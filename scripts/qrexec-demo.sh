@@ -37,7 +37,8 @@ fi
 export QUBESD_SOCKET=$STATE/qubesd.sock QREXEC_SOCKET_DIR=$STATE/qubes
 "$BIN/aeried" --state-dir "$STATE/aeried" --socket "$QUBESD_SOCKET" \
     --internal-socket "$STATE/qubesd.internal.sock" --runtime-dir "$STATE/run" \
-    --qrexec-socket-dir "$QREXEC_SOCKET_DIR" --policy-socket "$STATE/policy.sock" 2>>"$STATE/log" &
+    --qrexec-socket-dir "$QREXEC_SOCKET_DIR" --policy-socket "$STATE/policy.sock" \
+    --policy-dir "$STATE/policy.d" 2>>"$STATE/log" &
 PIDS+=($!)
 wait_for "$STATE/qubesd.internal.sock"
 

@@ -56,6 +56,9 @@ AdminApi::AdminApi(Model& model, Store& store, EventHub& events)
         {"admin.vm.tag.Remove", {&AdminApi::tag_remove, P::None, A::Optional}},
         {"admin.vm.notes.Get", {&AdminApi::notes_get, P::None, A::None}},
         {"admin.vm.notes.Set", {&AdminApi::notes_set, P::Optional, A::None}},
+        {"admin.vm.firewall.Get", {&AdminApi::firewall_get, P::None, A::None}},
+        {"admin.vm.firewall.Set", {&AdminApi::firewall_set, P::Optional, A::None}},
+        {"admin.vm.firewall.Reload", {&AdminApi::firewall_reload, P::None, A::None}},
     };
     for (std::string holder : {"admin.vm.property.", "admin.property."}) {
         methods_[holder + "List"] = {&AdminApi::property_list, P::None, A::None};
@@ -70,6 +73,7 @@ AdminApi::AdminApi(Model& model, Store& store, EventHub& events)
         methods_["admin.vm.Create." + std::string(klass)] = {&AdminApi::vm_create, P::Optional, A::Optional};
         methods_["admin.vm.CreateInPool." + std::string(klass)] = {&AdminApi::vm_create, P::Optional, A::Optional};
     }
+    add_device_methods();
     internal_methods_ = {
         {"internal.GetSystemInfo", {&AdminApi::system_info, P::None, A::None}},
     };
@@ -104,8 +108,8 @@ ApiResponse AdminApi::dispatch(const ApiRequest& request, const std::map<std::st
             if (key.substr(0, 5) == "uuid:") {
                 if (!is_uuid_text(key.substr(5)))
                     throw qubes_error("QubesVMInvalidUUIDError", "VM UUID is not valid: '" + key.substr(5) + "'");
-            } else if (auto why = invalid_qube_name_reason(key); !why.empty() && key != "dom0") {
-                throw ApiError("QubesValueError", why, true);
+            } else if (auto bad = qube_name_error(key); !bad.type.empty() && key != "dom0") {
+                throw qubes_error(bad.type, bad.message);  // qubes.api.decode_vm: validate_name
             }
             Qube* qube = model_.find(key);
             if (!qube) throw qubes_error("QubesVMNotFoundError", "No such domain: '" + key + "'");
@@ -121,11 +125,13 @@ ApiResponse AdminApi::dispatch(const ApiRequest& request, const std::map<std::st
         if (method.arg == Arg::None && !request.arg.empty()) return refuse("unexpected argument");
         if (method.arg == Arg::Required && request.arg.empty()) return refuse("expected an argument");
         if (!is_ascii(request.arg)) return refuse("argument is not ASCII");
-        Call call{request, src, dest, false, {}};
+        Call call{request, src, dest, false, nullptr, {}, {}};
         std::string body = (this->*method.handler)(call);
         if (call.later) return ApiResponse::deferred(std::move(call.later));
         if (call.stream) {
             auto response = ApiResponse::events(std::move(body));
+            response.hub = call.hub;
+            response.event_filter = std::move(call.event_filter);
             if (!dest->is_admin()) response.event_subject = dest->name;
             return response;
         }
@@ -146,6 +152,13 @@ void AdminApi::publish(const Qube* subject, const std::string& event,
 
 std::string AdminApi::events(Call& call) {
     call.stream = true;
+    if (admin_policy_ && !call.src->is_admin()) {
+        std::shared_ptr<AdminPolicy> policy = admin_policy_;
+        std::string source = call.src->name;
+        call.event_filter = [this, policy, source](const std::string& encoded) {
+            return policy->allows_event(model_, source, encoded);
+        };
+    }
     return encode_event("", "connection-established", {});
 }
 

@@ -3,11 +3,15 @@
 // qubesd's method names, argument and payload rules and exception names.
 #pragma once
 
+#include <asio.hpp>
+#include <chrono>
 #include <functional>
+#include <memory>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "admin/admin_policy.hpp"
 #include "admin/model.hpp"
 #include "admin/registry.hpp"
 #include "admin/server.hpp"
@@ -33,6 +37,11 @@ public:
     // Gives qubes volumes (made with them, removed with them) and enables
     // admin.vm.volume.{List,Info,ListSnapshots,Revert,Set.revisions_to_keep}.
     void set_storage(storage::FilePool* pool);
+    // Enables admin.vm.Stats (its timer runs on `io`); after set_lifecycle.
+    void set_event_loop(asio::io_context& io);
+    // Filters admin.vm.List and admin.Events for callers other than dom0 by
+    // the qrexec policy (admin_policy.hpp); without it they see everything.
+    void set_admin_policy(std::shared_ptr<AdminPolicy> policy) { admin_policy_ = std::move(policy); }
     // Enables admin.vm.CreateDisposable.
     void set_disposables(Disposables* disposables);
     // The durable changes, shared with the parts of the daemon that make their own.
@@ -105,6 +114,19 @@ private:
     std::string vm_pause(Call&);
     std::string vm_unpause(Call&);
     std::string vm_current_state(Call&);
+    std::string vm_suspend(Call&);
+    std::string vm_stats(Call&);
+    void stats_round(std::shared_ptr<asio::steady_timer> timer);
+    std::string vm_resume(Call&);
+    // devices and firewall (answered as Qubes does for a qube without devices
+    // and with its default rule list)
+    void add_device_methods();
+    std::string deviceclass_list(Call&);
+    std::string device_list(Call&);
+    std::string device_denied_list(Call&);
+    std::string firewall_get(Call&);
+    std::string firewall_set(Call&);
+    std::string firewall_reload(Call&);
     // disposables
     std::string vm_create_disposable(Call&);
     // volumes
@@ -114,6 +136,24 @@ private:
     std::string volume_revert(Call&);
     std::string volume_resize(Call&);
     std::string volume_set_revisions(Call&);
+    std::string volume_set_rw(Call&);
+    std::string volume_set_ephemeral(Call&);
+    std::string volume_clear(Call&);
+    std::string volume_clone_from(Call&);
+    std::string volume_clone_to(Call&);
+    // pools
+    void add_pool_methods();
+    storage::FilePool& named_pool(Call&);
+    std::string pool_list(Call&);
+    std::string pool_list_drivers(Call&);
+    std::string pool_info(Call&);
+    std::string pool_usage_details(Call&);
+    std::string pool_add(Call&);
+    std::string pool_remove(Call&);
+    std::string pool_volume_list(Call&);
+    std::string pool_set_revisions(Call&);
+    std::string pool_set_ephemeral(Call&);
+    static long long validate_size(std::string_view text, bool allow_negative);
 
     std::string rename(Call&, const std::string& new_name);
 
@@ -124,6 +164,26 @@ private:
     Lifecycle* lifecycle_ = nullptr;
     Disposables* disposables_ = nullptr;
     storage::FilePool* pool_ = nullptr;
+    // admin.vm.Stats: its own stream of events, the timer of its rounds (while
+    // a stream is open) and each running qube's last CPU time.
+    std::shared_ptr<AdminPolicy> admin_policy_;
+    asio::io_context* io_ = nullptr;
+    EventHub stats_hub_;
+    // Whether rounds run. Their timer lives in its own handler: destroyed
+    // with the loop's pending handlers (the loop may end before this object).
+    bool stats_running_ = false;
+    struct StatsSample {
+        std::chrono::steady_clock::time_point when;
+        uint64_t cpu_ns = 0;
+    };
+    std::map<std::string, StatsSample> stats_previous_;
+    // admin.vm.volume.CloneFrom tokens waiting for their CloneTo.
+    struct PendingClone {
+        std::string uuid, volume;
+        uint64_t serial;
+    };
+    std::map<std::string, PendingClone, std::less<>> pending_clones_;
+    uint64_t clone_serial_ = 0;
     std::map<std::string, Method, std::less<>> methods_;
     std::map<std::string, Method, std::less<>> internal_methods_;
     // Refusals are the caller's doing: a few logged per source qube per second.

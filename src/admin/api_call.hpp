@@ -12,6 +12,8 @@ struct AdminApi::Call {
     Qube* src;
     Qube* dest;
     bool stream = false;  // admin.Events: keep the connection for events
+    EventHub* hub = nullptr;  // the events the stream follows (nullptr: the daemon's)
+    std::function<bool(const std::string&)> event_filter;  // which of them it passes
     // Set by a handler whose answer comes later (a qube starting).
     std::function<void(ApiResponse::Completion)> later;
 

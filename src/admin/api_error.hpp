@@ -1,8 +1,10 @@
-// Errors an Admin API handler raises. Two kinds, as in qubesd:
-// - a Qubes exception (QubesVMNotFoundError, QubesVMNotHaltedError, ...) is
-//   answered with "2\0TYPE\0\0MESSAGE\0";
-// - a protocol error or a refused permission (qubesd's ProtocolError,
-//   PermissionDenied and their subclasses such as QubesValueError) closes the
+// Errors an Admin API handler raises. Two kinds, as in Qubes R4.3's qubesd:
+// - a Qubes exception (QubesVMNotFoundError, QubesVMNotHaltedError,
+//   QubesValueError and its subclass QubesPropertyValueError, ...) is
+//   answered with "2\0TYPE\0\0MESSAGE\0" (an empty traceback: qubesd
+//   without --debug);
+// - a protocol error or a refused permission (ProtocolError, PermissionDenied,
+//   and what qubesd does not catch: KeyError, AttributeError, ...) closes the
 //   connection without a reply; the reason only goes to the daemon's log.
 #pragma once
 
@@ -25,8 +27,12 @@ inline ApiError qubes_error(std::string type, std::string message) {
 }
 // A malformed or disallowed request: the client gets nothing.
 inline ApiError protocol_error(std::string reason) { return ApiError("ProtocolError", std::move(reason), true); }
-// An invalid value: QubesValueError is a ProtocolError in qubesd (no reply).
-inline ApiError value_error(std::string reason) { return ApiError("QubesValueError", std::move(reason), true); }
+// An invalid value: QubesValueError is a QubesException in R4.3 (answered).
+inline ApiError value_error(std::string message) { return qubes_error("QubesValueError", std::move(message)); }
+// A value a property's setter refuses.
+inline ApiError property_value_error(std::string message) {
+    return qubes_error("QubesPropertyValueError", std::move(message));
+}
 inline ApiError permission_denied(std::string reason) {
     return ApiError("PermissionDenied", std::move(reason), true);
 }

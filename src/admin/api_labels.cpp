@@ -7,7 +7,7 @@ namespace {
 
 const Label& existing(const Model& model, const std::string& key) {
     const Label* label = model.labels().find(key);
-    if (!label) throw value_error("no such label: " + key);  // QubesValueError: no reply
+    if (!label) throw value_error("");  // qubesd raises a bare QubesValueError
     return *label;
 }
 

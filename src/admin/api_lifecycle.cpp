@@ -6,6 +6,12 @@ namespace aerie::admin {
 
 namespace {
 
+// qubesd's shutdown and kill of a halted qube: QubesVMNotStartedError.
+std::optional<ApiError> not_started(const Qube& qube) {
+    if (!qube.is_halted() || qube.is_remote()) return std::nullopt;
+    return qubes_error("QubesVMNotStartedError", "Domain is powered off: '" + qube.name + "'");
+}
+
 // The answer a lifecycle operation gives when it ends.
 ApiResponse outcome(const std::optional<ApiError>& error) {
     if (!error) return ApiResponse::reply(encode_success(""));
@@ -26,6 +32,17 @@ void AdminApi::set_lifecycle(Lifecycle* lifecycle) {
     methods_["admin.vm.Pause"] = {&AdminApi::vm_pause, P::None, A::None};
     methods_["admin.vm.Unpause"] = {&AdminApi::vm_unpause, P::None, A::None};
     methods_["admin.vm.CurrentState"] = {&AdminApi::vm_current_state, P::None, A::None};
+    methods_["admin.vm.Suspend"] = {&AdminApi::vm_suspend, P::None, A::None};
+    methods_["admin.vm.Resume"] = {&AdminApi::vm_resume, P::None, A::None};
+    // Qubes' start_time: when the qube last started (lost over a restart of
+    // the daemon: None until its next start).
+    events_.observe([this](std::string_view subject, std::string_view event, const EventHub::Kwargs&) {
+        if (event != "domain-start" && event != "domain-shutdown") return;
+        if (Qube* qube = model_.find(subject))
+            qube->start_time = event == "domain-start"
+                                   ? std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()
+                                   : 0;
+    });
     // What a qrexec daemon asks for when the policy lets a call start its target.
     internal_methods_["internal.vm.Start"] = {&AdminApi::vm_autostart, P::None, A::None};
 }
@@ -66,6 +83,7 @@ std::string AdminApi::vm_shutdown(Call& call) {
     call.later = [this, name, force, wait](ApiResponse::Completion done) {
         Qube* qube = model_.find(name);
         if (!qube) return done(outcome(qubes_error("QubesVMNotFoundError", "No such domain: '" + name + "'")));
+        if (auto error = not_started(*qube)) return done(outcome(error));
         lifecycle_->shutdown(*qube, wait, force, [done](std::optional<ApiError> error) { done(outcome(error)); });
     };
     return {};
@@ -76,6 +94,7 @@ std::string AdminApi::vm_kill(Call& call) {
     call.later = [this, name](ApiResponse::Completion done) {
         Qube* qube = model_.find(name);
         if (!qube) return done(outcome(qubes_error("QubesVMNotFoundError", "No such domain: '" + name + "'")));
+        if (auto error = not_started(*qube)) return done(outcome(error));
         lifecycle_->kill(*qube, [done](std::optional<ApiError> error) { done(outcome(error)); });
     };
     return {};
@@ -87,6 +106,23 @@ std::string AdminApi::vm_pause(Call& call) {
 }
 
 std::string AdminApi::vm_unpause(Call& call) {
+    lifecycle_->unpause(*call.dest);
+    return {};
+}
+
+// Aerie has no suspend to RAM: a suspend pauses, as Qubes does for a qube
+// whose system cannot suspend; a resume unpauses.
+std::string AdminApi::vm_suspend(Call& call) {
+    Qube& qube = *call.dest;
+    if (qube.power_state == "Paused") return {};
+    if (qube.power_state != "Running")
+        throw qubes_error("QubesVMNotRunningError",
+                          "Domain not running (either powered off or paused): '" + qube.name + "'");
+    lifecycle_->pause(qube);
+    return {};
+}
+
+std::string AdminApi::vm_resume(Call& call) {
     lifecycle_->unpause(*call.dest);
     return {};
 }

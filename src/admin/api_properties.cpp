@@ -92,7 +92,6 @@ std::string AdminApi::property_help(Call& call) {
 std::string AdminApi::property_set(Call& call) {
     Qube* qube = holder(call);
     const PropertyDef& def = lookup(model_, qube, call.arg());
-    if (qube && qube->is_admin() && def.name == "name") throw protocol_error("dom0 cannot be renamed");
     std::string value = model_.sanitize(qube, def, call.payload());
     if (qube && def.name == "name") return rename(call, value);
     if (qube && def.name == "template" && !qube->is_halted())
@@ -119,7 +118,12 @@ std::string AdminApi::property_reset(Call& call) {
     const PropertyDef& def = lookup(model_, qube, call.arg());
     Call::enforce(def.writable && def.name != "name" && def.name != "label", "property " + def.name + " cannot be reset");
     // qubes.vm.appvm / qubes.vm.dispvm: property-pre-reset:template.
-    if (qube && def.name == "template") throw value_error("Cannot unset template");
+    if (qube && def.name == "template") {
+        std::string fallback = model_.value_text(nullptr, "default_template");
+        if (qube->klass == "AppVM" && !fallback.empty())
+            throw value_error("Cannot unset template. You can set it to the current default (" + fallback + ") instead");
+        throw value_error("Cannot unset template");
+    }
     PropertyValue old = model_.get(qube, def);
     Store::Transaction txn(store_);
     if (qube)
@@ -143,7 +147,7 @@ std::string AdminApi::rename(Call& call, const std::string& new_name) {
         throw qubes_error("QubesVMNotHaltedError", "Domain is not powered off: '" + qube.name + "'");
     if (new_name == qube.name) return {};
     if (model_.find(new_name))
-        throw ApiError("QubesPropertyValueError", "VM named " + new_name + " already exists", true);
+        throw property_value_error("VM named " + new_name + " already exists");
     std::string old_name = qube.name;
     Store::Transaction txn(store_);
     txn.rename_qube(qube.uuid, new_name);

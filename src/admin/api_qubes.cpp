@@ -34,9 +34,15 @@ std::string AdminApi::vm_list(Call& call) {
     auto line = [](const Qube& q) {
         return q.name + " class=" + q.klass + " state=" + q.power_state + " uuid=" + q.uuid + "\n";
     };
-    if (!call.dest_is_dom0()) return line(*call.dest);
+    // A management qube lists what the policy lets it (qubes.ext.admin).
+    auto listed = [&](const Qube& q) {
+        return !admin_policy_ || call.src->is_admin() ||
+               admin_policy_->allows(model_, "admin.vm.List", "+", call.src->name, q.name);
+    };
+    if (!call.dest_is_dom0()) return listed(*call.dest) ? line(*call.dest) : std::string();
     std::string out;
-    for (const Qube* q : model_.qubes_by_name()) out += line(*q);
+    for (const Qube* q : model_.qubes_by_name())
+        if (listed(*q)) out += line(*q);
     return out;
 }
 
@@ -72,8 +78,7 @@ std::string AdminApi::vm_create(Call& call) {
         std::string key(param.substr(0, eq)), value(param.substr(eq + 1));
         Call::enforce(seen.insert(key).second, "duplicated parameters");
         if (key == "name") {
-            if (auto why = invalid_qube_name_reason(value); !why.empty())
-                throw ApiError("QubesPropertyValueError", why, true);
+            if (auto bad = qube_name_error(value); !bad.type.empty()) throw qubes_error(bad.type, bad.message);
             name = value;
         } else if (key == "label") {
             Call::enforce(label_name_chars_ok(value), "invalid label name");
@@ -113,8 +118,12 @@ std::string AdminApi::vm_create(Call& call) {
             if (tpl.empty()) throw value_error("Template for the qube not specified, nor default template set.");
             qube.properties["template"] = tpl;
         }
+        const std::string& tpl = qube.properties["template"];
+        if (qube.klass == "DispVM" && model_.value_text(model_.find(tpl), "template_for_dispvms") != "True")
+            throw value_error("template for disposable (" + tpl +
+                              ") needs to be an AppVM with template_for_dispvms=True");  // qubes.vm.dispvm
         const PropertyDef* def = find_property(*class_properties(klass), "template");
-        model_.sanitize(&qube, *def, qube.properties["template"]);  // the class's rules
+        model_.sanitize(&qube, *def, tpl);  // the class's rules
     }
     if (qube.klass == "DispVM") {
         inherit_from_template(qube, *model_.find(qube.properties["template"]));

@@ -1,4 +1,7 @@
-// admin.vm.volume.{List,Info,ListSnapshots,Revert,Resize,Set.revisions_to_keep}.
+// admin.vm.volume.{List,Info,ListSnapshots,Revert,Resize,Clear,CloneFrom,
+// CloneTo,Set.revisions_to_keep,Set.rw,Set.ephemeral}.
+#include <random>
+
 #include "admin/api_call.hpp"
 #include "storage/pool.hpp"
 
@@ -24,6 +27,12 @@ void AdminApi::set_storage(storage::FilePool* pool) {
     methods_["admin.vm.volume.Revert"] = {&AdminApi::volume_revert, P::Optional, A::Required};
     methods_["admin.vm.volume.Resize"] = {&AdminApi::volume_resize, P::Required, A::Required};
     methods_["admin.vm.volume.Set.revisions_to_keep"] = {&AdminApi::volume_set_revisions, P::Required, A::Required};
+    methods_["admin.vm.volume.Set.rw"] = {&AdminApi::volume_set_rw, P::Optional, A::Optional};
+    methods_["admin.vm.volume.Set.ephemeral"] = {&AdminApi::volume_set_ephemeral, P::Optional, A::Optional};
+    methods_["admin.vm.volume.Clear"] = {&AdminApi::volume_clear, P::None, A::Optional};
+    methods_["admin.vm.volume.CloneFrom"] = {&AdminApi::volume_clone_from, P::None, A::Optional};
+    methods_["admin.vm.volume.CloneTo"] = {&AdminApi::volume_clone_to, P::Optional, A::Optional};
+    add_pool_methods();
 }
 
 std::string AdminApi::volume_list(Call& call) {
@@ -96,6 +105,107 @@ std::string AdminApi::volume_set_revisions(Call& call) {
     long long count = std::stoll(digits) * (negative ? -1 : 1);
     Call::enforce(count >= -1 && count < 1000, "revisions_to_keep out of range");
     pool_->set_revisions_to_keep(call.dest->uuid, call.arg(), static_cast<int>(count));
+    return {};
+}
+
+namespace {
+
+// The bool of a volume setting (qubes.property.bool); anything else closes
+// ("Invalid value", a ProtocolError).
+bool volume_bool(std::string_view payload) {
+    for (unsigned char c : payload) AdminApi::Call::enforce(c < 0x80, "Invalid value");
+    auto value = parse_bool(payload);
+    AdminApi::Call::enforce(value.has_value(), "Invalid value");
+    return *value;
+}
+
+// qubes.utils.random_string: letters and digits.
+std::string random_token(size_t length) {
+    static const char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    std::random_device random;
+    std::string out;
+    for (size_t i = 0; i < length; ++i) out += kChars[random() % (sizeof kChars - 1)];
+    return out;
+}
+
+}  // namespace
+
+// Qubes lets rw change; Aerie's volumes have the rw their class gives them.
+std::string AdminApi::volume_set_rw(Call& call) {
+    Call::enforce(has_volume(*pool_, *call.dest, call.arg()), "no volume " + call.arg());
+    bool value = volume_bool(call.payload());
+    if (!call.dest->is_halted())
+        throw qubes_error("QubesVMNotHaltedError", "Domain is not powered off: '" + call.dest->name + "'");
+    auto info = pool_->info(call.dest->uuid, call.dest->klass, call.arg(), model_.template_chain(*call.dest));
+    if (value != info.rw)
+        throw qubes_error("QubesNotImplementedError", "The volume " + call.arg() + " of " + call.dest->name +
+                                                          " is " + (info.rw ? "writable" : "read-only") +
+                                                          " in Aerie: its rw cannot change");
+    return {};
+}
+
+// No volume here is encrypted with an ephemeral key: only False is true.
+std::string AdminApi::volume_set_ephemeral(Call& call) {
+    Call::enforce(has_volume(*pool_, *call.dest, call.arg()), "no volume " + call.arg());
+    if (volume_bool(call.payload()))
+        throw qubes_error("QubesNotImplementedError",
+                          "Aerie's volumes are not encrypted with an ephemeral key: ephemeral stays False");
+    return {};
+}
+
+std::string AdminApi::volume_clear(Call& call) {
+    Call::enforce(has_volume(*pool_, *call.dest, call.arg()), "no volume " + call.arg());
+    if (!call.dest->is_halted())
+        throw qubes_error("QubesVMNotHaltedError", "Domain is not powered off: '" + call.dest->name + "'");
+    try {
+        pool_->clear(call.dest->uuid, call.dest->klass, call.arg());
+    } catch (const storage::StorageError& e) {
+        throw qubes_error("StoragePoolException", e.what());
+    }
+    return {};
+}
+
+// A token that names the volume for one CloneTo. Few are kept: the oldest
+// go first (qubesd keeps them all).
+std::string AdminApi::volume_clone_from(Call& call) {
+    Call::enforce(has_volume(*pool_, *call.dest, call.arg()), "no volume " + call.arg());
+    constexpr size_t kMaxPendingClones = 64;
+    while (pending_clones_.size() >= kMaxPendingClones) {
+        auto oldest = std::min_element(pending_clones_.begin(), pending_clones_.end(), [](const auto& a, const auto& b) {
+            return a.second.serial < b.second.serial;
+        });
+        pending_clones_.erase(oldest);
+    }
+    std::string token = random_token(32);
+    Call::enforce(!pending_clones_.count(token), "token collision");
+    pending_clones_[token] = PendingClone{call.dest->uuid, call.arg(), ++clone_serial_};
+    return token;
+}
+
+std::string AdminApi::volume_clone_to(Call& call) {
+    Call::enforce(has_volume(*pool_, *call.dest, call.arg()), "no volume " + call.arg());
+    for (unsigned char c : call.payload()) Call::enforce(c < 0x80, "token is not ASCII");
+    std::string token = call.payload();
+    auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; };
+    while (!token.empty() && space(token.back())) token.pop_back();
+    while (!token.empty() && space(token.front())) token.erase(0, 1);
+    auto it = pending_clones_.find(token);
+    Call::enforce(it != pending_clones_.end(), "no such clone token");
+    PendingClone from = it->second;
+    pending_clones_.erase(it);
+    // The source must still be there (the token is spent either way).
+    const Qube* src = model_.find("uuid:" + from.uuid);
+    Call::enforce(src && has_volume(*pool_, *src, from.volume), "the cloned volume is gone");
+    // The volumes are matched by name (Aerie's pool keeps one kind of data
+    // per name).
+    Call::enforce(from.volume == call.arg(), "volumes of different names");
+    if (!call.dest->is_halted())
+        throw qubes_error("QubesVMNotHaltedError", "Domain is not powered off: '" + call.dest->name + "'");
+    try {
+        pool_->import_volume(call.dest->uuid, call.dest->klass, src->uuid, src->klass, call.arg());
+    } catch (const storage::StorageError& e) {
+        throw qubes_error("StoragePoolException", e.what());
+    }
     return {};
 }
 

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "admin/api_error.hpp"
+#include "admin/py_text.hpp"
 
 namespace aerie::admin {
 
@@ -193,24 +194,34 @@ std::string Model::value_text(const Qube* qube, std::string_view property) const
     return def ? get(qube, *def).text : std::string();
 }
 
+// qubes.property.sanitize and the setters of R4.3, with their exceptions:
+// QubesValueError / QubesPropertyValueError are answered, the rest closes.
 std::string Model::sanitize(const Qube* qube, const PropertyDef& def, std::string_view raw) const {
+    // Qubes' stateless properties (property.forbidden as their setter).
+    if (qube && def.name == "start_time")
+        throw property_value_error("property 'start_time' on " + qube->klass + " instance cannot be set");
     if (!def.writable) throw protocol_error("property " + def.name + " is read-only");
-    if (!is_ascii(raw)) throw value_error("value of " + def.name + " is not ASCII");
+    if (qube && qube->is_admin() && def.name == "name")
+        throw property_value_error("property 'name' on AdminVM instance cannot be set");
+    if (!is_ascii(raw)) throw value_error(def.type == PropType::Vm ? "" : "Non-ASCII bytes in property value");
     std::string value(raw);
     switch (def.type) {
         case PropType::Bool: {
             auto b = parse_bool(value);
-            if (!b) throw value_error("Invalid literal for boolean property: '" + value + "'");
+            if (!b) throw value_error("Invalid literal for boolean property: " + py_repr(value));
             value = *b ? "True" : "False";
             break;
         }
         case PropType::Int: {
             auto n = parse_int(value);
-            if (!n) throw value_error("invalid integer for " + def.name + ": '" + value + "'");
+            if (!n) throw value_error("Failed to parse property value as int");
             value = std::to_string(*n);
             break;
         }
         case PropType::Label: {
+            for (unsigned char c : value)
+                if ((c < 0x20 || c > 0x7e) && !(c >= '\t' && c <= '\r'))
+                    throw value_error("Invalid characters in property value");
             const Label* label = labels_.find(value);
             if (!label) throw qubes_error("QubesLabelNotFoundError", "Label does not exist: " + value);
             value = label->name;
@@ -220,17 +231,20 @@ std::string Model::sanitize(const Qube* qube, const PropertyDef& def, std::strin
             // Only the empty string is None (qubes.vm.VMProperty): "None"
             // is a valid qube name. Anything else must be a qube name.
             if (value.empty()) {
-                if (!def.allow_none) throw value_error("property " + def.name + " cannot be None");
+                if (!def.allow_none)
+                    throw property_value_error("Invalid value None for property " + py_repr(def.name) + " of " +
+                                               (qube ? qube->name : std::string("Qubes")));
                 break;
             }
             if (value.substr(0, 5) != "uuid:") {
-                if (auto why = invalid_qube_name_reason(value); !why.empty()) throw value_error(why);
+                if (auto bad = qube_name_error(value); !bad.type.empty()) throw qubes_error(bad.type, bad.message);
             }
             const Qube* target = find(value);
-            if (!target) throw qubes_error("QubesVMNotFoundError", "No such domain: '" + value + "'");
+            if (!target) throw property_value_error("Can't set " + def.name + " to non-existing qube " + value);
             value = target->name;
-            if (target == qube && def.name != "default_dispvm")
-                throw ApiError("QubesPropertyValueError", def.name + " cannot point to the qube itself", true);
+            // Aerie's own rule (Qubes refuses most of these through the checks).
+            if (target == qube && def.name != "default_dispvm" && def.name != "template" && def.name != "netvm")
+                throw property_value_error(def.name + " cannot point to the qube itself");
             break;
         }
         case PropType::Str:
@@ -240,14 +254,15 @@ std::string Model::sanitize(const Qube* qube, const PropertyDef& def, std::strin
                     throw value_error("Invalid characters in property value");
             }
             if (def.name == "name") {
-                if (auto why = invalid_qube_name_reason(value); !why.empty())
-                    throw ApiError("QubesPropertyValueError", why, true);
+                if (auto bad = qube_name_error(value, "name"); !bad.type.empty()) throw qubes_error(bad.type, bad.message);
             }
             break;
     }
     if (def.check) {
-        if (auto why = def.check(*this, qube, value); !why.empty())
-            throw ApiError("QubesPropertyValueError", def.name + ": " + why, true);
+        if (auto refusal = def.check(*this, qube, value)) {
+            if (refusal->type.empty()) throw protocol_error(refusal->message);
+            throw qubes_error(refusal->type, refusal->message);
+        }
     }
     return value;
 }

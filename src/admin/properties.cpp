@@ -6,8 +6,11 @@
 #include <map>
 #include <set>
 
+#include <fmt/format.h>
+
 #include "admin/dispvm_rules.hpp"
 #include "admin/model.hpp"
+#include "admin/py_text.hpp"
 
 namespace aerie::admin {
 
@@ -83,16 +86,34 @@ DefaultRule computed(std::function<std::optional<std::string>(const Model&, cons
     return r;
 }
 
-std::string positive(const Model&, const Qube*, const std::string& value) {
-    auto n = parse_int(value);
-    return n && *n > 0 ? "" : "value must be positive";
+using Check = std::optional<Refusal>;
+
+Check property_refusal(std::string message) { return Refusal{"QubesPropertyValueError", std::move(message)}; }
+Check value_refusal(std::string message) { return Refusal{"QubesValueError", std::move(message)}; }
+// qubes.vm.VMProperty's class check.
+Check wrong_class(const Qube& target, std::string_view wanted) {
+    return property_refusal("wrong VM class: domains[" + py_repr(target.name) + "] is of type " + target.klass +
+                            " and not " + std::string(wanted));
 }
-std::string non_negative(const Model&, const Qube*, const std::string& value) {
-    auto n = parse_int(value);
-    return n && *n >= 0 ? "" : "value must be non-negative";
+
+// qubes.vm.qubesvm._setter_positive_int / _setter_non_negative_int.
+decltype(PropertyDef::check) positive(std::string name) {
+    return [name](const Model&, const Qube*, const std::string& value) -> Check {
+        auto n = parse_int(value);
+        if (n && *n > 0) return std::nullopt;
+        return property_refusal(name + " must be positive");
+    };
 }
-std::string virt_mode_check(const Model&, const Qube*, const std::string& value) {
-    return value == "hvm" || value == "pv" || value == "pvh" ? "" : "virt_mode must be one of: hvm, pv, pvh";
+decltype(PropertyDef::check) non_negative(std::string name) {
+    return [name](const Model&, const Qube*, const std::string& value) -> Check {
+        auto n = parse_int(value);
+        if (n && *n >= 0) return std::nullopt;
+        return property_refusal(name + " must be positive or zero");
+    };
+}
+Check virt_mode_check(const Model&, const Qube*, const std::string& value) {
+    if (value == "hvm" || value == "pv" || value == "pvh") return std::nullopt;
+    return property_refusal("Invalid virtualization mode, supported values: hvm, pv, pvh");
 }
 // Whether following the netvm chain from `start` (itself included) reaches
 // `target`. Ends on a loop that does not pass through `target`.
@@ -104,64 +125,66 @@ bool netvm_chain_reaches(const Model& model, const Qube* start, const Qube* targ
 }
 // A netvm must provide network and must not create a loop
 // (qubes.vm.mix.net._setter_netvm).
-std::string netvm_check(const Model& model, const Qube* self, const std::string& value) {
-    if (value.empty()) return "";
+Check netvm_check(const Model& model, const Qube* self, const std::string& value) {
+    if (value.empty()) return std::nullopt;
     const Qube* target = model.find(value);
-    if (!target) return "";
+    if (!target) return std::nullopt;
     if (model.value_text(target, "provides_network") != "True")
-        return "VM " + value + " does not provide network";
-    if (self && netvm_chain_reaches(model, target, self)) return "Loops in network are unsupported";
-    return "";
+        return value_refusal("The " + value + " qube does not provide network");
+    if (self && netvm_chain_reaches(model, target, self)) return value_refusal("Loops in network are unsupported");
+    return std::nullopt;
 }
 // The global default netvm: a network provider, and no qube that follows the
 // default may be it or lie behind it (qubes.app._setter_default_netvm).
-std::string default_netvm_check(const Model& model, const Qube*, const std::string& value) {
-    if (auto why = netvm_check(model, nullptr, value); !why.empty() || value.empty()) return why;
+Check default_netvm_check(const Model& model, const Qube*, const std::string& value) {
+    if (value.empty()) return std::nullopt;
+    if (auto why = netvm_check(model, nullptr, value)) return why;
     const Qube* target = model.find(value);
-    if (!target) return "";
+    if (!target) return std::nullopt;
     for (const Qube* qube : model.qubes_by_name()) {
         if (qube->properties.count("netvm") || !find_property(model.properties_of(*qube), "netvm")) continue;
-        if (netvm_chain_reaches(model, target, qube)) return "Network loop on '" + qube->name + "'";
+        if (netvm_chain_reaches(model, target, qube)) return property_refusal("Network loop on '" + qube->name + "'");
     }
-    return "";
+    return std::nullopt;
 }
 // A qube stays a network provider while qubes use it
 // (qubes.vm.mix.net._setter_provides_network).
-std::string provides_network_check(const Model& model, const Qube* self, const std::string& value) {
-    if (!self || value != "False") return "";
+Check provides_network_check(const Model& model, const Qube* self, const std::string& value) {
+    if (!self || value != "False") return std::nullopt;
     for (const Qube* qube : model.qubes_by_name()) {
         if (qube != self && model.value_text(qube, "netvm") == self->name)
-            return "The qube is still used by other qubes, change theirs 'netvm' first";
+            return value_refusal("The qube is still used by other qubes, change theirs 'netvm' first");
     }
-    return "";
+    return std::nullopt;
 }
-std::string default_template_check(const Model& model, const Qube*, const std::string& value) {
+Check default_template_check(const Model& model, const Qube*, const std::string& value) {
     const Qube* target = model.find(value);
-    if (!target || target->klass == "TemplateVM") return "";
-    return "VM " + value + " is not a template";
+    if (!target || target->klass == "TemplateVM") return std::nullopt;
+    return wrong_class(*target, "TemplateVM");
 }
-std::string template_check(const Model& model, const Qube* self, const std::string& value) {
+Check template_check(const Model& model, const Qube* self, const std::string& value) {
     const Qube* target = model.find(value);
-    if (!target) return "";
+    if (!target) return std::nullopt;
     if (self && self->klass == "DispVM") {
-        return model.value_text(target, "template_for_dispvms") == "True"
-                   ? ""
-                   : "template for DispVM (" + value + ") needs to have template_for_dispvms=True";
+        if (model.value_text(target, "template_for_dispvms") == "True") return std::nullopt;
+        return property_refusal("template for disposable must have template_for_dispvms=True");
     }
-    return target->klass == "TemplateVM" ? "" : "VM " + value + " is not a template";
+    if (target->klass == "TemplateVM") return std::nullopt;
+    return wrong_class(*target, "TemplateVM");
 }
-std::string dispvm_template_check(const Model& model, const Qube*, const std::string& value) {
-    if (value.empty()) return "";
+// Aerie's own rule: a default disposable template must be one.
+Check dispvm_template_check(const Model& model, const Qube*, const std::string& value) {
+    if (value.empty()) return std::nullopt;
     const Qube* target = model.find(value);
-    if (!target) return "";
-    return model.value_text(target, "template_for_dispvms") == "True"
-               ? ""
-               : "VM " + value + " is not a template for disposables (template_for_dispvms=False)";
+    if (!target || model.value_text(target, "template_for_dispvms") == "True") return std::nullopt;
+    return property_refusal("VM " + value + " is not a template for disposables (template_for_dispvms=False)");
 }
 
-// Set once (qubes.property write_once).
-std::string dispid_check(const Model&, const Qube* self, const std::string&) {
-    return self && self->properties.count("dispid") ? "property is write-once" : "";
+// Set once (qubes.property write_once: an AttributeError qubesd does not
+// answer).
+Check dispid_check(const Model&, const Qube* self, const std::string&) {
+    if (self && self->properties.count("dispid")) return Refusal{"", "property 'dispid' is write-once and already set"};
+    return std::nullopt;
 }
 
 PropertyDef prop(std::string name, PropType type, DefaultRule rule, std::string help) {
@@ -229,23 +252,20 @@ std::vector<PropertyDef> qubesvm_properties(std::string_view klass) {
     add(checked(prop("memory", PropType::Int, template_or(computed([](const Model& m, const Qube*) -> std::optional<std::string> {
                          return std::to_string(m.size_defaults().memory_mib);
                      })),
-                     "Memory currently available for this VM."),
-                positive));
+                     "Memory currently available for this VM."), positive("memory")));
     add(checked(prop("maxmem", PropType::Int, template_or(computed([](const Model& m, const Qube*) -> std::optional<std::string> {
                          return std::to_string(m.size_defaults().maxmem_mib);
                      })),
-                     "Maximum amount of memory available for this VM (for the purpose of the memory balancer)."),
-                non_negative));
+                     "Maximum amount of memory available for this VM (for the purpose of the memory balancer)."), non_negative("maxmem")));
     add(checked(prop("vcpus", PropType::Int, template_or(computed([](const Model& m, const Qube*) -> std::optional<std::string> {
                          return std::to_string(m.size_defaults().vcpus);
                      })),
-                     "Number of virtual CPUs for a qube"),
-                positive));
+                     "Number of virtual CPUs for a qube"), positive("vcpus")));
     add(prop("kernel", PropType::Str, template_or(global("default_kernel")), "Kernel used by this domain."));
     add(prop("kernelopts", PropType::Str, template_or(constant("")), "Kernel command line passed to domain."));
     add(checked(prop("virt_mode", PropType::Str, constant("pvh"), "Virtualisation mode: full virtualisation (\"HVM\"), or paravirtualisation (\"PV\"), or hybrid (\"PVH\")."), virt_mode_check));
-    add(checked(prop("qrexec_timeout", PropType::Int, template_or(global("default_qrexec_timeout")), "Time in seconds after which qrexec connection attempt is deemed failed."), positive));
-    add(checked(prop("shutdown_timeout", PropType::Int, template_or(global("default_shutdown_timeout")), "Time in seconds for shutdown of the VM, after which VM may be forcefully powered off."), positive));
+    add(checked(prop("qrexec_timeout", PropType::Int, template_or(global("default_qrexec_timeout")), "Time in seconds after which qrexec connection attempt is deemed failed."), positive("qrexec_timeout")));
+    add(checked(prop("shutdown_timeout", PropType::Int, template_or(global("default_shutdown_timeout")), "Time in seconds for shutdown of the VM, after which VM may be forcefully powered off."), positive("shutdown_timeout")));
     add(prop("default_user", PropType::Str, template_or(constant("user")), "Default user to start applications as."));
     add(prop("autostart", PropType::Bool, constant("False"), "Setting this to `True` means that VM should be autostarted on dom0 boot."));
     // A disposable is backed up unless it removes itself on shutdown.
@@ -260,6 +280,12 @@ std::vector<PropertyDef> qubesvm_properties(std::string_view klass) {
     add(read_only(prop("updateable", PropType::Bool, constant(updateable ? "True" : "False"), "True if this machine may be updated on its own.")));
     add(read_only(prop("xid", PropType::Int, constant("-1"), "Xen ID or -1 if domain is not running.")));
     add(prop("keyboard_layout", PropType::Str, constant("us++"), "Keyboard layout for this VM"));
+    // A stateless property of Qubes: None (empty) unless running.
+    add(read_only(prop("start_time", PropType::Str, computed([](const Model&, const Qube* q) -> std::optional<std::string> {
+                           if (!q || q->start_time <= 0 || q->is_halted()) return std::string();
+                           return fmt::format("{}", q->start_time);
+                       }),
+                       "Tell when machine was started.")));
     add(prop("backup_timestamp", PropType::Int, none(), "Time of last backup of the qube, in seconds since unix epoch"));
     add(read_only(prop("ip", PropType::Str, computed([](const Model& m, const Qube* q) -> std::optional<std::string> {
                            if (!q || m.value_text(q, "netvm").empty()) return std::string();
@@ -344,11 +370,11 @@ std::vector<PropertyDef> build_globals() {
         prop("default_kernel", PropType::Str, constant("aerie-ns"), "Which kernel to use when not overriden in VM"),
         nullable(checked(prop("default_netvm", PropType::Vm, none(), "Default NetVM for AppVMs. Initial state is `None`, which means that AppVMs are not connected to the Internet."), default_netvm_check)),
         prop("default_pool", PropType::Str, constant("varlibqubes"), "Default storage pool"),
-        checked(prop("default_qrexec_timeout", PropType::Int, constant("60"), "Default time in seconds after which qrexec connection attempt is deemed failed"), positive),
-        checked(prop("default_shutdown_timeout", PropType::Int, constant("60"), "Default time in seconds for VM shutdown to complete"), positive),
+        checked(prop("default_qrexec_timeout", PropType::Int, constant("60"), "Default time in seconds after which qrexec connection attempt is deemed failed"), positive("default_qrexec_timeout")),
+        checked(prop("default_shutdown_timeout", PropType::Int, constant("60"), "Default time in seconds for VM shutdown to complete"), positive("default_shutdown_timeout")),
         nullable(checked(prop("default_template", PropType::Vm, none(), "Default template for new AppVMs"), default_template_check)),
         nullable(prop("management_dispvm", PropType::Vm, none(), "Default DVM template for Disposable VM for managing other VMs.")),
-        checked(prop("stats_interval", PropType::Int, constant("3"), "Interval in seconds for VM stats reporting (memory, CPU usage)"), positive),
+        checked(prop("stats_interval", PropType::Int, constant("3"), "Interval in seconds for VM stats reporting (memory, CPU usage)"), positive("stats_interval")),
         nullable(prop("updatevm", PropType::Vm, none(), "Which VM to use as `yum` proxy for updating AdminVM and TemplateVMs")),
     };
     sort_by_name(list);

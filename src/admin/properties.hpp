@@ -35,14 +35,21 @@ struct DefaultRule {
     std::function<std::optional<std::string>(const Model&, const Qube*)> compute;
 };
 
+// A Qubes exception a check raises: its class name and message.
+struct Refusal {
+    std::string type;
+    std::string message;
+};
+
 struct PropertyDef {
     std::string name;
     PropType type = PropType::Str;
     DefaultRule default_rule;
     bool writable = true;
     bool allow_none = false;  // vm properties that may be empty
-    // Extra check of a sanitised value; returns an error reason, empty if fine.
-    std::function<std::string(const Model&, const Qube*, const std::string&)> check;
+    // Extra check of a sanitised value (the property's setter in Qubes): the
+    // exception it raises, nullopt if fine.
+    std::function<std::optional<Refusal>(const Model&, const Qube*, const std::string&)> check;
     std::string help;
 };
 

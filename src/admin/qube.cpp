@@ -22,17 +22,28 @@ std::string new_uuid() {
                        b[14], b[15]);
 }
 
-std::string invalid_qube_name_reason(std::string_view name) {
-    if (name.size() > 31) return "name value must be shorter than 32 characters";
+NameError qube_name_error(std::string_view name, std::string_view prop) {
+    auto fail = [&](std::string with_prop, std::string without) {
+        if (prop.empty()) return NameError{"QubesValueError", std::move(without)};
+        return NameError{"QubesPropertyValueError", std::string(prop) + std::move(with_prop)};
+    };
     auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
-    auto rest = [&](char c) { return letter(c) || (c >= '0' && c <= '9') || c == '_' || c == '-'; };
+    auto digit = [](char c) { return c >= '0' && c <= '9'; };
+    auto rest = [&](char c) { return letter(c) || digit(c) || c == '_' || c == '-'; };
+    if (name.size() > 31)
+        return fail(" value must be shorter than 32 characters", "VM name must be shorter than 32 characters");
+    if (!name.empty() && (digit(name[0]) || name[0] == '_' || name[0] == '.' || name[0] == '-'))
+        return fail(" cannot start with hyphen, underscore, dot or numbers",
+                    "VM name cannot start with hyphen, underscore, dot or numbers");
     if (name.empty() || !letter(name.front()) || !std::all_of(name.begin(), name.end(), rest))
-        return "VM name contains illegal characters";
-    if (name == "none" || name == "default") return "VM name cannot be 'none' nor 'default'";
-    if (name == "Domain-0") return "VM name cannot be 'Domain-0'";
-    if (name.size() >= 3 && name.substr(name.size() - 3) == "-dm") return "VM name cannot end with '-dm'";
+        return fail(" value contains illegal characters", "VM name contains illegal characters");
+    if (name == "Domain-0") return {"QubesValueError", "VM name cannot be 'Domain-0'"};
+    if (name == "none" || name == "default") return {"QubesValueError", "VM name cannot be 'none' nor 'default'"};
+    if (name.size() >= 3 && name.substr(name.size() - 3) == "-dm") return {"QubesValueError", "VM name cannot end with -dm"};
     return {};
 }
+
+std::string invalid_qube_name_reason(std::string_view name) { return qube_name_error(name).message; }
 
 bool is_valid_tag(std::string_view tag) {
     auto ok = [](char c) {

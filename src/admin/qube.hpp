@@ -27,6 +27,9 @@ struct Qube {
     std::set<std::string> tags;
     std::string notes;
     std::string power_state = "Halted";
+    // When it was last started (seconds since the epoch; 0: not known or not
+    // running). Not stored: Qubes reads it from the running system too.
+    double start_time = 0;
 
     bool is_admin() const { return klass == "AdminVM"; }
     bool is_remote() const { return klass == "RemoteVM"; }
@@ -36,8 +39,17 @@ struct Qube {
 };
 
 // Qubes' name rule (qubes.vm.validate_name): a letter, then letters, digits,
-// '_' or '-'; at most 31 characters; not "none" or "default". Returns the
-// reason when invalid, empty when fine.
+// '_' or '-' (Aerie refuses the dots Qubes allows); at most 31 characters;
+// not "none", "default", "Domain-0" or ending in "-dm".
+// The Qubes exception an invalid name raises, as validate_name words it:
+// checked for a property `prop` being set, the first three rules raise
+// QubesPropertyValueError naming it; otherwise (and for the other rules)
+// QubesValueError. `type` is empty when the name is fine.
+struct NameError {
+    std::string type, message;
+};
+NameError qube_name_error(std::string_view name, std::string_view prop = {});
+// The message of qube_name_error(name), empty when the name is fine.
 std::string invalid_qube_name_reason(std::string_view name);
 // A random (version 4) UUID, lowercase.
 std::string new_uuid();

@@ -135,7 +135,8 @@ private:
     void read_request();
     void on_request();
     void answer(ApiResponse response);
-    void start_stream(std::string initial, const std::string& subject);
+    void start_stream(std::string initial, const std::string& subject, EventHub* events,
+                      std::function<bool(const std::string&)> filter);
     bool push_event(const std::string& encoded);
     void watch_hangup();
     void send(std::string bytes);
@@ -148,6 +149,7 @@ private:
     std::deque<std::string> out;
     size_t backlog = 0;  // queued bytes not yet written
     uint64_t subscription = 0;
+    EventHub* hub = nullptr;  // the one `subscription` is with
     bool open = true;
     bool requesting = true;  // still reading the request (the read timeout applies)
     bool writing = false;
@@ -208,7 +210,8 @@ void ApiServer::Connection::answer(ApiResponse response) {
         case ApiResponse::Kind::Close:
             return close();
         case ApiResponse::Kind::Events:
-            return start_stream(std::move(response.bytes), response.event_subject);
+            return start_stream(std::move(response.bytes), response.event_subject,
+                                response.hub ? response.hub : impl->events, std::move(response.event_filter));
         case ApiResponse::Kind::Later: {
             std::weak_ptr<Connection> weak = shared_from_this();
             auto work = std::move(response.later);
@@ -221,16 +224,19 @@ void ApiServer::Connection::answer(ApiResponse response) {
     }
 }
 
-void ApiServer::Connection::start_stream(std::string initial, const std::string& subject) {
+void ApiServer::Connection::start_stream(std::string initial, const std::string& subject, EventHub* events,
+                                         std::function<bool(const std::string&)> filter) {
     send(std::move(initial));
     if (!open) return;
-    if (impl->events) {
+    hub = events;
+    if (hub) {
         std::weak_ptr<Connection> weak = shared_from_this();
         // Events start "1\0SUBJECT\0": a stream about one qube skips the others'.
         std::string prefix = subject.empty() ? std::string() : std::string("1\0", 2) + subject + '\0';
-        subscription = impl->events->subscribe([weak, prefix](const std::string& encoded) {
+        subscription = hub->subscribe([weak, prefix, filter = std::move(filter)](const std::string& encoded) {
             auto self = weak.lock();
             if (!prefix.empty() && encoded.compare(0, prefix.size(), prefix) != 0) return bool(self);
+            if (filter && !filter(encoded)) return bool(self);
             return self && self->push_event(encoded);
         });
     }
@@ -290,7 +296,7 @@ void ApiServer::Connection::close() {
     socket.close(ec);
     out.clear();
     backlog = 0;
-    if (subscription && impl->events) impl->events->unsubscribe(subscription);
+    if (subscription && hub) hub->unsubscribe(subscription);
     impl->connections.erase(this);
 }
 

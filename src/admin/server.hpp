@@ -23,6 +23,8 @@
 namespace aerie::admin {
 
 // What the dispatcher answers to one request.
+class EventHub;
+
 struct ApiResponse {
     enum class Kind {
         Reply,   // write `bytes` (an encoded reply), then close
@@ -38,6 +40,11 @@ struct ApiResponse {
     // leaves meanwhile.
     using Completion = std::function<void(ApiResponse)>;
     std::function<void(Completion)> later;
+    // Events: the hub the stream follows (nullptr: the server's; admin.vm.Stats
+    // has one of its own).
+    EventHub* hub = nullptr;
+    // Events: which events the stream passes (besides event_subject); empty: all.
+    std::function<bool(const std::string& encoded_event)> event_filter;
 
     static ApiResponse reply(std::string bytes) { return {Kind::Reply, std::move(bytes), {}, {}}; }
     static ApiResponse close() { return {Kind::Close, {}, {}, {}}; }

@@ -291,6 +291,13 @@ FilePool::FilePool(fs::path dir, PoolOptions options)
     make_dir(dir_ / "run", 0700);
     make_dir(dir_ / "trash", 0700);
     make_dir(dir_ / "blank", 0700);
+    // The pool's own revisions_to_keep, once set (admin.pool.Set.revisions_to_keep).
+    if (auto text = read_small(dir_ / "revisions_to_keep")) {
+        try {
+            options_.revisions_to_keep = std::stoi(*text);
+        } catch (const std::exception&) {
+        }
+    }
     // The volumes the started qubes of an earlier run hold (still mounted).
     for (fs::directory_iterator it(dir_ / "run", ec), end; !ec && it != end; it.increment(ec)) {
         auto state = RunState::read(it->path() / "state");
@@ -697,6 +704,92 @@ void FilePool::clone(const std::string& src_uuid, const std::string& dst_uuid, c
     }
 }
 
+namespace {
+// Whether a class's volume keeps its data (Qubes' save_on_stop).
+bool saves_on_stop(Klass k, const std::string& volume) {
+    if (volume == "root") return has_own_root(k);
+    if (volume == "private") return k != Klass::Disp;
+    return false;
+}
+}  // namespace
+
+void FilePool::replace_image(const std::string& uuid, const std::string& volume,
+                             const std::function<void(const fs::path&)>& make) {
+    if (is_started(uuid)) throw StorageError("volume " + volume_vid(uuid, volume) + " is in use: its qube runs");
+    const fs::path image = image_path(uuid, volume);
+    if (!present(image)) throw StorageError("no " + volume + " volume of " + uuid);
+    fs::path tmp = image;
+    tmp += ".import";
+    ::unlink(tmp.c_str());
+    try {
+        make(tmp);
+    } catch (...) {
+        ::unlink(tmp.c_str());
+        throw;
+    }
+    // Swapped while nothing holds it (a snapshot of it in a running qube, a
+    // copy being made): the lock keeps new holders out meanwhile.
+    std::lock_guard lock(mount_mutex_);
+    auto held = holds_.find(uuid + "/" + volume);
+    if ((held != holds_.end() && held->second > 0) || is_mount_root(volume_path(uuid, volume))) {
+        ::unlink(tmp.c_str());
+        throw StorageError("volume " + volume_vid(uuid, volume) + " is in use");
+    }
+    discard(image);
+    if (::rename(tmp.c_str(), image.c_str()) < 0) throw_storage_errno("replacing " + image.string(), errno);
+    if (volume == "root") bump_stamp(vm_dir(uuid) / "root.changed");
+}
+
+void FilePool::import_volume(const std::string& dst_uuid, const std::string& dst_klass, const std::string& src_uuid,
+                             const std::string& src_klass, const std::string& volume) {
+    check_volume(volume);
+    const Klass dk = parse_klass(dst_klass), sk = parse_klass(src_klass);
+    if (!has_volumes(sk) || (volume != "volatile" && !saves_on_stop(sk, volume)))
+        throw StorageError("Can not import snapshot volume " + volume_vid(src_uuid, volume) + " in to pool " +
+                           options_.name + " ");
+    if (!has_volumes(dk) || !saves_on_stop(dk, volume)) return;
+    const fs::path src = vm_dir(src_uuid);
+    settle(src_uuid);
+    const bool running = is_started(src_uuid);
+    replace_image(dst_uuid, volume, [&](const fs::path& to) {
+        if (running) {
+            auto head = read_small(src / "revisions" / (volume + ".head"));
+            if (head && is_revision_name(*head) && present(src / "revisions" / volume / *head))
+                return copy_image(src / "revisions" / volume / *head, to);
+        }
+        copy_volume(src_uuid, volume, to);
+    });
+    if (volume == "root") {
+        if (present(src / "root.host-usr"))
+            write_small(vm_dir(dst_uuid) / "root.host-usr", "1\n");
+        else
+            ::unlink((vm_dir(dst_uuid) / "root.host-usr").c_str());
+    }
+}
+
+void FilePool::clear(const std::string& uuid, const std::string& klass, const std::string& volume) {
+    check_volume(volume);
+    const Klass k = parse_klass(klass);
+    if (!has_volumes(k) || !saves_on_stop(k, volume))
+        throw StorageError("Can not import into save_on_stop=False volume " + volume_vid(uuid, volume));
+    const uint64_t size = image_size(image_path(uuid, volume));
+    replace_image(uuid, volume, [&](const fs::path& to) {
+        new_image(to, size, volume == "private" ? kPrivateBytesPerInode : kDefaultBytesPerInode);
+    });
+    if (volume == "root") ::unlink((vm_dir(uuid) / "root.host-usr").c_str());
+    if (volume == "private") {
+        hold(uuid, "private");
+        try {
+            base::UniqueFd top = base::open_trusted_dir(volume_path(uuid, "private"));
+            base::ensure_dir_beneath(top.get(), "home", 0755, "private volume of " + uuid);
+        } catch (const std::exception& e) {
+            release(uuid, "private");
+            throw StorageError(std::string("making home/ in the private volume: ") + e.what());
+        }
+        release(uuid, "private");
+    }
+}
+
 void FilePool::teardown(const std::string& uuid) {
     fs::path run = run_dir(uuid);
     for (const char* m : {"root", "private", ".lower", ".private-lower"}) unmount_all(run / m);
@@ -1022,6 +1115,12 @@ void FilePool::set_revisions_to_keep(const std::string& uuid, const std::string&
     write_small(dir / (volume + ".revisions_to_keep"), std::to_string(count) + "\n");
 }
 
+void FilePool::set_revisions_to_keep(int count) {
+    if (count < -1) throw StorageError("Invalid value for revisions_to_keep");
+    write_small(dir_ / "revisions_to_keep", std::to_string(count) + "\n");
+    options_.revisions_to_keep = count;
+}
+
 int FilePool::revisions_to_keep(const std::string& uuid, const std::string& volume) const {
     check_volume(volume);
     auto text = read_small(vm_dir(uuid) / (volume + ".revisions_to_keep"));
@@ -1112,9 +1211,10 @@ VolumeInfo FilePool::info(const std::string& uuid, const std::string& klass, con
             i.usage = image_allocated(image_path(uuid, "root"));
         } else {
             // A snapshot of the TemplateVM's root (a DispVM's too: Qubes
-            // follows the chain to the volume that has no source); read-only,
-            // changes go to volatile.
-            i.rw = false;
+            // follows the chain to the volume that has no source); the qube
+            // writes to it (rw, as Qubes reports it), its changes go to
+            // volatile and are gone at its stop.
+            i.rw = true;
             i.snap_on_start = true;
             const std::string tpl =
                 running ? state->root_source : (templates.empty() ? "" : templates.back());

@@ -136,6 +136,9 @@ public:
     const std::string& name() const { return options_.name; }
     const std::filesystem::path& dir() const { return dir_; }
     int revisions_to_keep() const { return options_.revisions_to_keep; }
+    // admin.pool.Set.revisions_to_keep: the pool's default for volumes
+    // without their own (kept in the pool folder, over the options' value).
+    void set_revisions_to_keep(int count);
     // Whether volumes are shown through id-mapped mounts here (else chowned).
     bool idmapped_mounts() const { return use_idmap(); }
 
@@ -150,6 +153,22 @@ public:
     // running `src`: the state of its last stop where a revision of it is
     // kept (as Qubes copies the committed image), else the live folders.
     void clone(const std::string& src_uuid, const std::string& dst_uuid, const std::string& klass);
+    // admin.vm.volume.CloneTo (Qubes' import_volume): the data of
+    // `src_uuid`'s `volume` (the state of its last stop where a revision of a
+    // running one is kept, as clone()) replaces `dst_uuid`'s volume of the
+    // same name. Only a save_on_stop volume takes data (the others: nothing
+    // to do, as in Qubes); a snapshot volume (snap_on_start) cannot be the
+    // source. `dst_uuid` must not be started, nor its volume held.
+    void import_volume(const std::string& dst_uuid, const std::string& dst_klass, const std::string& src_uuid,
+                       const std::string& src_klass, const std::string& volume);
+    // admin.vm.volume.Clear: a save_on_stop volume becomes an empty file
+    // system of the same size (a private one with an empty home/, as made).
+    // The qube must not be started, nor the volume held.
+    void clear(const std::string& uuid, const std::string& klass, const std::string& volume);
+    // The vid admin.vm.volume.Info reports for a qube's volume.
+    static std::string volume_vid(const std::string& uuid, const std::string& volume) {
+        return "vm/" + uuid + "/" + volume;
+    }
     // Everything of the qube, unmounting first.
     void remove(const std::string& uuid);
 
@@ -252,6 +271,10 @@ private:
     // The image copied, the file system frozen meanwhile if mounted.
     void copy_volume(const std::string& uuid, const std::string& volume, const std::filesystem::path& dst) const;
     void refresh_volatile(const std::string& uuid) const;
+    // A save_on_stop volume's image replaced by `make(tmp)`'s, the volume
+    // neither in use nor held.
+    void replace_image(const std::string& uuid, const std::string& volume,
+                       const std::function<void(const std::filesystem::path&)>& make);
 
     std::filesystem::path dir_;
     PoolOptions options_;

@@ -47,6 +47,7 @@ struct Options {
     std::string pool_dir;  // default <state-dir>/pool
     std::string qrexec_socket_dir = "/var/run/qubes";
     std::string policy_socket = "/run/qubes/policy.sock";
+    std::vector<std::string> policy_dirs;  // empty: Qubes' /run/qubes/policy.d and /etc/qubes/policy.d
     std::string meminfo = "/proc/meminfo";
     std::string bin_dir;  // default: this program's folder
     std::string air_listen;  // ADDR:PORT where peer zones connect (Qubes Air)
@@ -118,6 +119,10 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--policy-socket", options.policy_socket, "The qrexec policy daemon's socket")
         ->capture_default_str();
+    app.add_option("--policy-dir", options.policy_dirs,
+                   "qrexec policy folder that filters what management qubes list and hear in admin.vm.List and "
+                   "admin.Events (repeatable; default: /run/qubes/policy.d and /etc/qubes/policy.d)")
+        ->allow_extra_args(false);
     app.add_option("--qubes-pids-max", options.qubes_pids_max,
                    "Processes and threads of all qubes together (default: the host's limit less a reserve)");
     app.add_option("--qube-pids-max", options.qube_pids_max,
@@ -195,6 +200,8 @@ int main(int argc, char** argv) {
         Lifecycle lifecycle(io, model, events, backend, pool, lifecycle_config);
         api.set_storage(&pool);
         api.set_lifecycle(&lifecycle);
+        api.set_event_loop(io);
+        api.set_admin_policy(std::make_shared<aerie::admin::AdminPolicy>(options.policy_dirs));
         lifecycle.adopt();
         DisposablesConfig disposables_config{options.meminfo, lifecycle_config.bin_dir, options.qrexec_socket_dir};
         Disposables disposables(io, api.registry(), events, lifecycle, disposables_config);

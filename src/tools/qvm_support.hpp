@@ -489,13 +489,15 @@ inline void create_qube_in(const admin::AdminClient& client, const std::string& 
     client.call("dom0", "admin.vm.CreateInPool." + klass, template_name, payload);
 }
 
-// Qubes.clone_vm() of qubesadmin, without volumes (Aerie's qubes have none
-// yet), firewall and menus: create a qube of the source's class (or
-// `new_class`), template and label, then copy the properties set on the
-// source, its tags (but created-by-*) and its features. A failure removes
-// the new qube and is rethrown, unless `ignore_errors`: then a failed
-// property, tag or feature is only logged, and a failure elsewhere ends the
-// copy quietly.
+// Qubes.clone_vm() of qubesadmin, without menus: create a qube of the
+// source's class (or `new_class`), template and label, then copy the
+// properties set on the source, its tags (but created-by-*), its features,
+// its notes and its firewall rules. A failure removes the new qube and is
+// rethrown, unless `ignore_errors`: then a failed property, tag or feature
+// is only logged, and a failure elsewhere ends the copy quietly. Last the
+// data of every volume that keeps it (save_on_stop) is copied through
+// admin.vm.volume.CloneFrom / CloneTo; a failure there always removes the
+// new qube.
 inline void clone_qube(const ToolCli& cli, const std::string& source, const std::string& new_name,
                        std::string new_class, const ClonePools& pools, bool ignore_errors) {
     const admin::AdminClient& client = cli.client;
@@ -563,8 +565,34 @@ inline void clone_qube(const ToolCli& cli, const std::string& source, const std:
                 failed("set " + feature + " feature", e);
             }
         }
+        try {
+            std::string notes = client.call(source, "admin.vm.notes.Get");
+            if (!notes.empty()) client.call(new_name, "admin.vm.notes.Set", {}, notes);
+        } catch (const admin::AdminError& e) {
+            failed("clone qube notes", e);
+        }
+        // A RemoteVM has no firewall (nor volumes).
+        if (new_class != "RemoteVM") {
+            try {
+                client.call(new_name, "admin.vm.firewall.Set", {}, client.call(source, "admin.vm.firewall.Get"));
+            } catch (const admin::AdminError& e) {
+                cli.log_error(new_name, std::string("Failed to set firewall: ") + e.what());
+                if (!ignore_errors) throw;
+            }
+        }
     } catch (const admin::AdminError&) {
         if (ignore_errors) return;
+        client.remove_qube(new_name);
+        throw;
+    }
+    try {
+        for (const auto& volume : client.volume_names(new_name)) {
+            auto info = client.volume_info(new_name, volume);
+            if (info["save_on_stop"] != "True") continue;
+            std::string token = client.call(source, "admin.vm.volume.CloneFrom", volume);
+            client.call(new_name, "admin.vm.volume.CloneTo", volume, token);
+        }
+    } catch (const admin::AdminError&) {
         client.remove_qube(new_name);
         throw;
     }

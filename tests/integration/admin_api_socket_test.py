@@ -240,13 +240,22 @@ class AdminApiSocket(unittest.TestCase):
         self.assertEqual(self.ok("admin.vm.property.Get", "pooled", "template"), b"default=False type=vm tpl")
         # Refusals: silent closes, and the answered ones.
         for payload in (b"", b"name=x", b"label=red", b"name=x label=red bogus=1", b"name=x name=y label=red",
-                        b"name=work label=red", b"name=1x label=red", b"name=x label=1", b"name=x label=red pool=x"):
+                        b"name=x label=1", b"name=x label=red pool=x"):
             self.assertClosed("admin.vm.Create.AppVM", arg="tpl", payload=payload)
+        self.assertEqual(self.call("admin.vm.Create.AppVM", arg="tpl", payload=b"name=work label=red"),
+                         exc("QubesValueError", "VM work already exists"))
+        self.assertEqual(self.call("admin.vm.Create.AppVM", arg="tpl", payload=b"name=1x label=red"),
+                         exc("QubesValueError", "VM name cannot start with hyphen, underscore, dot or numbers"))
         self.assertClosed("admin.vm.Create.AdminVM", payload=b"name=x label=red")
-        self.assertClosed("admin.vm.Create.TemplateVM", arg="tpl", payload=b"name=x label=red")
+        self.assertEqual(self.call("admin.vm.Create.TemplateVM", arg="tpl", payload=b"name=x label=red"),
+                         exc("QubesValueError", "TemplateVM cannot be based on template"))
         self.assertClosed("admin.vm.Create.AppVM", "work", "tpl", b"name=x label=red")
-        self.assertClosed("admin.vm.Create.AppVM", arg="work", payload=b"name=x label=red")  # not a template
-        self.assertClosed("admin.vm.Create.DispVM", arg="work", payload=b"name=x label=red")
+        self.assertEqual(self.call("admin.vm.Create.AppVM", arg="work", payload=b"name=x label=red"),
+                         exc("QubesPropertyValueError",
+                             "wrong VM class: domains['work'] is of type AppVM and not TemplateVM"))
+        self.assertEqual(self.call("admin.vm.Create.DispVM", arg="work", payload=b"name=x label=red"),
+                         exc("QubesValueError",
+                             "template for disposable (work) needs to be an AppVM with template_for_dispvms=True"))
         self.assertClosed("admin.vm.CreateInPool.AppVM", arg="tpl",
                           payload=b"name=x label=red pool=varlibqubes pool:root=varlibqubes")
         self.assertEqual(self.call("admin.vm.Create.AppVM", arg="ghost", payload=b"name=x label=red"),
@@ -293,8 +302,10 @@ class AdminApiSocket(unittest.TestCase):
         self.assertEqual(self.call("admin.property.Set", arg="default_qrexec_timeout", payload=b"90"), b"0\0")
         self.assertEqual(self.call("admin.property.Reset", arg="default_qrexec_timeout"), b"0\0")
         self.assertEqual(self.call("admin.property.Get", arg="default_qrexec_timeout"), b"0\0default=True type=int 60")
-        self.assertClosed("admin.property.Set", arg="default_netvm", payload=b"work")  # provides no network
-        self.assertClosed("admin.property.Set", arg="default_qrexec_timeout", payload=b"x")
+        self.assertEqual(self.call("admin.property.Set", arg="default_netvm", payload=b"work"),
+                         exc("QubesValueError", "The work qube does not provide network"))
+        self.assertEqual(self.call("admin.property.Set", arg="default_qrexec_timeout", payload=b"x"),
+                         exc("QubesValueError", "Failed to parse property value as int"))
         self.assertClosed("admin.property.Get", "work", "default_kernel")  # globals live on dom0
         self.assertClosed("admin.property.List", arg="x")
         self.assertClosed("admin.property.Reset", arg="default_kernel", payload=b"x")
@@ -327,12 +338,22 @@ class AdminApiSocket(unittest.TestCase):
         self.assertEqual(self.call("admin.vm.property.Get", "work", "memory"), b"0\0default=True type=int 400")
         self.assertEqual(self.call("admin.vm.property.Set", "work", "label", b"nosuch"),
                          exc("QubesLabelNotFoundError", "Label does not exist: nosuch"))
-        self.assertEqual(self.call("admin.vm.property.Set", "work", "netvm", b"ghost"),
-                         exc("QubesVMNotFoundError", "No such domain: 'ghost'"))
-        for prop, value in (("memory", b"abc"), ("memory", b"-1"), ("autostart", b"maybe"), ("qid", b"9"),
-                            ("netvm", b"tpl"), ("template", b"net"), ("name", b"1x"), ("kernelopts", b"\x01")):
-            self.assertClosed("admin.vm.property.Set", "work", prop, value)
-        self.assertClosed("admin.vm.property.Reset", "work", "template")
+        # Qubes R4.3 answers QubesValueError and its subclasses.
+        for prop, value, error in (
+                ("netvm", b"ghost", exc("QubesPropertyValueError", "Can't set netvm to non-existing qube ghost")),
+                ("memory", b"abc", exc("QubesValueError", "Failed to parse property value as int")),
+                ("memory", b"-1", exc("QubesPropertyValueError", "memory must be positive")),
+                ("autostart", b"maybe", exc("QubesValueError", "Invalid literal for boolean property: 'maybe'")),
+                ("netvm", b"tpl", exc("QubesValueError", "The tpl qube does not provide network")),
+                ("template", b"net", exc("QubesPropertyValueError",
+                                         "wrong VM class: domains['net'] is of type AppVM and not TemplateVM")),
+                ("name", b"1x", exc("QubesPropertyValueError",
+                                    "name cannot start with hyphen, underscore, dot or numbers")),
+                ("kernelopts", b"\x01", exc("QubesValueError", "Invalid characters in property value"))):
+            self.assertEqual(self.call("admin.vm.property.Set", "work", prop, value), error)
+        self.assertClosed("admin.vm.property.Set", "work", "qid", b"9")  # write-once: not answered
+        self.assertEqual(self.call("admin.vm.property.Reset", "work", "template"),
+                         exc("QubesValueError", "Cannot unset template"))
         self.assertClosed("admin.vm.property.List", "work", "x")
         self.assertClosed("admin.vm.property.Get", "work", "memory", b"x")
 
@@ -346,8 +367,10 @@ class AdminApiSocket(unittest.TestCase):
         self.assertEqual(self.qubes()["renamed"][2], uuid)
         self.assertNotIn("old", self.qubes())
         self.assertEqual(self.call("admin.vm.property.Get", "renamed", "netvm"), b"0\0default=False type=vm net")
-        self.assertClosed("admin.vm.property.Set", "renamed", "name", b"work")  # taken
-        self.assertClosed("admin.vm.property.Set", "dom0", "name", b"dom1")
+        self.assertEqual(self.call("admin.vm.property.Set", "renamed", "name", b"work"),
+                         exc("QubesPropertyValueError", "VM named work already exists"))
+        self.assertEqual(self.call("admin.vm.property.Set", "dom0", "name", b"dom1"),
+                         exc("QubesPropertyValueError", "property 'name' on AdminVM instance cannot be set"))
 
     # --- features, tags, notes ------------------------------------------------------------------
 
@@ -378,7 +401,8 @@ class AdminApiSocket(unittest.TestCase):
         self.assertEqual(self.call("admin.vm.feature.Remove", "work", "f1"),
                          exc("QubesFeatureNotFoundError", "Feature not set for domain work: f1"))
         self.assertClosed("admin.vm.feature.Set", "work", "f2", "caf\u00e9".encode())
-        self.assertClosed("admin.vm.feature.Set", "work", "f2", b"a\nb")
+        self.assertEqual(self.call("admin.vm.feature.Set", "work", "f2", b"a\nb"),
+                         exc("QubesValueError", "f2 value contains illegal characters"))
         self.assertClosed("admin.vm.feature.Set", "work", "", b"v")
         self.assertClosed("admin.vm.feature.List", "work", "x")
 
@@ -420,21 +444,23 @@ class AdminApiSocket(unittest.TestCase):
         for index, (name, colour) in enumerate(zip(LABELS, COLOURS), 1):
             self.assertEqual(self.call("admin.label.Get", arg=name), b"0\0" + colour.encode())
             self.assertEqual(self.call("admin.label.Index", arg=name), b"0\0" + str(index).encode())
-        self.assertClosed("admin.label.Get", arg="nosuch")
+        self.assertEqual(self.call("admin.label.Get", arg="nosuch"), exc("QubesValueError", ""))
         self.assertEqual(self.call("admin.label.Create", arg="mine", payload=b"0x123abc"), b"0\0")
         self.assertEqual(self.call("admin.label.Index", arg="mine"), b"0\0" b"9")
         self.assertEqual(self.call("admin.label.Get", arg="mine"), b"0\0" b"0x123abc")
         self.assertEqual(self.call("admin.label.Create", arg="gone", payload=b"0x000001"), b"0\0")
-        for name, colour in (("mine", b"0x000000"), ("12", b"0x000000"), ("a:b", b"0x000000"),
+        self.assertEqual(self.call("admin.label.Create", arg="mine", payload=b"0x000000"),
+                         exc("QubesValueError", "label already exists"))
+        for name, colour in (("12", b"0x000000"), ("a:b", b"0x000000"),
                              ("x", b"0x12345"), ("x", b"123456"), ("x", b"")):
             self.assertClosed("admin.label.Create", arg=name, payload=colour)
         self.ok("admin.vm.property.Set", "work", "label", b"mine")
         reply = self.call("admin.label.Remove", arg="mine")
         self.assertTrue(reply.startswith(b"2\0") and reply.endswith(b"\0"), reply)
         self.assertClosed("admin.label.Remove", arg="red")
-        self.assertClosed("admin.label.Remove", arg="nosuch")
+        self.assertEqual(self.call("admin.label.Remove", arg="nosuch"), exc("QubesValueError", ""))
         self.assertEqual(self.call("admin.label.Remove", arg="gone"), b"0\0")
-        self.assertClosed("admin.label.Get", arg="gone")
+        self.assertEqual(self.call("admin.label.Get", arg="gone"), exc("QubesValueError", ""))
         self.assertClosed("admin.label.List", "work")
         self.assertClosed("admin.label.List", arg="x")
 

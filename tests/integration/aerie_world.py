@@ -255,7 +255,8 @@ class World:
             self.bin_dir = bin_dir
         argv = [bin_path("aeried"), "--state-dir", self.state, "--socket", self.socket,
                 "--internal-socket", self.internal, "--runtime-dir", self.runtime, "--log-file", self.log_path,
-                "--qrexec-socket-dir", self.qrexec_dir, "--policy-socket", self.policy_socket]
+                "--qrexec-socket-dir", self.qrexec_dir, "--policy-socket", self.policy_socket,
+                "--policy-dir", self.policy_dir]
         if self.bin_dir:
             argv += ["--bin-dir", self.bin_dir]
         argv += self.daemon_args

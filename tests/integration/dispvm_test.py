@@ -190,7 +190,9 @@ class DispVMTest(WorldTest):
         by_uuid = [n for n, q in self.w.listed().items() if q["uuid"] == reply[7:].decode()]
         self.assertEqual(len(by_uuid), 1)
         # Refusals.
-        self.assertEqual(self.create_disposable(payload=b"name"), b"")
+        self.assertEqual(self.create_disposable(payload=b"name"),
+                         b"2\0QubesValueError\0\0Invalid payload for admin.vm.CreateDisposable: expected the empty "
+                         b"string or 'uuid'\0")
         self.assertEqual(exchange(self.w.socket, encode("admin.vm.CreateDisposable", self.dvm, "other")), b"")
         reply = self.create_disposable(dest=self.work)
         self.assertEqual(reply, b"2\0QubesException\0\0Refusing to create disposable out of this AppVM, because "
@@ -259,11 +261,14 @@ class DispVMTest(WorldTest):
             self.assertEqual(self.w.call("admin.vm.feature.Remove", queue[0], "preload-dispvm-completed"), b"")
         self.assertEqual(self.queue(), queue)
         # Values the settings do not take.
-        for feature, bad, good in (("preload-dispvm-max", ["a", "-1", "1 1"], ["", "0", "2"]),
-                                   ("preload-dispvm-threshold", ["a", "-1", "1 1"], ["", "0", "1"]),
-                                   ("preload-dispvm-delay", ["a", ".2.", "1 1"], ["", "0", "-1", "3.14"])):
+        # (QubesValueError, answered as Qubes R4.3 does.)
+        for feature, bad, good, why in (
+                ("preload-dispvm-max", ["a", "-1", "1 1"], ["", "0", "2"], "not a digit"),
+                ("preload-dispvm-threshold", ["a", "-1", "1 1"], ["", "0", "1"], "not a digit"),
+                ("preload-dispvm-delay", ["a", ".2.", "1 1"], ["", "0", "-1", "3.14"], "not an integer or float")):
             for value in bad:
-                self.assertEqual(self.w.call("admin.vm.feature.Set", "dom0", feature, value.encode()), b"",
+                self.assertEqual(self.w.call("admin.vm.feature.Set", "dom0", feature, value.encode()),
+                                 ("2\0QubesValueError\0\0Invalid %s value: %s\0" % (feature, why)).encode(),
                                  feature + "=" + value)
             for value in good:
                 self.assertEqual(self.w.call("admin.vm.feature.Set", "dom0", feature, value.encode()), b"0\0",

@@ -70,13 +70,13 @@ check "create --label without its value" 2 "" -- "$BIN/qvm-create" x --label
 check_stderr "create --label without its value: message" \
     "qvm-create: error: argument --label/-l: expected one argument"
 check "create an existing name (refused)" 1 "" -- "$BIN/qvm-create" --label red work
-check_stderr_is "create an existing name: logged" "app: Error creating VM: $EMPTY"
+check_stderr_is "create an existing name: logged" "app: Error creating VM: VM work already exists"
 check "create an existing name, -q" 1 "" -- "$BIN/qvm-create" -q --label red work
-check_stderr_is "create an existing name, -q: bare message" "Error creating VM: $EMPTY"
+check_stderr_is "create an existing name, -q: bare message" "Error creating VM: VM work already exists"
 check "create, a property refused after creation" 2 "" -- \
     "$BIN/qvm-create" --label red --template fedora --prop memory=lots --prop vcpus=3 half
 check_stderr_is "create, a property refused: logged" \
-    "app: Error setting property memory (but VM created): Failed to access 'memory' property"
+    "app: Error setting property memory (but VM created): Failed to parse property value as int"
 check "create --help-classes" 0 "AdminVM
 AppVM
 DispVM
@@ -195,8 +195,9 @@ check_stderr "prefs: no such property: usage" "usage: qvm-prefs [--verbose] [--q
 check_stderr "prefs: no such property: message" "qvm-prefs: error: no such property: 'nosuch'"
 check "prefs: unset without default" 2 "" -- "$BIN/qvm-prefs" work backup_timestamp
 check_stderr "prefs: unset without default: message" "qvm-prefs: error: no such property: 'backup_timestamp'"
-check "prefs: value refused by the daemon" 2 "" -- "$BIN/qvm-prefs" work memory lots
-check_stderr "prefs: value refused: message" "qvm-prefs: error: no such property: 'memory'"
+# QubesValueError is answered (Qubes R4.3): a runtime error, not a usage one.
+check "prefs: value refused by the daemon" 1 "" -- "$BIN/qvm-prefs" work memory lots
+check_stderr "prefs: value refused: message" "qvm-prefs: error: Failed to parse property value as int"
 check "prefs: no VMNAME" 2 "" -- "$BIN/qvm-prefs"
 check_stderr "prefs: no VMNAME: message" "qvm-prefs: error: the following arguments are required: VMNAME"
 check "prefs: no such domain" 2 "" -- "$BIN/qvm-prefs" nosuch
@@ -295,14 +296,14 @@ check "clone --class: its class and template" 0 "StandaloneVM|-" -- "$BIN/qvm-ls
 # As in Qubes: the template of an AppVM goes into the request, and a
 # StandaloneVM cannot have one.
 check "clone --class, refused" 1 "" -- "$BIN/qvm-clone" -C StandaloneVM work work4
-check_stderr_is "clone --class, refused: message" "qvm-clone: error: $EMPTY"
+check_stderr_is "clone --class, refused: message" "qvm-clone: error: StandaloneVM cannot be based on template"
 check "clone --class, refused: nothing left" 2 "" -- "$BIN/qvm-ls" work4
 check "clone: no NEWVM" 2 "" -- "$BIN/qvm-clone" work
 check_stderr "clone: no NEWVM: message" "qvm-clone: error: the following arguments are required: NEWVM"
 check "clone: no such source" 2 "" -- "$BIN/qvm-clone" nosuch x
 check_stderr "clone: no such source: message" "qvm-clone: error: no such domain: 'nosuch'"
 check "clone onto an existing name" 1 "" -- "$BIN/qvm-clone" work work2
-check_stderr_is "clone onto an existing name: message" "qvm-clone: error: $EMPTY"
+check_stderr_is "clone onto an existing name: message" "qvm-clone: error: VM work2 already exists"
 
 # --- qvm-remove ----------------------------------------------------------------
 check "remove: no qube named" 2 "" -- "$BIN/qvm-remove"

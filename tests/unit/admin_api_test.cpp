@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 #include <vector>
+#include <tuple>
 
 #include "admin/api.hpp"
 
@@ -192,6 +193,17 @@ TEST_F(AdminApiTest, EveryMethodSucceedsAndRefusesWrongArgumentsOrPayloads) {
         {"admin.vm.tag.Remove", "work", "t1", "", N, Y, Y, N},
         {"admin.vm.notes.Set", "work", "", "some notes", Y, N, N, N},
         {"admin.vm.notes.Get", "work", "", "", Y, N, Y, N},
+        {"admin.deviceclass.List", "dom0", "", "", Y, N, Y, N},
+        {"admin.vm.device.denied.List", "work", "", "", Y, N, Y, N},
+        {"admin.vm.device.block.Available", "work", "", "", N, N, Y, N},
+        {"admin.vm.device.block.Assigned", "work", "", "", N, N, Y, N},
+        {"admin.vm.device.block.Attached", "work", "", "", N, N, Y, N},
+        {"admin.vm.device.pci.Available", "work", "", "", N, N, Y, N},
+        {"admin.vm.device.pci.Assigned", "work", "", "", N, N, Y, N},
+        {"admin.vm.device.pci.Attached", "work", "", "", N, N, Y, N},
+        {"admin.vm.firewall.Get", "work", "", "", Y, N, Y, N},
+        {"admin.vm.firewall.Set", "work", "", "action=accept\n", Y, N, N, N},
+        {"admin.vm.firewall.Reload", "work", "", "", Y, N, Y, N},
         {"admin.vm.Create.AppVM", "dom0", "fedora", "name=c-app label=red", N, N, N, Y},
         {"admin.vm.Create.TemplateVM", "dom0", "", "name=c-tpl label=red", Y, N, N, Y},
         {"admin.vm.Create.StandaloneVM", "dom0", "", "name=c-solo label=red", Y, N, N, Y},
@@ -214,7 +226,12 @@ TEST_F(AdminApiTest, EveryMethodSucceedsAndRefusesWrongArgumentsOrPayloads) {
     for (const auto& c : cases) {
         SCOPED_TRACE(c.method);
         if (c.arg_forbidden) {
-            EXPECT_EQ(raw(c.method, c.dest, "x", c.payload), kClose) << "argument";
+            // A class without a template given one: qubesd's QubesValueError.
+            std::string klass = c.method.substr(c.method.rfind('.') + 1);
+            bool create = c.method.rfind("admin.vm.Create", 0) == 0 && klass != "AdminVM";
+            EXPECT_EQ(raw(c.method, c.dest, "x", c.payload),
+                      create ? exc("QubesValueError", klass + " cannot be based on template") : kClose)
+                << "argument";
         }
         if (c.arg_required) {
             EXPECT_EQ(raw(c.method, c.dest, "", c.payload), kClose) << "no argument";
@@ -321,12 +338,14 @@ TEST_F(AdminApiTest, UuidDestinationsAndBadNames) {
     EXPECT_EQ(raw("admin.vm.List", "uuid:00000000-0000-4000-8000-00000000abcd"),
               exc("QubesVMNotFoundError", "No such domain: 'uuid:00000000-0000-4000-8000-00000000abcd'"));
     EXPECT_EQ(raw("admin.vm.List", "ghost"), exc("QubesVMNotFoundError", "No such domain: 'ghost'"));
-    // Not a qube name at all: QubesValueError, which closes.
-    EXPECT_EQ(raw("admin.vm.List", "1abc"), kClose);
+    // Not a qube name at all: QubesValueError (qubes.api.decode_vm), answered.
+    EXPECT_EQ(raw("admin.vm.List", "1abc"),
+              exc("QubesValueError", "VM name cannot start with hyphen, underscore, dot or numbers"));
     EXPECT_EQ(raw("admin.vm.List", "caf\xc3\xa9"), kClose);
     // The source must exist too.
     EXPECT_EQ(raw("admin.vm.List", "dom0", "", "", "ghost"), exc("QubesVMNotFoundError", "No such domain: 'ghost'"));
-    EXPECT_EQ(raw("admin.vm.List", "dom0", "", "", "bad name!"), kClose);
+    EXPECT_EQ(raw("admin.vm.List", "dom0", "", "", "bad name!"),
+              exc("QubesValueError", "VM name contains illegal characters"));
 }
 
 // --- create and remove ----------------------------------------------------------------------
@@ -358,8 +377,9 @@ TEST_F(AdminApiTest, CreateAddsAQubeStoresItAndTellsTheStreams) {
 TEST_F(AdminApiTest, CreateTakesTheDefaultTemplateExplicitly) {
     ok("admin.vm.Create.TemplateVM", "dom0", "", "name=fedora label=black");
     ok("admin.vm.Create.TemplateVM", "dom0", "", "name=debian label=black");
-    // No template and no default: QubesValueError (no reply).
-    EXPECT_EQ(raw("admin.vm.Create.AppVM", "dom0", "", "name=work label=red"), kClose);
+    // No template and no default: QubesValueError.
+    EXPECT_EQ(raw("admin.vm.Create.AppVM", "dom0", "", "name=work label=red"),
+              exc("QubesValueError", "Template for the qube not specified, nor default template set."));
     EXPECT_EQ(model.find("work"), nullptr);
     ok("admin.property.Set", "dom0", "default_template", "fedora");
     ok("admin.vm.Create.AppVM", "dom0", "", "name=work label=red");
@@ -368,10 +388,12 @@ TEST_F(AdminApiTest, CreateTakesTheDefaultTemplateExplicitly) {
     ok("admin.property.Set", "dom0", "default_template", "debian");
     EXPECT_EQ(ok("admin.vm.property.Get", "work", "template"), "default=False type=vm fedora");
     // A template cannot be reset (qubes.vm.appvm: "Cannot unset template").
-    EXPECT_EQ(raw("admin.vm.property.Reset", "work", "template"), kClose);
+    EXPECT_EQ(raw("admin.vm.property.Reset", "work", "template"),
+              exc("QubesValueError", "Cannot unset template. You can set it to the current default (debian) instead"));
     EXPECT_EQ(qube("work").properties.at("template"), "fedora");
     // The default template must be a TemplateVM.
-    EXPECT_EQ(raw("admin.property.Set", "dom0", "default_template", "work"), kClose);
+    EXPECT_EQ(raw("admin.property.Set", "dom0", "default_template", "work"),
+              exc("QubesPropertyValueError", "wrong VM class: domains['work'] is of type AppVM and not TemplateVM"));
     expect_persisted("after default-template creates");
 }
 
@@ -380,7 +402,8 @@ TEST_F(AdminApiTest, CreateDisposable) {
     ok("admin.vm.feature.Set", "dvm", "gui", "1");
     ok("admin.vm.tag.Set", "dvm", "audio");
     // No template argument: the default disposable template.
-    EXPECT_EQ(raw("admin.vm.Create.DispVM", "dom0", "", "name=disp1 label=red"), kClose);
+    EXPECT_EQ(raw("admin.vm.Create.DispVM", "dom0", "", "name=disp1 label=red"),
+              exc("QubesValueError", "Template for the qube not specified, nor default template set."));
     ok("admin.property.Set", "dom0", "default_dispvm", "dvm");
     ok("admin.vm.Create.DispVM", "dom0", "", "name=disp1 label=red");
     EXPECT_EQ(ok("admin.vm.property.Get", "disp1", "template"), "default=False type=vm dvm");
@@ -391,8 +414,10 @@ TEST_F(AdminApiTest, CreateDisposable) {
     EXPECT_EQ(qube("disp1").tags, (std::set<std::string>{"audio", "created-by-dom0"}));
     EXPECT_EQ(ok("admin.vm.property.Get", "disp1", "include_in_backups"), "default=True type=bool True");
     // A template without template_for_dispvms does not do.
-    EXPECT_EQ(raw("admin.vm.Create.DispVM", "dom0", "work", "name=disp2 label=red"), kClose);
-    EXPECT_EQ(raw("admin.vm.Create.DispVM", "dom0", "fedora", "name=disp2 label=red"), kClose);
+    for (const char* tpl : {"work", "fedora"})
+        EXPECT_EQ(raw("admin.vm.Create.DispVM", "dom0", tpl, "name=disp2 label=red"),
+                  exc("QubesValueError", "template for disposable ("s + tpl +
+                                             ") needs to be an AppVM with template_for_dispvms=True"));
     EXPECT_EQ(model.find("disp2"), nullptr);
     expect_persisted("after disposables");
 }
@@ -402,17 +427,29 @@ TEST_F(AdminApiTest, CreateRefusals) {
     const std::string C = "admin.vm.Create.AppVM", P = "admin.vm.CreateInPool.AppVM";
     for (const char* payload :
          {"name=x", "label=red", "name=x label=red extra=1", "name=x name=y label=red", "name=x label=red label=red",
-          "name=x label=1", "name=x d label=red", "name=1x label=red", "name=none label=red",
-          "name=work label=red", "namex label=red", "name=x  label=red", "name=x label=red pool=varlibqubes",
+          "name=x label=1", "name=x d label=red", "namex label=red", "name=x  label=red", "name=x label=red pool=varlibqubes",
           " name=x label=red", "name=x label=red "}) {
         EXPECT_EQ(raw(C, "dom0", "fedora", payload), kClose) << payload;
     }
+    // Bad or taken names: QubesValueError, answered (qubes.vm.validate_name).
+    EXPECT_EQ(raw(C, "dom0", "fedora", "name=1x label=red"),
+              exc("QubesValueError", "VM name cannot start with hyphen, underscore, dot or numbers"));
+    EXPECT_EQ(raw(C, "dom0", "fedora", "name=none label=red"),
+              exc("QubesValueError", "VM name cannot be 'none' nor 'default'"));
+    EXPECT_EQ(raw(C, "dom0", "fedora", "name=x-dm label=red"), exc("QubesValueError", "VM name cannot end with -dm"));
+    EXPECT_EQ(raw(C, "dom0", "fedora", "name=" + std::string(32, 'a') + " label=red"),
+              exc("QubesValueError", "VM name must be shorter than 32 characters"));
+    EXPECT_EQ(raw(C, "dom0", "fedora", "name=work label=red"), exc("QubesValueError", "VM work already exists"));
     EXPECT_EQ(raw(C, "dom0", "ghost", "name=x label=red"), exc("QubesVMNotFoundError", "No such domain: 'ghost'"));
     EXPECT_EQ(raw(C, "dom0", "fedora", "name=x label=nosuch"),
               exc("QubesLabelNotFoundError", "Label does not exist: nosuch"));
-    EXPECT_EQ(raw(C, "dom0", "work", "name=x label=red"), kClose);  // not a template
-    EXPECT_EQ(raw("admin.vm.Create.TemplateVM", "dom0", "fedora", "name=x label=red"), kClose);
-    EXPECT_EQ(raw("admin.vm.Create.StandaloneVM", "dom0", "fedora", "name=x label=red"), kClose);
+    EXPECT_EQ(raw(C, "dom0", "work", "name=x label=red"),
+              exc("QubesPropertyValueError", "wrong VM class: domains['work'] is of type AppVM and not TemplateVM"));
+    EXPECT_EQ(raw("admin.vm.Create.TemplateVM", "dom0", "fedora", "name=x label=red"),
+              exc("QubesValueError", "TemplateVM cannot be based on template"));
+    // qvm-clone -C StandaloneVM of an AppVM asks for this.
+    EXPECT_EQ(raw("admin.vm.Create.StandaloneVM", "dom0", "fedora", "name=x label=red"),
+              exc("QubesValueError", "StandaloneVM cannot be based on template"));
     EXPECT_EQ(raw(C, "work", "fedora", "name=x label=red"), kClose);  // dest must be dom0
     EXPECT_EQ(raw(C, "dom0", "fedora", "name=x label=red caf\xc3\xa9=1"), kClose);
     // Pools.
@@ -546,25 +583,52 @@ TEST_F(AdminApiTest, PropertySetAndResetPublishAndPersist) {
 
 TEST_F(AdminApiTest, PropertySetRefusals) {
     seed();
-    // Bad values: QubesValueError / QubesPropertyValueError / ProtocolError close silently.
+    // Bad values: QubesValueError and QubesPropertyValueError are answered
+    // (Qubes R4.3), with qubesd's messages.
+    const std::string V = "QubesValueError", PV = "QubesPropertyValueError";
+    for (const auto& [property, value, type, message] : std::vector<std::tuple<std::string, std::string, std::string, std::string>>{
+             {"memory", "abc", V, "Failed to parse property value as int"},
+             {"memory", "0", PV, "memory must be positive"},
+             {"memory", "", V, "Failed to parse property value as int"},
+             {"vcpus", "-1", PV, "vcpus must be positive"},
+             {"maxmem", "-1", PV, "maxmem must be positive or zero"},
+             {"autostart", "maybe", V, "Invalid literal for boolean property: 'maybe'"},
+             {"autostart", "it's", V, "Invalid literal for boolean property: \"it's\""},
+             {"virt_mode", "xen", PV, "Invalid virtualization mode, supported values: hvm, pv, pvh"},
+             {"kernelopts", "caf\xc3\xa9", V, "Non-ASCII bytes in property value"},
+             {"kernelopts", "a\x01"s, V, "Invalid characters in property value"},
+             {"netvm", "fedora", V, "The fedora qube does not provide network"},
+             {"netvm", "work", V, "The work qube does not provide network"},
+             {"netvm", "caf\xc3\xa9", V, ""},
+             {"netvm", "a b", V, "VM name contains illegal characters"},
+             {"netvm", "ghost", PV, "Can't set netvm to non-existing qube ghost"},
+             {"netvm", "None", PV, "Can't set netvm to non-existing qube None"},
+             {"template", "sys-net", PV, "wrong VM class: domains['sys-net'] is of type AppVM and not TemplateVM"},
+             {"name", "1bad", PV, "name cannot start with hyphen, underscore, dot or numbers"},
+             {"name", "bad name", PV, "name value contains illegal characters"},
+             {"name", std::string(32, 'n'), PV, "name value must be shorter than 32 characters"},
+             {"name", "none", V, "VM name cannot be 'none' nor 'default'"},
+             {"name", "sys-net", PV, "VM named sys-net already exists"},
+             {"label", "nosuch", "QubesLabelNotFoundError", "Label does not exist: nosuch"},
+             {"nosuch", "1", "QubesNoSuchPropertyError", "Invalid property 'nosuch' of work"}}) {
+        EXPECT_EQ(raw("admin.vm.property.Set", "work", property, value), exc(type, message))
+            << property << "=" << printable(value);
+    }
+    // Without a value: the holder in the message is qubesd's repr() of it;
+    // only its beginning is the same.
+    EXPECT_EQ(raw("admin.vm.property.Set", "work", "template", ""),
+              exc(PV, "Invalid value None for property 'template' of work"));
+    // Not answered by qubesd (write-once or read-only: AttributeError).
     for (const auto& [property, value] : std::vector<std::pair<std::string, std::string>>{
-             {"memory", "abc"}, {"memory", "0"}, {"memory", ""}, {"vcpus", "-1"}, {"autostart", "maybe"},
-             {"virt_mode", "xen"}, {"kernelopts", "caf\xc3\xa9"}, {"kernelopts", "a\x01"s}, {"netvm", "fedora"},
-             {"netvm", "work"}, {"netvm", "a b"}, {"template", "sys-net"}, {"template", ""}, {"qid", "5"},
-             {"uuid", "x"}, {"icon", "x"}, {"xid", "1"}, {"name", "1bad"}, {"name", "sys-net"},
-             {"default_dispvm", "work"}}) {
+             {"qid", "5"}, {"uuid", "x"}, {"icon", "x"}, {"xid", "1"}}) {
         EXPECT_EQ(raw("admin.vm.property.Set", "work", property, value), kClose) << property << "=" << value;
     }
-    EXPECT_EQ(raw("admin.vm.property.Set", "work", "label", "nosuch"),
-              exc("QubesLabelNotFoundError", "Label does not exist: nosuch"));
-    EXPECT_EQ(raw("admin.vm.property.Set", "work", "netvm", "ghost"), exc("QubesVMNotFoundError", "No such domain: 'ghost'"));
-    EXPECT_EQ(raw("admin.vm.property.Set", "work", "netvm", "None"), exc("QubesVMNotFoundError", "No such domain: 'None'"));
-    EXPECT_EQ(raw("admin.vm.property.Set", "work", "nosuch", "1"),
-              exc("QubesNoSuchPropertyError", "Invalid property 'nosuch' of work"));
-    EXPECT_EQ(raw("admin.vm.property.Set", "dom0", "name", "dom1"), kClose);
+    EXPECT_EQ(raw("admin.vm.property.Set", "dom0", "name", "dom1"),
+              exc(PV, "property 'name' on AdminVM instance cannot be set"));
     // Resets that are refused.
-    for (const char* property : {"name", "label", "qid", "uuid", "icon", "template"})
+    for (const char* property : {"name", "label", "qid", "uuid", "icon"})
         EXPECT_EQ(raw("admin.vm.property.Reset", "work", property), kClose) << property;
+    EXPECT_EQ(raw("admin.vm.property.Reset", "work", "template"), exc(V, "Cannot unset template"));
     EXPECT_EQ(raw("admin.vm.property.Reset", "work", "nosuch"),
               exc("QubesNoSuchPropertyError", "Invalid property 'nosuch' of work"));
     // The template of a running qube.
@@ -578,7 +642,8 @@ TEST_F(AdminApiTest, PropertySetRefusals) {
 TEST_F(AdminApiTest, ProvidesNetworkStaysWhileUsed) {
     seed();
     ok("admin.vm.property.Set", "work", "netvm", "sys-net");
-    EXPECT_EQ(raw("admin.vm.property.Set", "sys-net", "provides_network", "False"), kClose);
+    EXPECT_EQ(raw("admin.vm.property.Set", "sys-net", "provides_network", "False"),
+              exc("QubesValueError", "The qube is still used by other qubes, change theirs 'netvm' first"));
     ok("admin.vm.property.Reset", "work", "netvm");
     EXPECT_EQ(raw("admin.vm.property.Set", "sys-net", "provides_network", "False"), "0\0"s);
 }
@@ -620,11 +685,15 @@ TEST_F(AdminApiTest, GlobalProperties) {
                              }));
     expect_persisted("after global reset");
     // Checks on globals: a network provider; a disposable template; no loops.
-    EXPECT_EQ(raw("admin.property.Set", "dom0", "default_netvm", "work"), kClose);
-    EXPECT_EQ(raw("admin.property.Set", "dom0", "default_dispvm", "work"), kClose);
-    EXPECT_EQ(raw("admin.property.Set", "dom0", "default_qrexec_timeout", "0"), kClose);
+    EXPECT_EQ(raw("admin.property.Set", "dom0", "default_netvm", "work"),
+              exc("QubesValueError", "The work qube does not provide network"));
+    EXPECT_EQ(raw("admin.property.Set", "dom0", "default_dispvm", "work"),
+              exc("QubesPropertyValueError", "VM work is not a template for disposables (template_for_dispvms=False)"));
+    EXPECT_EQ(raw("admin.property.Set", "dom0", "default_qrexec_timeout", "0"),
+              exc("QubesPropertyValueError", "default_qrexec_timeout must be positive"));
     ok("admin.vm.property.Reset", "sys-net", "netvm");  // sys-net follows the default netvm
-    EXPECT_EQ(raw("admin.property.Set", "dom0", "default_netvm", "sys-net"), kClose);
+    EXPECT_EQ(raw("admin.property.Set", "dom0", "default_netvm", "sys-net"),
+              exc("QubesPropertyValueError", "Network loop on 'sys-net'"));
     EXPECT_FALSE(model.globals().count("default_netvm"));
 }
 
@@ -641,7 +710,8 @@ TEST_F(AdminApiTest, RenameRewritesReferencesAndPersists) {
     EXPECT_EQ(raw("admin.vm.property.Set", "sys-net", "name", "net"),
               exc("QubesVMNotHaltedError", "Domain is not powered off: 'sys-net'"));
     qube("sys-net").power_state = "Halted";
-    EXPECT_EQ(raw("admin.vm.property.Set", "sys-net", "name", "work"), kClose);  // taken
+    EXPECT_EQ(raw("admin.vm.property.Set", "sys-net", "name", "work"),
+              exc("QubesPropertyValueError", "VM named work already exists"));
     EXPECT_EQ(raw("admin.vm.property.Set", "sys-net", "name", "net"), "0\0"s);
     EXPECT_EQ(take_events(), std::vector<std::string>{ev("net", "property-set:name",
                                                          {{"name", "name"}, {"newvalue", "net"}, {"oldvalue", "sys-net"}})});
@@ -679,10 +749,18 @@ TEST_F(AdminApiTest, Features) {
     EXPECT_EQ(raw("admin.vm.feature.Get", "work", "nosuch"),
               exc("QubesFeatureNotFoundError", "Feature not set for domain work: nosuch"));
     // Names of [a-zA-Z0-9_.-], values of printable ASCII (Qubes R4.3).
-    for (const std::string& bad : {"caf\xc3\xa9"s, "a\nb"s, "a\tb"s, "\x01"s, "\x7f"s})
-        EXPECT_EQ(raw("admin.vm.feature.Set", "work", "gui", bad), kClose) << printable(bad);
-    for (const char* bad : {"a/b", "a:b", "a+b", "a,b", "caf\xc3\xa9"})
-        EXPECT_EQ(raw("admin.vm.feature.Set", "work", bad, "1"), kClose) << bad;
+    // Not ASCII: a decoding error qubesd does not answer; the rest is
+    // QubesValueError, answered.
+    EXPECT_EQ(raw("admin.vm.feature.Set", "work", "gui", "caf\xc3\xa9"), kClose);
+    for (const std::string& bad : {"a\nb"s, "a\tb"s, "\x01"s, "\x7f"s})
+        EXPECT_EQ(raw("admin.vm.feature.Set", "work", "gui", bad),
+                  exc("QubesValueError", "gui value contains illegal characters"))
+            << printable(bad);
+    for (const char* bad : {"a/b", "a:b", "a+b", "a,b"})
+        EXPECT_EQ(raw("admin.vm.feature.Set", "work", bad, "1"),
+                  exc("QubesValueError", "feature name contains illegal characters"))
+            << bad;
+    EXPECT_EQ(raw("admin.vm.feature.Set", "work", "caf\xc3\xa9", "1"), kClose);
     ok("admin.vm.feature.Set", "work", "A-z_0.9", " ~printable~ ");
     EXPECT_EQ(ok("admin.vm.feature.Get", "work", "A-z_0.9"), " ~printable~ ");
     ok("admin.vm.feature.Remove", "work", "A-z_0.9");
@@ -765,18 +843,20 @@ TEST_F(AdminApiTest, Labels) {
     EXPECT_EQ(raw("admin.label.Get", "dom0", "red"), "0\0" "0xcc0000"s);
     EXPECT_EQ(raw("admin.label.Get", "dom0", "6"), "0\0" "0x3465a4"s);
     EXPECT_EQ(raw("admin.label.Index", "dom0", "black"), "0\0" "8"s);
-    EXPECT_EQ(raw("admin.label.Get", "dom0", "nosuch"), kClose);  // QubesValueError
-    EXPECT_EQ(raw("admin.label.Index", "dom0", "nosuch"), kClose);
+    // A bare QubesValueError: no message.
+    EXPECT_EQ(raw("admin.label.Get", "dom0", "nosuch"), exc("QubesValueError", ""));
+    EXPECT_EQ(raw("admin.label.Index", "dom0", "nosuch"), exc("QubesValueError", ""));
     EXPECT_EQ(raw("admin.label.Create", "dom0", "custom", " 0xAbCdEf\n"), "0\0"s);
     EXPECT_EQ(raw("admin.label.Index", "dom0", "custom"), "0\0" "9"s);
     EXPECT_EQ(raw("admin.label.Get", "dom0", "custom"), "0\0" "0xAbCdEf"s);
     EXPECT_EQ(raw("admin.label.List"), "0\0red\norange\nyellow\ngreen\ngray\nblue\npurple\nblack\ncustom\n"s);
     expect_persisted("after label create");
     for (const auto& [name, color] : std::vector<std::pair<std::string, std::string>>{
-             {"custom", "0x000000"}, {"123", "0x000000"}, {"a b", "0x000000"}, {"x", "000000"}, {"x", "0x12345"},
+             {"123", "0x000000"}, {"a b", "0x000000"}, {"x", "000000"}, {"x", "0x12345"},
              {"x", "0x1234567"}, {"x", "0x12345g"}, {"x", "caf\xc3\xa9"}}) {
         EXPECT_EQ(raw("admin.label.Create", "dom0", name, color), kClose) << name << " " << color;
     }
+    EXPECT_EQ(raw("admin.label.Create", "dom0", "custom", "0x000000"), exc("QubesValueError", "label already exists"));
     seed();
     ok("admin.vm.property.Set", "work", "label", "custom");
     // qubes.api.admin R4.3 answers QubesException("label still in use"); later
@@ -786,10 +866,10 @@ TEST_F(AdminApiTest, Labels) {
                 in_use == exc("QubesLabelInUseError", "Label is still in use: 'custom'"))
         << printable(in_use);
     EXPECT_EQ(raw("admin.label.Remove", "dom0", "red"), kClose);
-    EXPECT_EQ(raw("admin.label.Remove", "dom0", "nosuch"), kClose);
+    EXPECT_EQ(raw("admin.label.Remove", "dom0", "nosuch"), exc("QubesValueError", ""));
     ok("admin.vm.property.Set", "work", "label", "blue");
     EXPECT_EQ(raw("admin.label.Remove", "dom0", "custom"), "0\0"s);
-    EXPECT_EQ(raw("admin.label.Get", "dom0", "custom"), kClose);
+    EXPECT_EQ(raw("admin.label.Get", "dom0", "custom"), exc("QubesValueError", ""));
     expect_persisted("after label remove");
     for (const char* m : {"admin.label.Get", "admin.label.Index", "admin.label.Remove"})
         EXPECT_EQ(raw(m, "work", "red"), kClose) << m;

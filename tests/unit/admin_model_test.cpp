@@ -325,8 +325,8 @@ TEST_F(AdminModelTest, SanitizeBooleans) {
     EXPECT_EQ(sanitize("work", "autostart", "off"), "False");
     EXPECT_EQ(sanitize("", "check_updates_vm", "no"), "False");
     EXPECT_EQ(sanitize_error("work", "autostart", "2"),
-              "QubesValueError|silent|Invalid literal for boolean property: '2'");
-    EXPECT_EQ(sanitize_kind("work", "debug", ""), "QubesValueError|silent");
+              "QubesValueError|reply|Invalid literal for boolean property: '2'");
+    EXPECT_EQ(sanitize_kind("work", "debug", ""), "QubesValueError|reply");
 }
 
 TEST_F(AdminModelTest, SanitizeIntegers) {
@@ -335,26 +335,26 @@ TEST_F(AdminModelTest, SanitizeIntegers) {
     EXPECT_EQ(sanitize("work", "maxmem", "0"), "0");
     EXPECT_EQ(sanitize("work", "backup_timestamp", "-5"), "-5");  // no extra check
     EXPECT_EQ(sanitize("", "default_qrexec_timeout", "90"), "90");
-    EXPECT_EQ(sanitize_kind("work", "memory", "abc"), "QubesValueError|silent");
-    EXPECT_EQ(sanitize_kind("work", "memory", ""), "QubesValueError|silent");
-    EXPECT_EQ(sanitize_kind("work", "memory", "0"), "QubesPropertyValueError|silent");
-    EXPECT_EQ(sanitize_kind("work", "memory", "-100"), "QubesPropertyValueError|silent");
-    EXPECT_EQ(sanitize_kind("work", "vcpus", "0"), "QubesPropertyValueError|silent");
-    EXPECT_EQ(sanitize_kind("work", "maxmem", "-1"), "QubesPropertyValueError|silent");
-    EXPECT_EQ(sanitize_kind("work", "qrexec_timeout", "-2"), "QubesPropertyValueError|silent");
-    EXPECT_EQ(sanitize_kind("", "default_shutdown_timeout", "0"), "QubesPropertyValueError|silent");
+    EXPECT_EQ(sanitize_kind("work", "memory", "abc"), "QubesValueError|reply");
+    EXPECT_EQ(sanitize_kind("work", "memory", ""), "QubesValueError|reply");
+    EXPECT_EQ(sanitize_kind("work", "memory", "0"), "QubesPropertyValueError|reply");
+    EXPECT_EQ(sanitize_kind("work", "memory", "-100"), "QubesPropertyValueError|reply");
+    EXPECT_EQ(sanitize_kind("work", "vcpus", "0"), "QubesPropertyValueError|reply");
+    EXPECT_EQ(sanitize_kind("work", "maxmem", "-1"), "QubesPropertyValueError|reply");
+    EXPECT_EQ(sanitize_kind("work", "qrexec_timeout", "-2"), "QubesPropertyValueError|reply");
+    EXPECT_EQ(sanitize_kind("", "default_shutdown_timeout", "0"), "QubesPropertyValueError|reply");
 }
 
 TEST_F(AdminModelTest, SanitizeStrings) {
     EXPECT_EQ(sanitize("work", "kernelopts", "quiet nomodeset"), "quiet nomodeset");
     EXPECT_EQ(sanitize("work", "kernelopts", ""), "");
     EXPECT_EQ(sanitize("work", "virt_mode", "hvm"), "hvm");
-    EXPECT_EQ(sanitize_kind("work", "virt_mode", "xen"), "QubesPropertyValueError|silent");
+    EXPECT_EQ(sanitize_kind("work", "virt_mode", "xen"), "QubesPropertyValueError|reply");
     // qubes.property.sanitize: ASCII and string.printable only.
     EXPECT_EQ(sanitize("work", "kernelopts", "a\tb\nc"), "a\tb\nc");
-    EXPECT_EQ(sanitize_kind("work", "kernelopts", "caf\xc3\xa9"), "QubesValueError|silent");
-    EXPECT_EQ(sanitize_kind("work", "kernelopts", std::string("a\x01z")), "QubesValueError|silent");
-    EXPECT_EQ(sanitize_kind("work", "default_user", std::string("a\x7f")), "QubesValueError|silent");
+    EXPECT_EQ(sanitize_kind("work", "kernelopts", "caf\xc3\xa9"), "QubesValueError|reply");
+    EXPECT_EQ(sanitize_kind("work", "kernelopts", std::string("a\x01z")), "QubesValueError|reply");
+    EXPECT_EQ(sanitize_kind("work", "default_user", std::string("a\x7f")), "QubesValueError|reply");
 }
 
 TEST_F(AdminModelTest, SanitizeLabelsByNameOrIndex) {
@@ -377,25 +377,25 @@ TEST_F(AdminModelTest, SanitizeQubeReferences) {
     EXPECT_EQ(sanitize("work", "guivm", ""), "");
     EXPECT_EQ(sanitize("", "default_netvm", ""), "");
     EXPECT_EQ(sanitize("", "default_template", ""), "");
-    EXPECT_EQ(sanitize_kind("work", "template", ""), "QubesValueError|silent");
+    EXPECT_EQ(sanitize_kind("work", "template", ""), "QubesPropertyValueError|reply");
     // "None" is a valid qube name, not a spelling of None.
-    EXPECT_EQ(sanitize_error("work", "netvm", "None"), "QubesVMNotFoundError|reply|No such domain: 'None'");
+    EXPECT_EQ(sanitize_error("work", "netvm", "None"), "QubesPropertyValueError|reply|Can't set netvm to non-existing qube None");
     model.add(make_qube("AppVM", "None", 9, {{"template", "fedora"}, {"provides_network", "True"}}));
     EXPECT_EQ(sanitize("work", "netvm", "None"), "None");
     // Unknown qubes, and names that are no qube names at all.
-    EXPECT_EQ(sanitize_error("work", "netvm", "ghost"), "QubesVMNotFoundError|reply|No such domain: 'ghost'");
-    EXPECT_EQ(sanitize_error("work", "template", "ghost"), "QubesVMNotFoundError|reply|No such domain: 'ghost'");
-    EXPECT_EQ(sanitize_kind("work", "netvm", "a b"), "QubesValueError|silent");
-    EXPECT_EQ(sanitize_kind("work", "netvm", "-x"), "QubesValueError|silent");
-    EXPECT_EQ(sanitize_kind("work", "netvm", "caf\xc3\xa9"), "QubesValueError|silent");
+    EXPECT_EQ(sanitize_error("work", "netvm", "ghost"), "QubesPropertyValueError|reply|Can't set netvm to non-existing qube ghost");
+    EXPECT_EQ(sanitize_error("work", "template", "ghost"), "QubesPropertyValueError|reply|Can't set template to non-existing qube ghost");
+    EXPECT_EQ(sanitize_kind("work", "netvm", "a b"), "QubesValueError|reply");
+    EXPECT_EQ(sanitize_kind("work", "netvm", "-x"), "QubesValueError|reply");
+    EXPECT_EQ(sanitize_kind("work", "netvm", "caf\xc3\xa9"), "QubesValueError|reply");
     // The right kind of qube.
     EXPECT_EQ(sanitize("work", "template", "debian"), "debian");
-    EXPECT_EQ(sanitize_kind("work", "template", "sys-net"), "QubesPropertyValueError|silent");
-    EXPECT_EQ(sanitize_kind("work", "default_dispvm", "work"), "QubesPropertyValueError|silent");
+    EXPECT_EQ(sanitize_kind("work", "template", "sys-net"), "QubesPropertyValueError|reply");
+    EXPECT_EQ(sanitize_kind("work", "default_dispvm", "work"), "QubesPropertyValueError|reply");
     EXPECT_EQ(sanitize("work", "default_dispvm", "dvm"), "dvm");
     EXPECT_EQ(sanitize("dvm", "default_dispvm", "dvm"), "dvm");  // a disposable template may name itself
     EXPECT_EQ(sanitize("", "default_template", "fedora"), "fedora");
-    EXPECT_EQ(sanitize_kind("", "default_template", "work"), "QubesPropertyValueError|silent");
+    EXPECT_EQ(sanitize_kind("", "default_template", "work"), "QubesPropertyValueError|reply");
 }
 
 TEST_F(AdminModelTest, SanitizeRefusesReadOnlyProperties) {
@@ -412,25 +412,29 @@ TEST_F(AdminModelTest, SanitizeQubeNames) {
                             std::string(""), std::string("_x"), std::string("none"), std::string("default"),
                             std::string("caf\xc3\xa9")}) {
         std::string kind = sanitize_kind("work", "name", bad);
-        EXPECT_TRUE(kind == "QubesPropertyValueError|silent" || kind == "QubesValueError|silent") << bad << " " << kind;
+        EXPECT_TRUE(kind == "QubesPropertyValueError|reply" || kind == "QubesValueError|reply") << bad << " " << kind;
     }
     EXPECT_EQ(invalid_qube_name_reason("ok-name"), "");
     EXPECT_EQ(invalid_qube_name_reason("none"), "VM name cannot be 'none' nor 'default'");
-    EXPECT_EQ(invalid_qube_name_reason(std::string(32, 'x')), "name value must be shorter than 32 characters");
+    EXPECT_EQ(invalid_qube_name_reason(std::string(32, 'x')), "VM name must be shorter than 32 characters");
+    EXPECT_EQ(invalid_qube_name_reason("x-dm"), "VM name cannot end with -dm");
+    EXPECT_EQ(qube_name_error("_x", "name").message, "name cannot start with hyphen, underscore, dot or numbers");
+    EXPECT_EQ(qube_name_error("_x", "name").type, "QubesPropertyValueError");
+    EXPECT_EQ(qube_name_error("_x").type, "QubesValueError");
 }
 
 TEST_F(AdminModelTest, NetvmMustProvideNetworkWithoutLoops) {
     EXPECT_EQ(sanitize_error("work", "netvm", "fedora"),
-              "QubesPropertyValueError|silent|netvm: VM fedora does not provide network");
-    EXPECT_EQ(sanitize_kind("", "default_netvm", "work"), "QubesPropertyValueError|silent");
+              "QubesValueError|reply|The fedora qube does not provide network");
+    EXPECT_EQ(sanitize_kind("", "default_netvm", "work"), "QubesValueError|reply");
     // sys-firewall -> sys-net: sys-net may not use sys-firewall, nor itself.
-    EXPECT_EQ(sanitize_kind("sys-net", "netvm", "sys-firewall"), "QubesPropertyValueError|silent");
-    EXPECT_EQ(sanitize_kind("sys-net", "netvm", "sys-net"), "QubesPropertyValueError|silent");
+    EXPECT_EQ(sanitize_kind("sys-net", "netvm", "sys-firewall"), "QubesValueError|reply");
+    EXPECT_EQ(sanitize_kind("sys-net", "netvm", "sys-net"), "QubesValueError|reply");
     EXPECT_EQ(sanitize("work", "netvm", "sys-firewall"), "sys-firewall");
     // A loop through default values.
     model.add(make_qube("AppVM", "proxy", 10, {{"template", "fedora"}, {"provides_network", "True"}}));
     model.set(nullptr, "default_netvm", "sys-firewall");
-    EXPECT_EQ(sanitize_kind("sys-net", "netvm", "proxy"), "QubesPropertyValueError|silent");
+    EXPECT_EQ(sanitize_kind("sys-net", "netvm", "proxy"), "QubesValueError|reply");
     EXPECT_EQ(sanitize("work", "netvm", "proxy"), "proxy");
 }
 
@@ -438,13 +442,13 @@ TEST_F(AdminModelTest, DefaultNetvmMayNotCloseALoopThroughDefaults) {
     // qubes.app._setter_default_netvm: a qube using the default netvm may
     // not become (or lead to) the default netvm.
     model.add(make_qube("AppVM", "proxy", 10, {{"template", "fedora"}, {"provides_network", "True"}}));
-    EXPECT_EQ(sanitize_kind("", "default_netvm", "proxy"), "QubesPropertyValueError|silent");
+    EXPECT_EQ(sanitize_kind("", "default_netvm", "proxy"), "QubesPropertyValueError|reply");
     model.set(q("proxy"), "netvm", "sys-net");
     EXPECT_EQ(sanitize("", "default_netvm", "proxy"), "proxy");
     EXPECT_EQ(sanitize("", "default_netvm", "sys-firewall"), "sys-firewall");
     // sys-net at its default netvm: sys-firewall leads to it.
     model.reset(q("sys-net"), "netvm");
-    EXPECT_EQ(sanitize_kind("", "default_netvm", "sys-firewall"), "QubesPropertyValueError|silent");
+    EXPECT_EQ(sanitize_kind("", "default_netvm", "sys-firewall"), "QubesPropertyValueError|reply");
 }
 
 TEST_F(AdminModelTest, NetvmChecksEndOnAnExistingLoop) {
@@ -457,22 +461,22 @@ TEST_F(AdminModelTest, NetvmChecksEndOnAnExistingLoop) {
 }
 
 TEST_F(AdminModelTest, ProvidesNetworkStaysWhileQubesUseIt) {
-    EXPECT_EQ(sanitize_kind("sys-net", "provides_network", "False"), "QubesPropertyValueError|silent");
+    EXPECT_EQ(sanitize_kind("sys-net", "provides_network", "False"), "QubesValueError|reply");
     EXPECT_EQ(sanitize("sys-net", "provides_network", "True"), "True");
     EXPECT_EQ(sanitize("work", "provides_network", "False"), "False");
     // Through the default netvm too.
     model.add(make_qube("AppVM", "proxy", 10, {{"template", "fedora"}, {"provides_network", "True"}, {"netvm", ""}}));
     EXPECT_EQ(sanitize("proxy", "provides_network", "False"), "False");
     model.set(nullptr, "default_netvm", "proxy");
-    EXPECT_EQ(sanitize_kind("proxy", "provides_network", "no"), "QubesPropertyValueError|silent");
+    EXPECT_EQ(sanitize_kind("proxy", "provides_network", "no"), "QubesValueError|reply");
 }
 
 TEST_F(AdminModelTest, DisposableTemplatesNeedTemplateForDispvms) {
     model.add(make_qube("DispVM", "disp1", 8, {{"template", "dvm"}}));
     EXPECT_EQ(sanitize("disp1", "template", "dvm"), "dvm");
-    EXPECT_EQ(sanitize_kind("disp1", "template", "work"), "QubesPropertyValueError|silent");
-    EXPECT_EQ(sanitize_kind("disp1", "template", "fedora"), "QubesPropertyValueError|silent");
-    EXPECT_EQ(sanitize_kind("", "default_dispvm", "work"), "QubesPropertyValueError|silent");
+    EXPECT_EQ(sanitize_kind("disp1", "template", "work"), "QubesPropertyValueError|reply");
+    EXPECT_EQ(sanitize_kind("disp1", "template", "fedora"), "QubesPropertyValueError|reply");
+    EXPECT_EQ(sanitize_kind("", "default_dispvm", "work"), "QubesPropertyValueError|reply");
     EXPECT_EQ(sanitize("", "default_dispvm", "dvm"), "dvm");
     EXPECT_EQ(sanitize("work", "management_dispvm", "dvm"), "dvm");
 }

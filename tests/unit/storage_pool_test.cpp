@@ -587,10 +587,11 @@ TEST_F(Pool, InfoGivesQubesValuesForEveryVolume) {
         check(uuid, klass, {}, "private", {true, true, false, "", priv});
         check(uuid, klass, {}, "volatile", {true, false, false, "", root});
     }
-    check(kDvm, "AppVM", {kTpl}, "root", {false, false, true, "vm/" + kTpl + "/root", root});
+    // Snapshot roots are writable (rw=True, as Qubes reports them): writes go to volatile.
+    check(kDvm, "AppVM", {kTpl}, "root", {true, false, true, "vm/" + kTpl + "/root", root});
     check(kDvm, "AppVM", {kTpl}, "private", {true, true, false, "", priv});
     check(kDvm, "AppVM", {kTpl}, "volatile", {true, false, false, "", root});
-    check(kDisp, "DispVM", {kDvm, kTpl}, "root", {false, false, true, "vm/" + kTpl + "/root", root});
+    check(kDisp, "DispVM", {kDvm, kTpl}, "root", {true, false, true, "vm/" + kTpl + "/root", root});
     check(kDisp, "DispVM", {kDvm, kTpl}, "private", {true, false, true, "vm/" + kDvm + "/private", priv});
     check(kDisp, "DispVM", {kDvm, kTpl}, "volatile", {true, false, false, "", root + priv});
 
