@@ -46,11 +46,24 @@ struct ApiResponse {
     // Events: which events the stream passes (besides event_subject); empty: all.
     std::function<bool(const std::string& encoded_event)> event_filter;
 
-    static ApiResponse reply(std::string bytes) { return {Kind::Reply, std::move(bytes), {}, {}}; }
-    static ApiResponse close() { return {Kind::Close, {}, {}, {}}; }
-    static ApiResponse events(std::string initial) { return {Kind::Events, std::move(initial), {}, {}}; }
+    static ApiResponse reply(std::string bytes) {
+        ApiResponse r;
+        r.kind = Kind::Reply;
+        r.bytes = std::move(bytes);
+        return r;
+    }
+    static ApiResponse close() { return {}; }
+    static ApiResponse events(std::string initial) {
+        ApiResponse r;
+        r.kind = Kind::Events;
+        r.bytes = std::move(initial);
+        return r;
+    }
     static ApiResponse deferred(std::function<void(Completion)> work) {
-        return {Kind::Later, {}, {}, std::move(work)};
+        ApiResponse r;
+        r.kind = Kind::Later;
+        r.later = std::move(work);
+        return r;
     }
 };
 
