@@ -80,6 +80,14 @@ void DataPump::start(Done done) {
         }
     });
     chan_->send(encode_hello(kProtocolVersion));
+    // A service side without a stderr of its own (a socket service, a
+    // command whose stderr stays local) ends that stream at once, as Qubes'.
+    if (role_ == Role::Service && errors_.eof) send_eof(MsgType::DataStderr);
+    MsgType input_stream = role_ == Role::Caller ? MsgType::DataStdin : MsgType::DataStdout;
+    // Sent before the peer's HELLO tells its version: in chunks any version takes.
+    for (size_t at = 0; at < local_.prefix.size(); at += kMaxDataChunkV2)
+        chan_->send(encode_data(input_stream, std::string_view(local_.prefix).substr(at, kMaxDataChunkV2)));
+    local_.prefix.clear();
     // Nothing to send: the other side must still see the stream end.
     if (role_ == Role::Caller && input_.eof) chan_->send(encode_data(MsgType::DataStdin, {}));
     read_input(false);

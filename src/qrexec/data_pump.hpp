@@ -28,6 +28,8 @@ public:
         // or when the caller's stdin ends.
         bool exit_on_service_eof = false;
         bool exit_on_client_eof = false;
+        // Sent before anything read from `input` (qrexec-client -p).
+        std::string prefix;
     };
 
     // done(exit code): for the caller the service's exit code (255 if the

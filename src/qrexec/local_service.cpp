@@ -141,6 +141,7 @@ void LocalServiceRunner::run_process(const std::vector<std::string>& argv,
                     std::move(done));
     }
     req.null_stdio = just_exec;
+    req.inherit_stderr = keep_stderr_local;
     Spawned child;
     try {
         child = spawn_process(req);
@@ -157,6 +158,7 @@ void LocalServiceRunner::run_process(const std::vector<std::string>& argv,
     local.input = std::move(child.stdout_r);
     local.output = std::move(child.stdin_w);
     local.errors = std::move(child.stderr_r);
+    local.prefix = prefix;
     auto pump = DataPump::create(io_, std::move(channel), DataPump::Role::Service, std::move(local));
     pump->start(std::move(done));
     reaper_.watch(child.pid, [pump](int code) { pump->set_exit_code(code); });
@@ -175,6 +177,7 @@ void LocalServiceRunner::run_socket(UniqueFd sock, const ParsedCmdline& cmd, con
     local.output_is_socket = true;
     local.exit_on_service_eof = config.exit_on_service_eof;
     local.exit_on_client_eof = config.exit_on_client_eof;
+    local.prefix = prefix;
     auto pump = DataPump::create(io_, std::move(channel), DataPump::Role::Service, std::move(local));
     pump->start(std::move(done));
 }
