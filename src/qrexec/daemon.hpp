@@ -91,13 +91,16 @@ private:
     void agent_attempt_failed(const std::string& why);
     void agent_gone_for_good(const std::string& why);
     void on_agent_message(const Header& h, std::string_view payload);
+    void agent_violation(const std::string& why);
     void on_agent_closed(const std::string& reason);
     // Bounded: a qube making its link flap or its calls fail must not fill the log.
     void log_link(const std::string& message, const std::string& key = "link");
     void accept_client();
     void on_client_message(const std::shared_ptr<Client>& client, const Header& h,
                            std::string_view payload, UniqueFd fd);
-    void handle_trigger(const TriggerService& trigger);
+    void handle_trigger(const ServiceRequest& request);
+    void client_service_connect(const std::shared_ptr<Client>& client, std::string_view payload, UniqueFd fd);
+    void send_port(const std::shared_ptr<Client>& client, MsgType type, uint32_t port, bool channel_taken);
     void on_policy_answer(const ServiceRequest& request, const PolicyAnswer& answer);
     // on_over (if set) keeps the connection to the target's daemon open
     // until the service ends (that daemon closes it) and runs once then, or
@@ -149,6 +152,14 @@ private:
     size_t waiting_count_ = 0;
     std::map<uint32_t, std::weak_ptr<Client>> port_watchers_;
     size_t pending_calls_ = 0;
+    // Our qube's requests waiting for the policy, by the order they came:
+    // a local client may answer one with SERVICE_CONNECT (Qubes' way), once.
+    struct UndecidedCall {
+        std::string ident;
+        bool answered = false;
+    };
+    std::map<uint64_t, UndecidedCall> undecided_;
+    uint64_t next_pending_id_ = 0;
     ChildReaper reaper_;
     std::unique_ptr<LocalServiceRunner> dom0_;
 };

@@ -91,6 +91,7 @@ void MessageConn::parse() {
             h = decode_header(in_.view().substr(0, kHeaderSize), options_.max_payload);
         } catch (const ProtocolError& e) {
             in_parse_ = false;
+            oversized_ = true;
             close(e.what());
             return;
         }

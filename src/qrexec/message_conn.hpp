@@ -48,6 +48,8 @@ public:
     // Called (once) whenever the write queue becomes empty.
     void on_drained(std::function<void()> callback) { on_drained_ = std::move(callback); }
     bool is_open() const { return open_; }
+    // Closed because the peer announced a payload over the cap.
+    bool oversized() const { return oversized_; }
     int native_handle() { return sd_.native_handle(); }
 
 private:
@@ -81,6 +83,7 @@ private:
     bool write_broken_ = false;  // the peer no longer reads (EPIPE)
     bool peer_eof_ = false;      // the peer finished sending
     bool in_parse_ = false;
+    bool oversized_ = false;
 };
 
 }  // namespace aerie::qrexec
