@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
+#include <spawn.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -21,6 +22,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <string>
 
@@ -29,6 +31,7 @@
 #include "qrexec/data_pump.hpp"
 #include "qrexec/local_service.hpp"
 #include "qrexec/protocol.hpp"
+#include "qrexec/service_config.hpp"
 #include "qrexec/spawn.hpp"
 #include "qrexec/vchan.hpp"
 
@@ -179,6 +182,40 @@ UniqueFd connect_data_channel(uint32_t domain, uint32_t port, std::chrono::milli
     return fd;
 }
 
+// As Qubes' dom0 side: a service whose rpc-config asks for wait-for-session
+// (and not called "nogui:") first runs qubes.WaitForSession, its stdin
+// closed and QREXEC_REMOTE_DOMAIN the caller, and waits for it. A config
+// that cannot be read is left to the service runner, which fails the call.
+void wait_for_session(const std::string& cmdline, CmdlineUser mode) {
+    auto cmd = parse_cmdline(cmdline, nullptr, mode);
+    if (!cmd || !cmd->is_qubesrpc) return;
+    auto config = load_rpc_config(cmd->service_and_arg, rpc_config_path_from_env());
+    if (!config || !should_wait_for_session(*cmd, *config)) return;
+    auto found = find_service("qubes.WaitForSession", service_path_from_env());
+    auto* exe = std::get_if<ExecutableService>(&found);
+    if (!exe) {
+        std::fprintf(stderr, "qrexec-client: service not found: qubes.WaitForSession\n");
+        return;
+    }
+    ::setenv("QREXEC_REMOTE_DOMAIN", cmd->source.c_str(), 1);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    std::string name = "qubes.WaitForSession";
+    char* argv[] = {name.data(), nullptr};
+    pid_t pid = -1;
+    int rc = ::posix_spawn(&pid, exe->path.c_str(), &actions, nullptr, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) {
+        std::fprintf(stderr, "qrexec-client: cannot run %s: %s\n", exe->path.c_str(), std::strerror(rc));
+        return;
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (status != 0) std::fprintf(stderr, "qrexec-client: wait-for-session exited with status %d\n", status);
+}
+
 UniqueFd connect_daemon(const Options& o, const std::string& qube) {
     std::string why;
     UniqueFd fd = connect_daemon_socket(o.socket_dir, qube, o.timeout.count() > 0 ? o.timeout : std::chrono::hours(24),
@@ -206,9 +243,10 @@ int serve_call_in_dom0(const Options& o) {
         std::fprintf(stderr, "qrexec-client: %s\n", why.c_str());
         return kExitProblem;
     }
+    ::setenv("QREXEC_REMOTE_DOMAIN", o.source_name.c_str(), 1);
+    wait_for_session(o.cmdline, CmdlineUser::Absent);
     UniqueFd channel = grant->channel_taken ? std::move(ours) : connect_data_channel(grant->domain, grant->port, o.timeout);
     if (!channel) return kExitProblem;
-    ::setenv("QREXEC_REMOTE_DOMAIN", o.source_name.c_str(), 1);
 
     asio::io_context io;
     std::optional<ChildReaper> reaper(std::in_place, io);
@@ -305,6 +343,7 @@ int run_in_dom0(const Options& o) {
     const std::string& cmdline = o.cmdline;
     bool has_user = cmdline.rfind("QUBESRPC ", 0) != 0 && cmdline.rfind("nogui:", 0) != 0;
     LocalServiceRunner runner(io, reaper, has_user ? CmdlineUser::Required : CmdlineUser::Absent);
+    wait_for_session(cmdline, has_user ? CmdlineUser::Required : CmdlineUser::Absent);
     auto [service_end, caller_end] = channel_pair();
     runner.start(cmdline, std::move(service_end), [](int) {});
     LocalIo lio;
