@@ -272,7 +272,7 @@ void Daemon::handle_trigger(const ServiceRequest& request) {
         bool answered = it->second.answered;
         undecided_.erase(it);
         // A local client (an upstream qrexec-client -c) connected it already.
-        if (answered) return;
+        if (answered) return log("request " + req.ident + " was connected by a local client before the policy answered");
         on_policy_answer(req, answer);
     });
 }
