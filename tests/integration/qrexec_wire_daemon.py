@@ -260,9 +260,9 @@ class DaemonWireTest(Dir, unittest.TestCase):
         with mine, theirs:
             _, _, fds = self.exec_port(8, theirs.fileno())
             self.assertEqual(fds, 1)
-        # The agent never gets descriptors: its link is a vchan.
+        # The offered end goes to the agent with the command.
         t, payload, fds = recv_msg_fds(agent)
-        self.assertEqual((t, payload[8:]), (MSG["EXEC_CMDLINE"], b"user:true\0"))
+        self.assertEqual((t, payload[8:], fds), (MSG["EXEC_CMDLINE"], b"user:true\0", 1))
 
     def test_service_connect_is_taken_once_for_a_request_before_the_policy(self):
         agent, _ = self.start()
