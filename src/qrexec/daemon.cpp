@@ -10,8 +10,6 @@
 #include <cstring>
 #include <filesystem>
 
-#include <fcntl.h>
-
 #include "base/safe_dir.hpp"
 #include "qrexec/admin_call.hpp"
 #include "qrexec/agent_request.hpp"
@@ -102,12 +100,12 @@ void Daemon::try_connect_agent() {
     UniqueFd fd = connect_beneath(vchan_dirfd_.get(), name, &why);
     if (!fd) return agent_attempt_failed(why);
     agent_hello_pending_ = true;
-    agent_ = MessageConn::create(io_, std::move(fd), {});
+    agent_ = MessageConn::create(io_, std::move(fd), {kMaxPayload, true, true});
     std::weak_ptr<MessageConn> attempt = agent_;
     agent_->start(
-        [this](const Header& hdr, std::string_view payload, UniqueFd) {
+        [this](const Header& hdr, std::string_view payload, UniqueFd marker) {
             if (agent_hello_pending_)
-                on_agent_hello(hdr, payload);
+                on_agent_hello(hdr, payload, static_cast<bool>(marker));
             else
                 on_agent_message(hdr, payload);
         },
@@ -127,7 +125,7 @@ void Daemon::try_connect_agent() {
     });
 }
 
-void Daemon::on_agent_hello(const Header& h, std::string_view payload) {
+void Daemon::on_agent_hello(const Header& h, std::string_view payload, bool marked) {
     // The agent speaks first; the daemon answers with its own version.
     uint32_t version = h.len == 4 ? get_u32(payload, 0) : 0;
     if (h.type != static_cast<uint32_t>(MsgType::Hello) || h.len != 4 || version < kMinProtocolVersion) {
@@ -141,6 +139,10 @@ void Daemon::on_agent_hello(const Header& h, std::string_view payload) {
     // As Qubes: the version both speak, answered to the agent (2 to an
     // agent of protocol 2, which then sends TRIGGER_SERVICE).
     agent_version_ = std::min(version, kProtocolVersion);
+    // An Aerie agent attaches a descriptor to its HELLO: it takes data
+    // channels as descriptors. A Qubes agent meets its peers on the vchan
+    // sockets of its folder.
+    agent_takes_fds_ = marked;
     agent_->send(encode_hello(agent_version_));
     bool reconnected = agent_state_ == AgentState::Reconnecting;
     agent_state_ = AgentState::Connected;
@@ -471,7 +473,7 @@ void Daemon::connect_to_qube(const ServiceRequest& request, const std::string& t
         // the command can go at once, saving a round trip.
         conn->send(encode_hello(kClientProtocolVersion));
         conn->send(encode_exec(MsgType::ExecCmdline, ExecParams{config_.domid, 0, cmdline}),
-                   std::move(ends->second));
+                   agent_takes_fds_ ? std::move(ends->second) : UniqueFd());
     });
 }
 
@@ -484,10 +486,40 @@ void Daemon::run_in_dom0(const ServiceRequest& request, const std::string& cmdli
         refuse(request.ident, why);
         return;
     }
-    auto [ours, theirs] = channel_pair();
     uint32_t p = *port;
-    dom0_->start(cmdline, std::move(ours), [this, p](int) { release_port(p, 0); });
-    if (agent_ && agent_->is_open()) agent_->send(encode_service_connect({0, p, request.ident}), std::move(theirs));
+    if (agent_takes_fds_) {
+        auto [ours, theirs] = channel_pair();
+        dom0_->start(cmdline, std::move(ours), [this, p](int) { release_port(p, 0); });
+        if (agent_ && agent_->is_open())
+            agent_->send(encode_service_connect({0, p, request.ident}), std::move(theirs));
+        return;
+    }
+    // A Qubes agent serves the channel in its vchan folder; dom0's side
+    // connects to it, as Qubes' does (within 5 s).
+    if (agent_ && agent_->is_open()) agent_->send(encode_service_connect({0, p, request.ident}));
+    connect_agent_channel(p, std::chrono::steady_clock::now() + std::chrono::seconds(5),
+                          [this, cmdline, p](UniqueFd channel) {
+                              if (!channel) {
+                                  log_link("the agent did not serve the data channel of port " + std::to_string(p),
+                                           "channel");
+                                  return release_port(p, 0);
+                              }
+                              dom0_->start(cmdline, std::move(channel), [this, p](int) { release_port(p, 0); });
+                          });
+}
+
+// vchan.<domid>.0.<port>.sock beneath the qube's vchan folder, resolved
+// safely (agent_link.hpp), tried until it is there or the deadline passed.
+void Daemon::connect_agent_channel(uint32_t port, std::chrono::steady_clock::time_point deadline,
+                                   std::function<void(UniqueFd)> done) {
+    std::string why;
+    std::string name = vchan_socket_path("", config_.domid, 0, port).substr(1);
+    UniqueFd fd = connect_beneath(vchan_dirfd_.get(), name, &why);
+    if (fd || std::chrono::steady_clock::now() >= deadline) return done(std::move(fd));
+    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(10));
+    timer->async_wait([this, timer, port, deadline, done = std::move(done)](const asio::error_code& ec) mutable {
+        if (!ec) connect_agent_channel(port, deadline, std::move(done));
+    });
 }
 
 // --- local clients ------------------------------------------------------------
@@ -556,7 +588,7 @@ void Daemon::on_client_message(const std::shared_ptr<Client>& client, const Head
     auto& conn = client->conn;
     if (client->state == Client::State::Hello) {
         if (h.type != static_cast<uint32_t>(MsgType::Hello) || h.len != 4 ||
-            get_u32(payload, 0) != kClientProtocolVersion) {
+            get_u32(payload, 0) < kClientProtocolVersion) {
             conn->close("bad client HELLO");
             return;
         }
@@ -577,6 +609,9 @@ void Daemon::on_client_message(const std::shared_ptr<Client>& client, const Head
         return;
     }
     client->state = Client::State::Running;
+    // A Qubes agent cannot take an offered channel end: not taken, the
+    // client serves the vchan of the port instead.
+    if (!agent_takes_fds_) fd.reset();
     if (type == MsgType::ServiceConnect) return client_service_connect(client, payload, std::move(fd));
     Message m;
     try {
@@ -620,7 +655,7 @@ void Daemon::send_port(const std::shared_ptr<Client>& client, MsgType type, uint
     for (uint32_t v : {config_.domid, port})
         for (int i = 0; i < 4; ++i) reply.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
     UniqueFd ack;
-    if (channel_taken) ack.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (channel_taken) ack = descriptor_marker();
     client->conn->send(reply, std::move(ack));
 }
 

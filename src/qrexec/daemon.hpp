@@ -87,7 +87,7 @@ private:
     void kill_disposable(const std::string& dest);
 
     void try_connect_agent();
-    void on_agent_hello(const Header& h, std::string_view payload);
+    void on_agent_hello(const Header& h, std::string_view payload, bool marked);
     void agent_attempt_failed(const std::string& why);
     void agent_gone_for_good(const std::string& why);
     void on_agent_message(const Header& h, std::string_view payload);
@@ -108,6 +108,8 @@ private:
     void connect_to_qube(const ServiceRequest& request, const std::string& target,
                          const std::string& cmdline, std::function<void(bool served)> on_over = nullptr);
     void run_in_dom0(const ServiceRequest& request, const std::string& cmdline);
+    void connect_agent_channel(uint32_t port, std::chrono::steady_clock::time_point deadline,
+                               std::function<void(UniqueFd)> done);
     void refuse(const std::string& ident, const std::string& why);
     // A client's command that must wait for a data port (its source is at
     // its cap, or only dom0's reserve is left): served in turn as ports free.
@@ -134,6 +136,7 @@ private:
     DaemonConfig config_;
     std::shared_ptr<MessageConn> agent_;
     uint32_t agent_version_ = 0;
+    bool agent_takes_fds_ = false;  // an Aerie agent (its HELLO came with a marker)
     AgentState agent_state_ = AgentState::Starting;
     bool agent_hello_pending_ = false;
     base::UniqueFd vchan_dirfd_;  // the qube's vchan folder, opened once

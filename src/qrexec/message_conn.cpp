@@ -98,7 +98,8 @@ void MessageConn::parse() {
         if (in_.size() - kHeaderSize < h.len) break;
         std::string_view payload(in_.data() + kHeaderSize, h.len);
         UniqueFd fd;
-        if (carries_fd(h.type) && !in_fds_.empty()) {
+        bool hello_fd = options_.hello_carries_fd && h.type == static_cast<uint32_t>(MsgType::Hello);
+        if ((carries_fd(h.type) || hello_fd) && !in_fds_.empty()) {
             fd = std::move(in_fds_.front());
             in_fds_.pop_front();
         }

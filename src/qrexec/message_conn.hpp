@@ -28,6 +28,10 @@ public:
     struct Options {
         size_t max_payload = kMaxPayload;
         bool accept_fds = false;  // else every received descriptor is closed at once
+        // A descriptor may come with HELLO (an Aerie agent's marker). Only
+        // where HELLO is the peer's first message: a descriptor goes to the
+        // next message of a type that may carry one.
+        bool hello_carries_fd = false;
     };
 
     static std::shared_ptr<MessageConn> create(asio::io_context& io, UniqueFd fd, Options options);

@@ -130,9 +130,10 @@ class DaemonWireTest(Dir, unittest.TestCase):
             self.daemon.terminate()
             self.daemon.wait(10)
 
-    def start(self, version=4):
-        """Starts the daemon; plays its agent up to HELLO. Returns the
-        control channel and the version the daemon answered."""
+    def start(self, version=4, aerie=False):
+        """Starts the daemon; plays its agent up to HELLO (a Qubes agent, or
+        an Aerie one: a marker descriptor on its HELLO). Returns the control
+        channel and the version the daemon answered."""
         server = listen(self.path("vchan.%d.0.512.sock" % self.DOMID))
         env = dict(os.environ, VCHAN_SOCKET_DIR=self.dir, VCHAN_DOMAIN="0")
         self.daemon = subprocess.Popen(
@@ -143,7 +144,13 @@ class DaemonWireTest(Dir, unittest.TestCase):
         agent, _ = server.accept()
         server.close()
         self.addCleanup(agent.close)
-        agent.sendall(hello(version))
+        if aerie:
+            r, w = os.pipe()
+            socket.send_fds(agent, [hello(version)], [r])
+            os.close(r)
+            os.close(w)
+        else:
+            agent.sendall(hello(version))
         t, payload = recv_msg(agent)
         self.assertEqual(t, MSG["HELLO"])
         wait_for(lambda: os.path.exists(self.path("qrexec.%d" % self.DOMID)))
@@ -252,7 +259,7 @@ class DaemonWireTest(Dir, unittest.TestCase):
         wait_for(lambda: self.exec_port(9)[1] == 514)
 
     def test_a_client_that_offers_a_channel_learns_that_it_was_taken(self):
-        agent, _ = self.start()
+        agent, _ = self.start(aerie=True)
         _, _, fds = self.exec_port(8)
         self.assertEqual(fds, 0)  # offered nothing: told nothing (a Qubes client)
         self.assertEqual(recv_msg_fds(agent)[2], 0)
@@ -263,6 +270,35 @@ class DaemonWireTest(Dir, unittest.TestCase):
         # The offered end goes to the agent with the command.
         t, payload, fds = recv_msg_fds(agent)
         self.assertEqual((t, payload[8:], fds), (MSG["EXEC_CMDLINE"], b"user:true\0", 1))
+
+    def test_an_offered_channel_is_not_taken_for_a_qubes_agent(self):
+        agent, _ = self.start(aerie=False)
+        mine, theirs = socket.socketpair()
+        with mine, theirs:
+            _, _, fds = self.exec_port(8, theirs.fileno())
+            self.assertEqual(fds, 0)
+        t, payload, fds = recv_msg_fds(agent)
+        self.assertEqual((t, payload[8:], fds), (MSG["EXEC_CMDLINE"], b"user:true\0", 0))
+
+    def test_a_call_to_dom0_joins_a_qubes_agent_on_its_vchan(self):
+        agent, _ = self.start(aerie=False)
+        self.set_policy(allow=True)
+        # The policy program answers target=dom0 for this call.
+        agent.sendall(trigger4("", "dom0", "SOCKET3", "test.Missing"))
+        t, payload, fds = recv_msg_fds(agent, 20)
+        self.assertEqual((NAMES.get(t), fds), ("SERVICE_CONNECT", 0))
+        domain, port = struct.unpack("<II", payload[:8])
+        self.assertEqual((domain, payload[8:]), (0, fixed("SOCKET3", 32)))
+        server = listen(self.path("vchan.%d.0.%d.sock" % (self.DOMID, port)))
+        chan, _ = server.accept()
+        server.close()
+        with chan:
+            chan.sendall(hello(4) + msg("DATA_STDIN"))
+            self.assertEqual(recv_msg(chan)[0], MSG["HELLO"])
+            got = []
+            while not got or got[-1][0] != MSG["DATA_EXIT_CODE"]:
+                got.append(recv_msg(chan, 20))
+        self.assertEqual(got[-1], (MSG["DATA_EXIT_CODE"], struct.pack("<I", 127)))
 
     def test_service_connect_is_taken_once_for_a_request_before_the_policy(self):
         agent, _ = self.start()
