@@ -90,7 +90,7 @@ void LocalServiceRunner::start(const std::string& cmdline, UniqueFd channel,
 
     std::string user = cmd->user.empty() || cmd->default_user() ? default_user : cmd->user;
     if (!cmd->is_qubesrpc) {
-        return run_process({"/bin/sh", "-c", cmd->command}, plain_command_env(), user,
+        return run_process({shell, "-c", cmd->command}, plain_command_env(), user,
                            std::move(channel), std::move(done), just_exec);
     }
 

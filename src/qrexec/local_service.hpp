@@ -33,6 +33,8 @@ public:
     bool keep_stderr_local = false;
     // Sent as the service's first output (qrexec-client -p).
     std::string prefix;
+    // The shell that runs a plain command (Qubes' dom0 side uses bash).
+    std::string shell = "/bin/sh";
 
 private:
     void fail(UniqueFd channel, int code, const std::string& why, std::function<void(int)> done);

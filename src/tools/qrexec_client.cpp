@@ -226,6 +226,9 @@ UniqueFd connect_daemon(const Options& o, const std::string& qube) {
 
 std::string with_nul(const std::string& s) { return std::string(s.data(), s.size() + 1); }
 
+// As Qubes' dom0 side, plain commands run under bash (where there is one).
+std::string dom0_shell() { return ::access("/bin/bash", X_OK) == 0 ? "/bin/bash" : "/bin/sh"; }
+
 // A qube's call to dom0 that its daemon's policy allowed: we are the service
 // side. The caller's daemon gives the data port; its agent serves the channel.
 int serve_call_in_dom0(const Options& o) {
@@ -252,6 +255,7 @@ int serve_call_in_dom0(const Options& o) {
     std::optional<ChildReaper> reaper(std::in_place, io);
     LocalServiceRunner runner(io, *reaper, CmdlineUser::Absent);
     runner.keep_stderr_local = true;
+    runner.shell = dom0_shell();
     if (o.prefix) runner.prefix = *o.prefix;
     int code = kExitProblem;
     runner.start(o.cmdline, std::move(channel), [&](int c) {
@@ -343,6 +347,7 @@ int run_in_dom0(const Options& o) {
     const std::string& cmdline = o.cmdline;
     bool has_user = cmdline.rfind("QUBESRPC ", 0) != 0 && cmdline.rfind("nogui:", 0) != 0;
     LocalServiceRunner runner(io, reaper, has_user ? CmdlineUser::Required : CmdlineUser::Absent);
+    runner.shell = dom0_shell();
     wait_for_session(cmdline, has_user ? CmdlineUser::Required : CmdlineUser::Absent);
     auto [service_end, caller_end] = channel_pair();
     runner.start(cmdline, std::move(service_end), [](int) {});

@@ -406,6 +406,14 @@ class ClientWireTest(Dir, unittest.TestCase):
         self.assertEqual(got[-2:], [("DATA_STDOUT", b""), ("DATA_EXIT_CODE", struct.pack("<I", 5))])
         self.assertEqual(self.proc.wait(20), 5)
 
+    @unittest.skipUnless(os.access("/bin/bash", os.X_OK), "no bash here")
+    def test_a_plain_command_in_dom0_runs_under_bash(self):
+        chan = self.serve_call_to_dom0('read <&0; test -n "$BASH_VERSION" && echo bash')
+        chan.sendall(msg("DATA_STDIN", b"x\n") + msg("DATA_STDIN"))
+        got = self.messages_until_exit(chan)
+        self.assertEqual(b"".join(p for n, p in got if n == "DATA_STDOUT"), b"bash\n")
+        self.assertEqual(self.proc.wait(20), 0)
+
     def test_dom0_side_waits_for_the_session_first(self):
         marker = self.path("session")
         for name, script in (("qubes.WaitForSession", "#!/bin/sh\necho \"$QREXEC_REMOTE_DOMAIN\" > %s\n" % marker),
