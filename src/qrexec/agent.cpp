@@ -63,7 +63,7 @@ void Agent::accept_daemon() {
                         waiting_.clear();
                         for (auto& [ident, client] : waiting) client->close("daemon gone");
                     });
-                daemon_->send(encode_hello(kProtocolVersion));
+                daemon_->send(encode_hello(kProtocolVersion), descriptor_marker());
             }
         }
         accept_daemon();

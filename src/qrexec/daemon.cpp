@@ -13,6 +13,7 @@
 
 #include "base/safe_dir.hpp"
 #include "qrexec/admin_call.hpp"
+#include "qrexec/agent_request.hpp"
 #include "qrexec/log_lines.hpp"
 #include "qrexec/local_service.hpp"
 #include "qrexec/system_info_source.hpp"
@@ -53,7 +54,7 @@ struct Daemon::Client {
 
 Daemon::Daemon(asio::io_context& io, DaemonConfig config)
     : io_(io), config_(std::move(config)), vchan_watch_(io), retry_timer_(io), give_up_timer_(io), hello_timer_(io),
-      backoff_(std::chrono::milliseconds(1), std::chrono::milliseconds(100)), reaper_(io),
+      backoff_(std::chrono::milliseconds(1), std::chrono::milliseconds(100)), ports_(config_.domid), reaper_(io),
       dom0_(std::make_unique<LocalServiceRunner>(io, reaper_)) {
     if (config_.vchan_dir.empty()) config_.vchan_dir = vchan_socket_dir();
     if (config_.admin_socket.empty()) config_.admin_socket = default_admin_socket();
@@ -136,19 +137,22 @@ void Daemon::try_connect_agent() {
     UniqueFd fd = connect_beneath(vchan_dirfd_.get(), name, &why);
     if (!fd) return agent_attempt_failed(why);
     agent_hello_pending_ = true;
-    agent_ = MessageConn::create(io_, std::move(fd), {});
+    agent_ = MessageConn::create(io_, std::move(fd), {kMaxPayload, true, true});
     std::weak_ptr<MessageConn> attempt = agent_;
     agent_->start(
-        [this, attempt](const Header& hdr, std::string_view payload, UniqueFd) {
+        [this, attempt](const Header& hdr, std::string_view payload, UniqueFd marker) {
             if (attempt.lock() != agent_) return;  // an older link: not the one spoken to now
             if (agent_hello_pending_)
-                on_agent_hello(hdr, payload);
+                on_agent_hello(hdr, payload, static_cast<bool>(marker));
             else
                 on_agent_message(hdr, payload);
         },
         [this, attempt](const std::string& reason) {
-            if (attempt.lock() != agent_) return;  // an older link
+            auto conn = attempt.lock();
+            if (conn != agent_) return;  // an older link
             if (agent_hello_pending_) return agent_attempt_failed("agent closed before HELLO: " + reason);
+            // A length over any message's (Qubes' daemon exits on it too).
+            if (conn->oversized()) return agent_violation(reason);
             on_agent_closed(reason);
         });
     hello_timer_.expires_after(config_.hello_timeout);
@@ -159,7 +163,7 @@ void Daemon::try_connect_agent() {
     });
 }
 
-void Daemon::on_agent_hello(const Header& h, std::string_view payload) {
+void Daemon::on_agent_hello(const Header& h, std::string_view payload, bool marked) {
     // The agent speaks first; the daemon answers with its own version.
     uint32_t version = h.len == 4 ? get_u32(payload, 0) : 0;
     if (h.type != static_cast<uint32_t>(MsgType::Hello) || h.len != 4 || version < kMinProtocolVersion) {
@@ -170,8 +174,14 @@ void Daemon::on_agent_hello(const Header& h, std::string_view payload) {
     }
     agent_hello_pending_ = false;
     hello_timer_.cancel();
+    // As Qubes: the version both speak, answered to the agent (2 to an
+    // agent of protocol 2, which then sends TRIGGER_SERVICE).
     agent_version_ = std::min(version, kProtocolVersion);
-    agent_->send(encode_hello(kProtocolVersion));
+    // An Aerie agent attaches a descriptor to its HELLO: it takes data
+    // channels as descriptors. A Qubes agent meets its peers on the vchan
+    // sockets of its folder.
+    agent_takes_fds_ = marked;
+    agent_->send(encode_hello(agent_version_));
     bool reconnected = agent_state_ == AgentState::Reconnecting;
     agent_state_ = AgentState::Connected;
     give_up_timer_.cancel();
@@ -233,6 +243,9 @@ void Daemon::on_agent_closed(const std::string& reason) {
     }
     port_watchers_.clear();
     drop_waiting();
+    // As Qubes: requests still before the policy are dropped (their answers
+    // are ignored), and no local client may connect them any more.
+    undecided_.clear();
     // Wait for the agent to come back (a restarted agent listens again),
     // with a growing wait between attempts: a link that lived a while starts
     // over from a short wait, one that dropped at once keeps the longer one.
@@ -252,27 +265,33 @@ void Daemon::on_agent_closed(const std::string& reason) {
 // --- the agent's requests ---------------------------------------------------
 
 void Daemon::on_agent_message(const Header& h, std::string_view payload) {
-    Message m;
-    try {
-        m = decode_message(h, payload);
-    } catch (const ProtocolError& e) {
-        // The framing is intact (the length was within limits): skip it.
-        log(std::string("ignoring malformed message from agent: ") + e.what());
+    AgentRequest r = classify_agent_message(h, payload, agent_version_);
+    if (auto* t = std::get_if<AgentTrigger>(&r)) return handle_trigger(t->request);
+    if (auto* no = std::get_if<AgentRefusal>(&r)) {
+        log_link("service request refused: " + no->why, "refused");
+        agent_->send(encode_service_refused_field(no->ident_field));
         return;
     }
-    if (auto* t = std::get_if<TriggerService>(&m)) {
-        if ((t->version >= 3) != (agent_version_ >= 3)) {
-            log("ignoring trigger of the wrong protocol version");
-            return;
-        }
-        handle_trigger(*t);
-        return;
+    if (auto* ct = std::get_if<AgentTerminated>(&r)) return release_port(ct->port, ct->domain);
+    agent_violation(std::get<AgentViolation>(r).why);
+}
+
+// The agent broke the protocol: as Qubes' daemon, stop (aeried, watching
+// this process, then stops the qube) rather than guess what it meant.
+void Daemon::agent_violation(const std::string& why) {
+    if (agent_state_ == AgentState::Failed) return;
+    agent_state_ = AgentState::Failed;
+    fatal_ = "protocol violation by the agent: " + base::log_safe(why);
+    retry_timer_.cancel();
+    hello_timer_.cancel();
+    give_up_timer_.cancel();
+    if (agent_) {
+        auto conn = std::move(agent_);
+        conn->close(fatal_);
     }
-    if (auto* ct = std::get_if<ConnectionTerminated>(&m)) {
-        release_port(ct->port, ct->domain);
-        return;
-    }
-    log(std::string("ignoring unexpected ") + msg_type_name(h.type) + " from agent");
+    remove_socket();
+    log(fatal_);
+    if (on_fatal) on_fatal(fatal_);
 }
 
 void Daemon::refuse(const std::string& ident, const std::string& why) {
@@ -280,21 +299,23 @@ void Daemon::refuse(const std::string& ident, const std::string& why) {
     if (agent_ && agent_->is_open()) agent_->send(encode_service_refused(ident));
 }
 
-void Daemon::handle_trigger(const TriggerService& trigger) {
-    std::string why;
-    auto request = sanitize_trigger(trigger, &why);
-    if (!request) {
-        log("dropping service request: " + why);
-        return;
-    }
+void Daemon::handle_trigger(const ServiceRequest& request) {
     if (pending_calls_ >= config_.max_pending_calls) {
-        refuse(request->ident, "too many pending requests");
+        refuse(request.ident, "too many pending requests");
         return;
     }
     ++pending_calls_;
-    PolicyQuestion q{config_.name, request->target, request->service_and_arg, request->requested_source};
-    ask_policy(io_, config_.policy, q, [this, req = *request](PolicyAnswer answer) {
+    uint64_t id = next_pending_id_++;
+    undecided_[id] = UndecidedCall{request.ident, false};
+    PolicyQuestion q{config_.name, request.target, request.service_and_arg, request.requested_source};
+    ask_policy(io_, config_.policy, q, [this, id, req = request](PolicyAnswer answer) {
         --pending_calls_;
+        auto it = undecided_.find(id);
+        if (it == undecided_.end()) return;  // the agent restarted meanwhile
+        bool answered = it->second.answered;
+        undecided_.erase(it);
+        // A local client (an upstream qrexec-client -c) connected it already.
+        if (answered) return log("request " + req.ident + " was connected by a local client before the policy answered");
         on_policy_answer(req, answer);
     });
 }
@@ -453,12 +474,12 @@ void Daemon::connect_to_qube(const ServiceRequest& request, const std::string& t
         }
         bool keep_open = static_cast<bool>(on_over);
         auto ends = std::make_shared<std::pair<UniqueFd, UniqueFd>>(channel_pair());
-        auto conn = MessageConn::create(io_, UniqueFd(sock->release()), {});
+        auto conn = MessageConn::create(io_, UniqueFd(sock->release()), {kMaxPayload, true});
         auto stage = std::make_shared<int>(0);  // 0: want HELLO, 1: want port, 2: done
         auto weak = std::weak_ptr<MessageConn>(conn);
         conn->start(
             [this, weak, stage, ends, request, cmdline, keep_open](const Header& h, std::string_view payload,
-                                                                   UniqueFd) {
+                                                                   UniqueFd ack) {
                 auto c = weak.lock();
                 if (!c) return;
                 if (*stage == 0) {
@@ -472,9 +493,12 @@ void Daemon::connect_to_qube(const ServiceRequest& request, const std::string& t
                 if (*stage == 1 && h.type == static_cast<uint32_t>(MsgType::ExecCmdline) && h.len == 8) {
                     *stage = 2;
                     uint32_t domain = get_u32(payload, 0), port = get_u32(payload, 4);
+                    // Without the descriptor that says it took our channel
+                    // end (an upstream daemon), the agents meet on the vchan
+                    // socket of that port, as Qubes'.
+                    UniqueFd channel = ack ? std::move(ends->first) : UniqueFd();
                     if (agent_ && agent_->is_open())
-                        agent_->send(encode_service_connect({domain, port, request.ident}),
-                                     std::move(ends->first));
+                        agent_->send(encode_service_connect({domain, port, request.ident}), std::move(channel));
                     // A disposable's call: its daemon closes this connection
                     // when the service ends.
                     if (!keep_open) c->close("connected");
@@ -490,7 +514,7 @@ void Daemon::connect_to_qube(const ServiceRequest& request, const std::string& t
         // the command can go at once, saving a round trip.
         conn->send(encode_hello(kClientProtocolVersion));
         conn->send(encode_exec(MsgType::ExecCmdline, ExecParams{config_.domid, 0, cmdline}),
-                   std::move(ends->second));
+                   agent_takes_fds_ ? std::move(ends->second) : UniqueFd());
     });
 }
 
@@ -503,10 +527,40 @@ void Daemon::run_in_dom0(const ServiceRequest& request, const std::string& cmdli
         refuse(request.ident, why);
         return;
     }
-    auto [ours, theirs] = channel_pair();
     uint32_t p = *port;
-    dom0_->start(cmdline, std::move(ours), [this, p](int) { release_port(p, 0); });
-    if (agent_ && agent_->is_open()) agent_->send(encode_service_connect({0, p, request.ident}), std::move(theirs));
+    if (agent_takes_fds_) {
+        auto [ours, theirs] = channel_pair();
+        dom0_->start(cmdline, std::move(ours), [this, p](int) { release_port(p, 0); });
+        if (agent_ && agent_->is_open())
+            agent_->send(encode_service_connect({0, p, request.ident}), std::move(theirs));
+        return;
+    }
+    // A Qubes agent serves the channel in its vchan folder; dom0's side
+    // connects to it, as Qubes' does (within 5 s).
+    if (agent_ && agent_->is_open()) agent_->send(encode_service_connect({0, p, request.ident}));
+    connect_agent_channel(p, std::chrono::steady_clock::now() + std::chrono::seconds(5),
+                          [this, cmdline, p](UniqueFd channel) {
+                              if (!channel) {
+                                  log_link("the agent did not serve the data channel of port " + std::to_string(p),
+                                           "channel");
+                                  return release_port(p, 0);
+                              }
+                              dom0_->start(cmdline, std::move(channel), [this, p](int) { release_port(p, 0); });
+                          });
+}
+
+// vchan.<domid>.0.<port>.sock beneath the qube's vchan folder, resolved
+// safely (agent_link.hpp), tried until it is there or the deadline passed.
+void Daemon::connect_agent_channel(uint32_t port, std::chrono::steady_clock::time_point deadline,
+                                   std::function<void(UniqueFd)> done) {
+    std::string why;
+    std::string name = vchan_socket_path("", config_.domid, 0, port).substr(1);
+    UniqueFd fd = connect_beneath(vchan_dirfd_.get(), name, &why);
+    if (fd || std::chrono::steady_clock::now() >= deadline) return done(std::move(fd));
+    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(10));
+    timer->async_wait([this, timer, port, deadline, done = std::move(done)](const asio::error_code& ec) mutable {
+        if (!ec) connect_agent_channel(port, deadline, std::move(done));
+    });
 }
 
 // --- local clients ------------------------------------------------------------
@@ -575,7 +629,7 @@ void Daemon::on_client_message(const std::shared_ptr<Client>& client, const Head
     auto& conn = client->conn;
     if (client->state == Client::State::Hello) {
         if (h.type != static_cast<uint32_t>(MsgType::Hello) || h.len != 4 ||
-            get_u32(payload, 0) != kClientProtocolVersion) {
+            get_u32(payload, 0) < kClientProtocolVersion) {
             conn->close("bad client HELLO");
             return;
         }
@@ -596,17 +650,10 @@ void Daemon::on_client_message(const std::shared_ptr<Client>& client, const Head
         return;
     }
     client->state = Client::State::Running;
-    if (type == MsgType::ServiceConnect) {
-        Message m;
-        try {
-            m = decode_message(h, payload);
-        } catch (const ProtocolError&) {
-            conn->close("bad SERVICE_CONNECT");
-            return;
-        }
-        agent_->send(encode_service_connect(std::get<ServiceConnect>(m)), std::move(fd));
-        return;
-    }
+    // A Qubes agent cannot take an offered channel end: not taken, the
+    // client serves the vchan of the port instead.
+    if (!agent_takes_fds_) fd.reset();
+    if (type == MsgType::ServiceConnect) return client_service_connect(client, payload, std::move(fd));
     Message m;
     try {
         m = decode_message(h, payload);
@@ -639,17 +686,69 @@ void Daemon::on_client_message(const std::shared_ptr<Client>& client, const Head
     dispatch_exec(client, type, std::move(params), std::move(fd), 0);
 }
 
+// The answer to a client that left the data port to us: the same message
+// type with our domain and the port. A client that offered a channel end
+// (Aerie's) learns from the descriptor attached that its end goes to the
+// agent (daemon_socket.hpp); an upstream client never offers one.
+void Daemon::send_port(const std::shared_ptr<Client>& client, MsgType type, uint32_t port, bool channel_taken) {
+    port_watchers_[port] = client;
+    std::string reply = encode_header(type, 8);
+    for (uint32_t v : {config_.domid, port})
+        for (int i = 0; i < 4; ++i) reply.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    UniqueFd ack;
+    if (channel_taken) ack = descriptor_marker();
+    client->conn->send(reply, std::move(ack));
+}
+
+// SERVICE_CONNECT from a local client: the answer to one of our qube's
+// requests that the policy has not decided here yet, as an upstream
+// qrexec-client -c (or another qube's upstream daemon) sends it. Passed on
+// to the agent as it came, with the data port filled in when it was 0.
+void Daemon::client_service_connect(const std::shared_ptr<Client>& client, std::string_view payload, UniqueFd fd) {
+    auto& conn = client->conn;
+    if (payload.size() <= 8 || payload.size() > kMaxQrexecCmdLen || payload.back() != '\0') {
+        conn->close("bad SERVICE_CONNECT");
+        return;
+    }
+    std::string_view rest = payload.substr(8);
+    std::string_view ident = rest.substr(0, rest.find('\0'));
+    auto it = std::find_if(undecided_.begin(), undecided_.end(),
+                           [&](const auto& e) { return !e.second.answered && e.second.ident == ident; });
+    if (it == undecided_.end()) {
+        log_link("SERVICE_CONNECT for " + base::log_safe(ident, 40) + ": not requested or already handled",
+                 "service-connect");
+        conn->close("not requested or already handled");
+        return;
+    }
+    uint32_t domain = get_u32(payload, 0), port = get_u32(payload, 4);
+    if (port != 0 && (port < kFirstDataPort || port > kLastDataPort)) {
+        conn->close("invalid data port");
+        return;
+    }
+    it->second.answered = true;
+    if (port == 0) {
+        std::string why;
+        auto granted = allocate_port(domain, domain, &why);
+        if (!granted) {
+            conn->close(why);
+            return;
+        }
+        port = *granted;
+        send_port(client, MsgType::ServiceConnect, port, static_cast<bool>(fd));
+    }
+    std::string out = encode_header(MsgType::ServiceConnect, static_cast<uint32_t>(payload.size()));
+    for (uint32_t v : {domain, port})
+        for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    out.append(rest);
+    agent_->send(std::move(out), std::move(fd));
+}
+
 // port: the data port given to this call (0: the caller chose its own).
 void Daemon::dispatch_exec(const std::shared_ptr<Client>& client, MsgType type, ExecParams params, UniqueFd fd,
                            uint32_t port) {
-    auto& conn = client->conn;
     if (port != 0) {
         params.connect_port = port;
-        port_watchers_[port] = client;
-        std::string reply = encode_header(type, 8);
-        for (uint32_t v : {config_.domid, port})
-            for (int i = 0; i < 4; ++i) reply.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-        conn->send(reply);
+        send_port(client, type, port, static_cast<bool>(fd));
     }
     if (params.cmdline.rfind("DEFAULT:", 0) == 0)
         params.cmdline = config_.default_user + params.cmdline.substr(7);

@@ -87,18 +87,21 @@ private:
     void kill_disposable(const std::string& dest);
 
     void try_connect_agent();
-    void on_agent_hello(const Header& h, std::string_view payload);
+    void on_agent_hello(const Header& h, std::string_view payload, bool marked);
     void watch_vchan_folder();
     void agent_attempt_failed(const std::string& why);
     void agent_gone_for_good(const std::string& why);
     void on_agent_message(const Header& h, std::string_view payload);
+    void agent_violation(const std::string& why);
     void on_agent_closed(const std::string& reason);
     // Bounded: a qube making its link flap or its calls fail must not fill the log.
     void log_link(const std::string& message, const std::string& key = "link");
     void accept_client();
     void on_client_message(const std::shared_ptr<Client>& client, const Header& h,
                            std::string_view payload, UniqueFd fd);
-    void handle_trigger(const TriggerService& trigger);
+    void handle_trigger(const ServiceRequest& request);
+    void client_service_connect(const std::shared_ptr<Client>& client, std::string_view payload, UniqueFd fd);
+    void send_port(const std::shared_ptr<Client>& client, MsgType type, uint32_t port, bool channel_taken);
     void on_policy_answer(const ServiceRequest& request, const PolicyAnswer& answer);
     // on_over (if set) keeps the connection to the target's daemon open
     // until the service ends (that daemon closes it) and runs once then, or
@@ -106,6 +109,8 @@ private:
     void connect_to_qube(const ServiceRequest& request, const std::string& target,
                          const std::string& cmdline, std::function<void(bool served)> on_over = nullptr);
     void run_in_dom0(const ServiceRequest& request, const std::string& cmdline);
+    void connect_agent_channel(uint32_t port, std::chrono::steady_clock::time_point deadline,
+                               std::function<void(UniqueFd)> done);
     void refuse(const std::string& ident, const std::string& why);
     // A client's command that must wait for a data port (its source is at
     // its cap, or only dom0's reserve is left): served in turn as ports free.
@@ -132,6 +137,7 @@ private:
     DaemonConfig config_;
     std::shared_ptr<MessageConn> agent_;
     uint32_t agent_version_ = 0;
+    bool agent_takes_fds_ = false;  // an Aerie agent (its HELLO came with a marker)
     AgentState agent_state_ = AgentState::Starting;
     bool agent_hello_pending_ = false;
     base::UniqueFd vchan_dirfd_;  // the qube's vchan folder, opened once
@@ -153,6 +159,14 @@ private:
     size_t waiting_count_ = 0;
     std::map<uint32_t, std::weak_ptr<Client>> port_watchers_;
     size_t pending_calls_ = 0;
+    // Our qube's requests waiting for the policy, by the order they came:
+    // a local client may answer one with SERVICE_CONNECT (Qubes' way), once.
+    struct UndecidedCall {
+        std::string ident;
+        bool answered = false;
+    };
+    std::map<uint64_t, UndecidedCall> undecided_;
+    uint64_t next_pending_id_ = 0;
     ChildReaper reaper_;
     std::unique_ptr<LocalServiceRunner> dom0_;
 };

@@ -1,6 +1,7 @@
 #include "qrexec/data_pump.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -80,11 +81,39 @@ void DataPump::start(Done done) {
         }
     });
     chan_->send(encode_hello(kProtocolVersion));
+    // A service side without a stderr of its own (a socket service, a
+    // command whose stderr stays local) ends that stream at once, as Qubes'.
+    if (role_ == Role::Service && errors_.eof) send_eof(MsgType::DataStderr);
+    MsgType input_stream = role_ == Role::Caller ? MsgType::DataStdin : MsgType::DataStdout;
+    // Sent before the peer's HELLO tells its version: in chunks any version takes.
+    for (size_t at = 0; at < local_.prefix.size(); at += kMaxDataChunkV2)
+        chan_->send(encode_data(input_stream, std::string_view(local_.prefix).substr(at, kMaxDataChunkV2)));
+    local_.prefix.clear();
     // Nothing to send: the other side must still see the stream end.
     if (role_ == Role::Caller && input_.eof) chan_->send(encode_data(MsgType::DataStdin, {}));
     read_input(false);
     if (role_ == Role::Service) read_input(true);
+    if (role_ == Role::Service && local_.output_is_socket) watch_hangup();
     maybe_finish();
+}
+
+// As Qubes: a socket service that shut both directions (or closed) is done
+// with its stdin; once its output ended too the call ends, without waiting
+// for the caller's stdin to end.
+void DataPump::watch_hangup() {
+    if (finished_ || !output_.sd || output_.closed) return;
+    pollfd p{output_.sd->native_handle(), 0, 0};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) {
+        service_hung_up_ = true;
+        if (!output_.writing) output_.queue.clear();  // else the write under way fails and drops it
+        close_output(MsgType::DataStdin);
+        maybe_finish();
+        return;
+    }
+    auto self = shared_from_this();
+    output_.sd->async_wait(asio::posix::stream_descriptor::wait_error, [self](const asio::error_code& ec) {
+        if (!ec) self->watch_hangup();
+    });
 }
 
 void DataPump::on_message(const Header& h, std::string_view payload) {
@@ -270,7 +299,7 @@ void DataPump::maybe_finish() {
         return;
     }
     if (local_.output_is_socket && !exit_code_) {
-        bool service_done = input_.eof && (peer_stdin_eof_ || local_.exit_on_service_eof);
+        bool service_done = input_.eof && (peer_stdin_eof_ || service_hung_up_ || local_.exit_on_service_eof);
         bool client_done = peer_stdin_eof_ && local_.exit_on_client_eof;
         if (service_done || client_done) exit_code_ = 0;
     }

@@ -28,6 +28,8 @@ public:
         // or when the caller's stdin ends.
         bool exit_on_service_eof = false;
         bool exit_on_client_eof = false;
+        // Sent before anything read from `input` (qrexec-client -p).
+        std::string prefix;
     };
 
     // done(exit code): for the caller the service's exit code (255 if the
@@ -68,6 +70,10 @@ private:
         bool closed = false;
     };
     void pump_writer(Writer& w, MsgType stream);
+    // Socket services: notices the service shutting down its reading side
+    // (or closing), after which nothing more goes to it.
+    void watch_hangup();
+
 
     asio::io_context& io_;
     std::shared_ptr<MessageConn> chan_;
@@ -83,6 +89,7 @@ private:
     bool stdout_eof_sent_ = false;
     bool stderr_eof_sent_ = false;
     bool close_after_hello_ = false;  // finished before the peer's HELLO came
+    bool service_hung_up_ = false;    // a socket service reads no more
     bool finished_ = false;
 };
 

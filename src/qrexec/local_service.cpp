@@ -90,7 +90,7 @@ void LocalServiceRunner::start(const std::string& cmdline, UniqueFd channel,
 
     std::string user = cmd->user.empty() || cmd->default_user() ? default_user : cmd->user;
     if (!cmd->is_qubesrpc) {
-        return run_process({"/bin/sh", "-c", cmd->command}, plain_command_env(), user,
+        return run_process({shell, "-c", cmd->command}, plain_command_env(), user,
                            std::move(channel), std::move(done), just_exec);
     }
 
@@ -141,6 +141,7 @@ void LocalServiceRunner::run_process(const std::vector<std::string>& argv,
                     std::move(done));
     }
     req.null_stdio = just_exec;
+    req.inherit_stderr = keep_stderr_local;
     Spawned child;
     try {
         child = spawn_process(req);
@@ -157,6 +158,7 @@ void LocalServiceRunner::run_process(const std::vector<std::string>& argv,
     local.input = std::move(child.stdout_r);
     local.output = std::move(child.stdin_w);
     local.errors = std::move(child.stderr_r);
+    local.prefix = prefix;
     auto pump = DataPump::create(io_, std::move(channel), DataPump::Role::Service, std::move(local));
     pump->start(std::move(done));
     reaper_.watch(child.pid, [pump](int code) { pump->set_exit_code(code); });
@@ -175,6 +177,7 @@ void LocalServiceRunner::run_socket(UniqueFd sock, const ParsedCmdline& cmd, con
     local.output_is_socket = true;
     local.exit_on_service_eof = config.exit_on_service_eof;
     local.exit_on_client_eof = config.exit_on_client_eof;
+    local.prefix = prefix;
     auto pump = DataPump::create(io_, std::move(channel), DataPump::Role::Service, std::move(local));
     pump->start(std::move(done));
 }

@@ -28,6 +28,13 @@ public:
 
     // The user that "DEFAULT" stands for (when the daemon did not replace it).
     std::string default_user;
+    // The service's stderr is this process's own (qrexec-client serving a
+    // qube's call to dom0, as Qubes'); the channel carries none.
+    bool keep_stderr_local = false;
+    // Sent as the service's first output (qrexec-client -p).
+    std::string prefix;
+    // The shell that runs a plain command (Qubes' dom0 side uses bash).
+    std::string shell = "/bin/sh";
 
 private:
     void fail(UniqueFd channel, int code, const std::string& why, std::function<void(int)> done);

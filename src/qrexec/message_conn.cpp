@@ -91,13 +91,15 @@ void MessageConn::parse() {
             h = decode_header(in_.view().substr(0, kHeaderSize), options_.max_payload);
         } catch (const ProtocolError& e) {
             in_parse_ = false;
+            oversized_ = true;
             close(e.what());
             return;
         }
         if (in_.size() - kHeaderSize < h.len) break;
         std::string_view payload(in_.data() + kHeaderSize, h.len);
         UniqueFd fd;
-        if (carries_fd(h.type) && !in_fds_.empty()) {
+        bool hello_fd = options_.hello_carries_fd && h.type == static_cast<uint32_t>(MsgType::Hello);
+        if ((carries_fd(h.type) || hello_fd) && !in_fds_.empty()) {
             fd = std::move(in_fds_.front());
             in_fds_.pop_front();
         }

@@ -28,6 +28,10 @@ public:
     struct Options {
         size_t max_payload = kMaxPayload;
         bool accept_fds = false;  // else every received descriptor is closed at once
+        // A descriptor may come with HELLO (an Aerie agent's marker). Only
+        // where HELLO is the peer's first message: a descriptor goes to the
+        // next message of a type that may carry one.
+        bool hello_carries_fd = false;
     };
 
     static std::shared_ptr<MessageConn> create(asio::io_context& io, UniqueFd fd, Options options);
@@ -48,6 +52,8 @@ public:
     // Called (once) whenever the write queue becomes empty.
     void on_drained(std::function<void()> callback) { on_drained_ = std::move(callback); }
     bool is_open() const { return open_; }
+    // Closed because the peer announced a payload over the cap.
+    bool oversized() const { return oversized_; }
     int native_handle() { return sd_.native_handle(); }
 
 private:
@@ -81,6 +87,7 @@ private:
     bool write_broken_ = false;  // the peer no longer reads (EPIPE)
     bool peer_eof_ = false;      // the peer finished sending
     bool in_parse_ = false;
+    bool oversized_ = false;
 };
 
 }  // namespace aerie::qrexec

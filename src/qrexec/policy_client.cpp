@@ -125,14 +125,14 @@ struct Asking : std::enable_shared_from_this<Asking> {
         if (config.program.empty()) return finish(deny_answer());
         reply.clear();
         SpawnRequest req;
-        req.argv = {config.program};
-        if (question.requested_source) {
-            req.argv.push_back("--requested-source");
-            req.argv.push_back(*question.requested_source);
-        }
-        req.argv.insert(req.argv.end(),
-                        {"--", question.source, question.intended_target, question.service_and_arg});
-        for (char** e = environ; *e; ++e) req.env.emplace_back(*e);
+        // Qubes' arguments exactly (its program takes no other). The source
+        // a relay asks for goes in the environment, which Aerie's program
+        // reads and Qubes' ignores (then the call is judged as the relay's
+        // own, which it could make anyway).
+        req.argv = {config.program, "--", question.source, question.intended_target, question.service_and_arg};
+        for (char** e = environ; *e; ++e)
+            if (std::string_view(*e).rfind(kRequestedSourceEnv + std::string("="), 0) != 0) req.env.emplace_back(*e);
+        if (question.requested_source) req.env.push_back(kRequestedSourceEnv + std::string("=") + *question.requested_source);
         req.cwd = "/";
         Spawned sp;
         try {

@@ -31,6 +31,10 @@ struct PolicyAnswer {
 // Parses the answer text strictly: every line key=value, first line result=.
 std::optional<PolicyAnswer> parse_policy_answer(std::string_view text);
 
+// The requested source of a relayed call, for the policy program: Qubes'
+// program is called with "-- SOURCE TARGET SERVICE" only.
+inline constexpr const char* kRequestedSourceEnv = "QREXEC_REQUESTED_SOURCE";
+
 struct PolicyClientConfig {
     std::string socket_path = "/run/qubes/policy.sock";
     std::string program;  // fallback; empty: none

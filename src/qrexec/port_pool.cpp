@@ -12,7 +12,13 @@ PortPool::Grant PortPool::allocate(uint32_t source, uint32_t remote_domain) {
     }
     // Qubes take ports from the front; the reserve at the back is dom0's.
     uint32_t limit = dom0 ? kPorts : kPorts - kDom0Reserve;
-    for (uint32_t i = 0; i < limit; ++i) {
+    // The half of the ports for calls between this qube and remote_domain.
+    uint32_t first = 0, step = 1;
+    if (remote_domain != kDom0) {
+        first = remote_domain > own_domain_ ? 1 : 0;
+        step = 2;
+    }
+    for (uint32_t i = first; i < limit; i += step) {
         if (slots_[i]) continue;
         slots_[i] = Slot{source, remote_domain};
         ++held_[source];

@@ -8,6 +8,10 @@
 //     never given to a qube;
 //   - no qube holds more than kPerQubeCap ports at once; its next call is
 //     refused with a reason naming the cap, while others' calls go on.
+// As Qubes', a port for a call with a qube (not dom0) is taken from one half
+// of the ports only: when both qubes' daemons give ports for calls between
+// them, the daemon of the lower domain id gives even ports (514, 516, ...),
+// the other's odd ones (513, 515, ...), so the two never collide.
 #pragma once
 
 #include <array>
@@ -22,6 +26,9 @@ namespace aerie::qrexec {
 
 class PortPool {
 public:
+    // own_domain: the domain id of the qube whose daemon this is.
+    explicit PortPool(uint32_t own_domain = 0) : own_domain_(own_domain) {}
+
     static constexpr uint32_t kPorts = kLastDataPort - kFirstDataPort + 1;  // 256
     static constexpr uint32_t kDom0Reserve = 32;
     static constexpr uint32_t kPerQubeCap = 64;  // a quarter of the ports
@@ -48,6 +55,7 @@ private:
         uint32_t source;
         uint32_t remote_domain;
     };
+    uint32_t own_domain_;
     std::array<std::optional<Slot>, kPorts> slots_{};
     std::map<uint32_t, uint32_t> held_;  // source -> ports held (no zero entries)
     uint32_t in_use_ = 0;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -77,6 +78,13 @@ std::pair<UniqueFd, UniqueFd> channel_pair() {
         throw std::system_error(errno, std::generic_category(), "socketpair");
     for (int fd : sv) set_bulk_buffers(fd);
     return {UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+UniqueFd descriptor_marker() {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) < 0) return {};
+    ::close(p[1]);
+    return UniqueFd(p[0]);
 }
 
 void set_bulk_buffers(int fd) {

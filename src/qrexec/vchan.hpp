@@ -44,6 +44,12 @@ using base::recv_with_fds;
 using base::send_with_fd;
 using base::send_with_fds;
 
+// A descriptor that only says "Aerie": the read end of a fresh pipe
+// (close-on-exec). Attached to a message, it tells an Aerie peer that data
+// channels may be handed over as descriptors; a Qubes peer reading with
+// read(2) never sees it (docs/qrexec-wire.md).
+UniqueFd descriptor_marker();
+
 // Raises a stream socket's kernel buffers for bulk transfer.
 void set_bulk_buffers(int fd);
 

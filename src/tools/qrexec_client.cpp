@@ -1,26 +1,37 @@
 // qrexec-client: runs a command or service in a qube from the admin side.
 //   qrexec-client [--socket-dir=DIR] -d TARGET [-l LOCAL_PROGRAM] [-e] [-E]
-//                 [-c IDENT,SOURCE,SOURCE_ID] [-t] [-T] [-w SECONDS] [-W] USER:COMMAND
-// -e: just start it (no stdio); -c: connect the started service to a caller
-// that asked for it (the caller's daemon gets SERVICE_CONNECT). Without
-// either, our stdio (or LOCAL_PROGRAM's) is the command's; the exit code is
-// the remote one.
+//                 [-c IDENT,SOURCE,SOURCE_ID] [-p PREFIX] [-t] [-T] [-w SECONDS] [-W] COMMAND
+// -e: just start it; -c: connect the started service to a caller that asked
+// for it (the caller's daemon gets SERVICE_CONNECT); with -d dom0 and -c,
+// this process serves the caller's call itself (COMMAND without a user:
+// "QUBESRPC SERVICE+ARG SOURCE TYPE TARGET" or a shell command). Without -e
+// or -c our stdio (or LOCAL_PROGRAM's) is the command's, and the exit code
+// the remote one (-E: 0). -p: data sent before our stdin.
+#include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
+#include <spawn.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <asio.hpp>
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <optional>
 #include <string>
 
 #include "qrexec/child_reaper.hpp"
-#include "qrexec/client.hpp"
+#include "qrexec/daemon_socket.hpp"
+#include "qrexec/data_pump.hpp"
 #include "qrexec/local_service.hpp"
 #include "qrexec/protocol.hpp"
+#include "qrexec/service_config.hpp"
 #include "qrexec/spawn.hpp"
 #include "qrexec/vchan.hpp"
 
@@ -31,52 +42,95 @@ extern char** environ;
 namespace {
 
 [[noreturn]] void usage(const char* argv0, int code) {
-    std::fprintf(stderr,
-                 "usage: %s [-w timeout] [-W] [-t] [-T] [-l local_prog] -d domain_name "
-                 "[-e] [-E] [-c request_id,src_domain_name,src_domain_id] remote_cmdline\n"
-                 "  --socket-dir=DIR  directory of the qrexec daemons' sockets (default /var/run/qubes)\n",
+    std::fprintf(code ? stderr : stdout,
+                 "usage: %s [options] -d domain_name [-l local_prog|-c request_id,src_domain_name,src_domain_id|-e] "
+                 "remote_cmdline\n"
+                 "Options:\n"
+                 "  -h, --help - display usage\n"
+                 "  -e - exit after sending cmd\n"
+                 "  -E, --no-exit-code - always exit with 0 after command exits\n"
+                 "  -t, -T - accepted (output is passed on unchanged)\n"
+                 "  -W - accepted (a call with -c never waits for its end)\n"
+                 "  -c - connect to existing process (response to trigger service call)\n"
+                 "  -w timeout - connection timeout in seconds (default 10, 0: none)\n"
+                 "  --socket-dir=PATH - directory of the qrexec daemons' sockets (default /var/run/qubes)\n"
+                 "  -p PREFIX-DATA, --prefix-data=PREFIX-DATA - send the given data before the provided stdin\n",
                  argv0);
     std::exit(code);
 }
 
-uint32_t get_u32(const char* b) {
-    auto c = [&](int i) { return static_cast<uint32_t>(static_cast<unsigned char>(b[i])); };
-    return c(0) | (c(1) << 8) | (c(2) << 16) | (c(3) << 24);
+struct Options {
+    std::string socket_dir = "/var/run/qubes";
+    std::string target;
+    const char* local_program = nullptr;
+    bool just_exec = false;
+    bool exit_with_code = true;
+    std::optional<std::string> prefix;
+    std::chrono::milliseconds timeout{10000};
+    // -c
+    bool connect = false;
+    std::string ident, source_name;
+    uint32_t source_id = 0;
+    std::string cmdline;
+};
+
+bool refers_to_dom0(const std::string& target) {
+    return target == "dom0" || target == "@adminvm" || target == "uuid:00000000-0000-0000-0000-000000000000";
 }
 
-// Connects to a daemon's socket and does the client handshake; on failure
-// says why.
-UniqueFd connect_daemon(const std::string& socket_dir, const std::string& domain,
-                        std::chrono::milliseconds timeout) {
-    UniqueFd fd = vchan_connect(socket_dir + "/qrexec." + domain, timeout);
-    if (!fd) {
-        std::fprintf(stderr, "qrexec-client: cannot connect to the qrexec daemon of %s\n", domain.c_str());
-        return {};
+// "IDENT,SOURCE,SOURCE_ID"; exits with a usage error otherwise.
+void parse_connect(const char* argv0, std::string spec, Options& o) {
+    size_t c1 = spec.find(',');
+    size_t c2 = c1 == std::string::npos ? c1 : spec.find(',', c1 + 1);
+    if (c2 == std::string::npos) {
+        std::fprintf(stderr, "Invalid -c parameter (should be: \"-c request_id,src_domain_name,src_domain_id\")\n");
+        std::exit(1);
     }
-    char hello[kHeaderSize + 4];
-    if (!read_all(fd.get(), hello, sizeof hello) ||
-        get_u32(hello) != static_cast<uint32_t>(MsgType::Hello)) {
-        // A daemon closes before HELLO while its qube's agent is gone.
-        std::fprintf(stderr, "qrexec-client: the qrexec agent of %s is not connected (see its qrexec-daemon log)\n",
-                     domain.c_str());
-        return {};
+    if (c1 >= kIdentLen) {
+        std::fprintf(stderr, "Invalid -c parameter (request_id too long, max %zu)\n", kIdentLen - 1);
+        std::exit(1);
     }
-    std::string ours = encode_hello(kClientProtocolVersion);
-    if (!write_all(fd.get(), ours.data(), ours.size())) return {};
-    return fd;
+    o.ident = spec.substr(0, c1);
+    o.source_name = spec.substr(c1 + 1, c2 - c1 - 1);
+    std::string id = spec.substr(c2 + 1);
+    char* end = nullptr;
+    errno = 0;
+    unsigned long v = std::strtoul(id.c_str(), &end, 10);
+    if (id.empty() || id[0] < '0' || id[0] > '9' || *end || errno || v > INT_MAX) {
+        std::fprintf(stderr, "qrexec-client: invalid source domain ID '%s'\n", id.c_str());
+        std::exit(1);
+    }
+    o.source_id = static_cast<uint32_t>(v);
+    if (refers_to_dom0(o.source_name) || o.source_id == 0) {
+        std::fprintf(stderr, "qrexec-client: ERROR: -c cannot be used for requests to dom0\n");
+        usage(argv0, 1);
+    }
+    o.connect = true;
 }
 
-// The local program's stdio, or ours.
+// Our stdin and stdout for the call: the descriptors move to the call (fds 0
+// and 1 become /dev/null), so that the reader of our stdout sees its end as
+// soon as the call's output ends, not only when this process exits.
 struct LocalIo {
     UniqueFd input, output;
     pid_t pid = -1;
 };
 
+UniqueFd take_stdio(int fd) {
+    UniqueFd taken(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
+    int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null >= 0) {
+        ::dup2(null, fd);
+        ::close(null);
+    }
+    return taken;
+}
+
 LocalIo local_io(const char* program) {
     LocalIo io;
     if (!program) {
-        io.input.reset(::dup(0));
-        io.output.reset(::dup(1));
+        io.input = take_stdio(0);
+        io.output = take_stdio(1);
         return io;
     }
     SpawnRequest sp;
@@ -91,28 +145,225 @@ LocalIo local_io(const char* program) {
     return io;
 }
 
-int wait_local(pid_t pid, int remote_code) {
-    if (pid < 0) return remote_code;
+void wait_local(pid_t pid) {
+    if (pid < 0) return;
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
-    return remote_code;
 }
 
-// Runs the command on this machine (target dom0).
-int run_in_dom0(const std::string& cmdline, const char* local_program) {
+// Waits for the service side to connect to a data channel we serve as
+// Qubes does (vchan.<us>.<them>.<port> in $VCHAN_SOCKET_DIR).
+UniqueFd accept_data_channel(uint32_t domain, uint32_t port, std::chrono::milliseconds timeout) {
+    std::string path = vchan_socket_path(vchan_socket_dir(), vchan_local_domain(), domain, port);
+    UniqueFd listener;
+    try {
+        listener = vchan_listen(path);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "qrexec-client: cannot serve the data channel: %s\n", e.what());
+        return {};
+    }
+    pollfd p{listener.get(), POLLIN, 0};
+    int ms = timeout.count() > 0 ? static_cast<int>(timeout.count()) : -1;
+    int n;
+    while ((n = ::poll(&p, 1, ms)) < 0 && errno == EINTR) {
+    }
+    UniqueFd conn;
+    if (n > 0) conn.reset(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ::unlink(path.c_str());
+    if (!conn) std::fprintf(stderr, "qrexec-client: qrexec connection timeout\n");
+    return conn;
+}
+
+UniqueFd connect_data_channel(uint32_t domain, uint32_t port, std::chrono::milliseconds timeout) {
+    auto wait = timeout.count() > 0 ? timeout : std::chrono::milliseconds(INT_MAX);
+    UniqueFd fd = vchan_connect(vchan_socket_path(vchan_socket_dir(), domain, vchan_local_domain(), port), wait);
+    if (!fd) std::fprintf(stderr, "qrexec-client: qrexec connection timeout\n");
+    return fd;
+}
+
+// As Qubes' dom0 side: a service whose rpc-config asks for wait-for-session
+// (and not called "nogui:") first runs qubes.WaitForSession, its stdin
+// closed and QREXEC_REMOTE_DOMAIN the caller, and waits for it. A config
+// that cannot be read is left to the service runner, which fails the call.
+void wait_for_session(const std::string& cmdline, CmdlineUser mode) {
+    auto cmd = parse_cmdline(cmdline, nullptr, mode);
+    if (!cmd || !cmd->is_qubesrpc) return;
+    auto config = load_rpc_config(cmd->service_and_arg, rpc_config_path_from_env());
+    if (!config || !should_wait_for_session(*cmd, *config)) return;
+    auto found = find_service("qubes.WaitForSession", service_path_from_env());
+    auto* exe = std::get_if<ExecutableService>(&found);
+    if (!exe) {
+        std::fprintf(stderr, "qrexec-client: service not found: qubes.WaitForSession\n");
+        return;
+    }
+    ::setenv("QREXEC_REMOTE_DOMAIN", cmd->source.c_str(), 1);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    std::string name = "qubes.WaitForSession";
+    char* argv[] = {name.data(), nullptr};
+    pid_t pid = -1;
+    int rc = ::posix_spawn(&pid, exe->path.c_str(), &actions, nullptr, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) {
+        std::fprintf(stderr, "qrexec-client: cannot run %s: %s\n", exe->path.c_str(), std::strerror(rc));
+        return;
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (status != 0) std::fprintf(stderr, "qrexec-client: wait-for-session exited with status %d\n", status);
+}
+
+UniqueFd connect_daemon(const Options& o, const std::string& qube) {
+    std::string why;
+    UniqueFd fd = connect_daemon_socket(o.socket_dir, qube, o.timeout.count() > 0 ? o.timeout : std::chrono::hours(24),
+                                        &why);
+    if (!fd) std::fprintf(stderr, "qrexec-client: %s\n", why.c_str());
+    return fd;
+}
+
+std::string with_nul(const std::string& s) { return std::string(s.data(), s.size() + 1); }
+
+// As Qubes' dom0 side, plain commands run under bash (where there is one).
+std::string dom0_shell() { return ::access("/bin/bash", X_OK) == 0 ? "/bin/bash" : "/bin/sh"; }
+
+// A qube's call to dom0 that its daemon's policy allowed: we are the service
+// side. The caller's daemon gives the data port; its agent serves the channel.
+int serve_call_in_dom0(const Options& o) {
+    if (o.ident.empty()) {
+        std::fprintf(stderr, "qrexec-client: ERROR: request ID cannot be empty\n");
+        return 1;
+    }
+    UniqueFd daemon = connect_daemon(o, std::to_string(o.source_id));
+    if (!daemon) return kExitProblem;
+    auto [offered, ours] = channel_pair();
+    std::string why;
+    auto grant = request_data_port(daemon.get(), MsgType::ServiceConnect, 0, ident_field(o.ident), offered.get(), &why);
+    offered.reset();
+    if (!grant) {
+        std::fprintf(stderr, "qrexec-client: %s\n", why.c_str());
+        return kExitProblem;
+    }
+    ::setenv("QREXEC_REMOTE_DOMAIN", o.source_name.c_str(), 1);
+    wait_for_session(o.cmdline, CmdlineUser::Absent);
+    UniqueFd channel = grant->channel_taken ? std::move(ours) : connect_data_channel(grant->domain, grant->port, o.timeout);
+    if (!channel) return kExitProblem;
+
     asio::io_context io;
-    ChildReaper reaper(io);
-    bool has_user = cmdline.rfind("QUBESRPC ", 0) != 0 && cmdline.rfind("nogui:", 0) != 0;
-    LocalServiceRunner runner(io, reaper, has_user ? CmdlineUser::Required : CmdlineUser::Absent);
-    auto [service_end, caller_end] = channel_pair();
-    runner.start(cmdline, std::move(service_end), [](int) {});
-    LocalIo lio = local_io(local_program);
+    std::optional<ChildReaper> reaper(std::in_place, io);
+    LocalServiceRunner runner(io, *reaper, CmdlineUser::Absent);
+    runner.keep_stderr_local = true;
+    runner.shell = dom0_shell();
+    if (o.prefix) runner.prefix = *o.prefix;
+    int code = kExitProblem;
+    runner.start(o.cmdline, std::move(channel), [&](int c) {
+        code = c;
+        // The loop ends once the exit code is written out; only the
+        // reaper's signal watch would keep it running.
+        asio::post(io, [&reaper] { reaper.reset(); });
+    });
+    io.run();
+    return o.exit_with_code ? code : 0;
+}
+
+// A command in a qube: the target's daemon gives the data port and passes
+// our offered channel to its agent, or (an upstream daemon) the agent
+// connects to the channel we serve.
+int call_qube(const Options& o) {
+    UniqueFd daemon = connect_daemon(o, o.target);
+    if (!daemon) return kExitProblem;
+    auto [offered, ours] = channel_pair();
+    std::string why;
+    auto grant = request_data_port(daemon.get(), o.just_exec ? MsgType::JustExec : MsgType::ExecCmdline, 0,
+                                   with_nul(o.cmdline), offered.get(), &why);
+    offered.reset();
+    if (!grant) {
+        std::fprintf(stderr, "qrexec-client: %s\n", why.c_str());
+        return kExitProblem;
+    }
+    if (o.just_exec && grant->channel_taken) return 0;
+    ::setenv("QREXEC_REMOTE_DOMAIN", o.target.c_str(), 1);
+    LocalIo lio;
+    if (!o.just_exec) {
+        try {
+            lio = local_io(o.local_program);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "qrexec-client: %s\n", e.what());
+            return kExitProblem;
+        }
+    }
+    UniqueFd channel = grant->channel_taken ? std::move(ours) : accept_data_channel(grant->domain, grant->port, o.timeout);
+    if (!channel) {
+        wait_local(lio.pid);
+        return kExitProblem;
+    }
+    asio::io_context io;
     int code = 255;
     DataPump::Local local;
     local.input = std::move(lio.input);
     local.output = std::move(lio.output);
-    local.errors.reset(::dup(2));
+    if (!o.just_exec) local.errors.reset(::fcntl(2, F_DUPFD_CLOEXEC, 3));
+    if (o.prefix) local.prefix = *o.prefix;
+    auto pump = DataPump::create(io, std::move(channel), DataPump::Role::Caller, std::move(local));
+    pump->start([&code](int c) { code = c; });
+    io.run();
+    wait_local(lio.pid);
+    if (o.just_exec) return 0;
+    return o.exit_with_code ? code : 0;
+}
+
+// The service in a qube answers another qube's call: started through the
+// target's daemon, its channel handed to the caller's daemon.
+int connect_qubes(const Options& o) {
+    UniqueFd target = connect_daemon(o, o.target);
+    if (!target) return 137;
+    auto [offered, ours] = channel_pair();
+    std::string why;
+    auto grant = request_data_port(target.get(), o.just_exec ? MsgType::JustExec : MsgType::ExecCmdline, o.source_id,
+                                   with_nul(o.cmdline), offered.get(), &why);
+    offered.reset();
+    if (!grant) {
+        std::fprintf(stderr, "qrexec-client: %s\n", why.c_str());
+        return 137;
+    }
+    target.reset();
+    UniqueFd source = connect_daemon(o, std::to_string(o.source_id));
+    if (!source) return 137;
+    std::string sc = encode_header(MsgType::ServiceConnect, 8 + kIdentLen);
+    for (uint32_t v : {grant->domain, grant->port})
+        for (int i = 0; i < 4; ++i) sc.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    sc += ident_field(o.ident);
+    if (!write_all_with_fd(source.get(), sc, grant->channel_taken ? ours.get() : -1)) return 137;
+    return 0;
+}
+
+// Runs the command on this machine (target dom0, no -c): Aerie's own use,
+// USER:COMMAND or DEFAULT:QUBESRPC ...
+int run_in_dom0(const Options& o) {
+    asio::io_context io;
+    ChildReaper reaper(io);
+    const std::string& cmdline = o.cmdline;
+    bool has_user = cmdline.rfind("QUBESRPC ", 0) != 0 && cmdline.rfind("nogui:", 0) != 0;
+    LocalServiceRunner runner(io, reaper, has_user ? CmdlineUser::Required : CmdlineUser::Absent);
+    runner.shell = dom0_shell();
+    wait_for_session(cmdline, has_user ? CmdlineUser::Required : CmdlineUser::Absent);
+    auto [service_end, caller_end] = channel_pair();
+    runner.start(cmdline, std::move(service_end), [](int) {});
+    LocalIo lio;
+    try {
+        lio = local_io(o.local_program);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "qrexec-client: %s\n", e.what());
+        return kExitProblem;
+    }
+    int code = 255;
+    DataPump::Local local;
+    local.input = std::move(lio.input);
+    local.output = std::move(lio.output);
+    local.errors.reset(::fcntl(2, F_DUPFD_CLOEXEC, 3));
+    if (o.prefix) local.prefix = *o.prefix;
     auto pump = DataPump::create(io, std::move(caller_end), DataPump::Role::Caller, std::move(local));
     // The exit code ends the call: the reaper's signal watch (and a stdin
     // that never ends) would otherwise keep the loop running for ever.
@@ -121,87 +372,64 @@ int run_in_dom0(const std::string& cmdline, const char* local_program) {
         io.stop();
     });
     io.run();
-    return wait_local(lio.pid, code);
+    wait_local(lio.pid);
+    return o.exit_with_code ? code : 0;
+}
+
+int parse_seconds(const char* s) {
+    char* end = nullptr;
+    errno = 0;
+    long v = std::strtol(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end || errno || v > INT_MAX / 1000) {
+        std::fprintf(stderr, "qrexec-client: invalid connection timeout '%s'\n", s);
+        std::exit(1);
+    }
+    return static_cast<int>(v);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string socket_dir = "/var/run/qubes";
+    Options o;
     const char* domain = nullptr;
-    const char* local_program = nullptr;
-    const char* connect_spec = nullptr;
-    bool just_exec = false;
-    int timeout_s = 30;
     static const option longopts[] = {
         {"help", no_argument, nullptr, 'h'},
         {"socket-dir", required_argument, nullptr, 's'},
+        {"no-exit-code", no_argument, nullptr, 'E'},
+        {"prefix-data", required_argument, nullptr, 'p'},
         {nullptr, 0, nullptr, 0},
     };
     int opt;
-    while ((opt = getopt_long(argc, argv, "+hd:l:ec:tTw:WE", longopts, nullptr)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+hd:l:eEc:p:tTw:Wk", longopts, nullptr)) != -1) {
         switch (opt) {
-            case 's': socket_dir = optarg; break;
+            case 's': o.socket_dir = optarg; break;
             case 'd': domain = optarg; break;
-            case 'l': local_program = optarg; break;
-            case 'e': just_exec = true; break;
-            case 'c': connect_spec = optarg; break;
-            case 'w': timeout_s = std::atoi(optarg); break;
-            case 't': case 'T': case 'W': case 'E': break;
+            case 'l': o.local_program = optarg; break;
+            case 'e': o.just_exec = true; break;
+            case 'E': o.exit_with_code = false; break;
+            case 'c':
+                if (o.connect) usage(argv[0], 1);
+                parse_connect(argv[0], optarg, o);
+                break;
+            case 'p':
+                if (o.prefix) usage(argv[0], 2);
+                o.prefix = optarg;
+                break;
+            case 'w': o.timeout = std::chrono::milliseconds(1000LL * parse_seconds(optarg)); break;
+            case 't': case 'T': case 'W': case 'k': break;
             case 'h': usage(argv[0], 0);
             default: usage(argv[0], 1);
         }
     }
     if (!domain || optind != argc - 1) usage(argv[0], 1);
-    std::string cmdline = argv[optind];
+    if (o.just_exec + o.connect + (o.local_program != nullptr) > 1) {
+        std::fprintf(stderr, "ERROR: only one of -e, -l, -c can be specified\n");
+        usage(argv[0], 1);
+    }
+    o.target = domain;
+    o.cmdline = argv[optind];
     ::signal(SIGPIPE, SIG_IGN);
 
-    std::string target = domain;
-    if (target == "dom0" || target == "@adminvm") return run_in_dom0(cmdline, local_program);
-
-    uint32_t connect_domain = 0;
-    std::string ident, source_name;
-    if (connect_spec) {
-        std::string spec = connect_spec;
-        size_t c1 = spec.find(','), c2 = spec.rfind(',');
-        if (c1 == std::string::npos || c1 == c2) usage(argv[0], 1);
-        ident = spec.substr(0, c1);
-        source_name = spec.substr(c1 + 1, c2 - c1 - 1);
-        connect_domain = static_cast<uint32_t>(std::strtoul(spec.c_str() + c2 + 1, nullptr, 10));
-    }
-
-    auto timeout = std::chrono::milliseconds(timeout_s * 1000);
-    UniqueFd daemon = connect_daemon(socket_dir, target, timeout);
-    if (!daemon) return kExitProblem;
-    auto [ours, theirs] = channel_pair();
-    MsgType type = just_exec ? MsgType::JustExec : MsgType::ExecCmdline;
-    std::string request = encode_exec(type, ExecParams{connect_domain, 0, cmdline});
-    if (!write_all_with_fd(daemon.get(), request, theirs.get())) {
-        std::fprintf(stderr, "qrexec-client: cannot send the command\n");
-        return kExitProblem;
-    }
-    theirs.reset();
-    char reply[kHeaderSize + 8];
-    if (!read_all(daemon.get(), reply, sizeof reply)) {
-        std::fprintf(stderr,
-                     "qrexec-client: the qrexec daemon of %s refused the command (no data port free for this "
-                     "caller, or its agent disconnected: see its log)\n",
-                     domain);
-        return kExitProblem;
-    }
-    uint32_t data_domain = get_u32(reply + kHeaderSize), data_port = get_u32(reply + kHeaderSize + 4);
-
-    if (connect_spec) {
-        // Hand our end to the caller's daemon for its agent.
-        UniqueFd src = connect_daemon(socket_dir, source_name, timeout);
-        if (!src) return kExitProblem;
-        std::string sc = encode_service_connect({data_domain, data_port, ident});
-        if (!write_all_with_fd(src.get(), sc, ours.get())) return kExitProblem;
-        return 0;
-    }
-    if (just_exec) return 0;
-
-    LocalIo lio = local_io(local_program);
-    int code = run_call(std::move(ours), std::move(lio.input), std::move(lio.output), UniqueFd(::dup(2)));
-    return wait_local(lio.pid, code);
+    if (refers_to_dom0(o.target)) return o.connect ? serve_call_in_dom0(o) : run_in_dom0(o);
+    return o.connect ? connect_qubes(o) : call_qube(o);
 }

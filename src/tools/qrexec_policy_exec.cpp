@@ -1,9 +1,11 @@
 // qrexec-policy-exec: evaluates the qrexec policy for one call and prints the
 // answer the qrexec daemon acts on. Exit 0 only when the call is allowed.
 #include <cstdio>
+#include <cstdlib>
 #include <optional>
 
 #include "policy/evaluate.hpp"
+#include "qrexec/policy_client.hpp"
 #include "qrexec/system_info_source.hpp"
 #include "tools/cli_support.hpp"
 
@@ -23,11 +25,14 @@ int main(int argc, char** argv) {
     app.add_option("--internal-socket", internal_socket, "The admin daemon's internal socket")
         ->capture_default_str();
     app.add_option("--requested-source", requested_source,
-                   "RemoteVM the calling relay speaks for");
+                   "RemoteVM the calling relay speaks for (else $QREXEC_REQUESTED_SOURCE, as the qrexec "
+                   "daemon passes it)");
     app.add_option("source", source, "Calling qube")->required();
     app.add_option("target", target, "Requested target")->required();
     app.add_option("service_and_arg", service_and_arg, "SERVICE+ARGUMENT")->required();
     if (int rc = tools::parse_args(app, argc, argv); rc >= 0) return rc;
+    if (const char* env = std::getenv(qrexec::kRequestedSourceEnv); env && requested_source.empty())
+        requested_source = env;
 
     std::string prefix = fmt::format("qrexec: {}: {} -> {}:", service_and_arg, source, target);
     auto deny = [&](const std::string& why) {

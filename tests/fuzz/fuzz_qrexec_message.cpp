@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "qrexec/agent_request.hpp"
 #include "qrexec/policy_client.hpp"
 #include "qrexec/policy_request.hpp"
 #include "qrexec/protocol.hpp"
@@ -34,6 +35,19 @@ void fuzz_messages(std::string_view data) {
         if (data.size() < h.len) return;
         std::string_view payload = data.substr(0, h.len);
         data.remove_prefix(h.len);
+        // What the daemon makes of it from an agent of each protocol version.
+        for (uint32_t version : {2u, 3u, 4u}) {
+            AgentRequest r = classify_agent_message(h, payload, version);
+            if (auto* t = std::get_if<AgentTrigger>(&r)) {
+                const auto& q = t->request;
+                check(!q.service_and_arg.empty() && q.service_and_arg[0] != '+');
+                for (char c : q.service_and_arg + q.target + q.requested_source.value_or(""))
+                    check(c != '\0' && c != '\n' && c != ' ' && c != '/');
+                check(q.ident.size() < kIdentLen && q.ident.find('\0') == std::string::npos);
+                check(encode_service_refused_field(std::string(q.ident)).size() == kHeaderSize + kIdentLen);
+            }
+            if (auto* no = std::get_if<AgentRefusal>(&r)) check(no->ident_field.size() == kIdentLen);
+        }
         try {
             Message m = decode_message(h, payload);
             if (auto* t = std::get_if<TriggerService>(&m)) {

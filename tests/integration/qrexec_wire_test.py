@@ -14,6 +14,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qrexec_harness import World, hello, msg, recv_msg, unix_connect, wait_for, MSG  # noqa: E402
+import qrexec_wire_daemon  # noqa: E402
+from qrexec_wire_daemon import ClientWireTest, DaemonWireTest  # noqa: E402,F401  (run with these)
 
 BUILD = None
 NAMES = {v: k for k, v in MSG.items()}
@@ -298,6 +300,7 @@ class WireTest(unittest.TestCase):
 def main():
     global BUILD
     BUILD = sys.argv.pop(1) if len(sys.argv) > 1 else "build"
+    qrexec_wire_daemon.BUILD = os.path.abspath(BUILD)
     unittest.main(verbosity=2)
 
 

@@ -86,6 +86,15 @@ autostart=True
 requested_target=work
 policy_source=remote-vault" -- exec_policy --requested-source remote-vault sys-relay work qubes.Backup
 
+# As the qrexec daemon passes it (Qubes' argument order has no place for it).
+check "requested source from the environment" 0 "user=DEFAULT
+result=allow
+target=work
+target_uuid=uuid:6f1c0d4e-2a7b-4c38-9a51-3c1e8f0b7d21
+autostart=True
+requested_target=work
+policy_source=remote-vault" -- env QREXEC_REQUESTED_SOURCE=remote-vault "$BIN/qrexec-policy-exec" \
+    --system-info "$SYSINFO" --path "$POLICY" -- sys-relay work qubes.Backup
 check "non-relay claiming a RemoteVM" 1 "result=deny" -- exec_policy --requested-source remote-vault personal work qubes.Backup
 check_stderr "relay check reason" "personal is not a relay for remote-vault"
 check "requested source not a RemoteVM" 1 "result=deny" -- exec_policy --requested-source work sys-relay work qubes.Backup

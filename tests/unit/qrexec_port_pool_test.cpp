@@ -18,12 +18,13 @@ TEST(QrexecPortPool, OneQubeStopsAtItsCapAndOthersStillGetPorts) {
 }
 
 TEST(QrexecPortPool, Dom0KeepsItsReserveWhenQubesTookTheRest) {
-    PortPool pool;
+    PortPool pool(50);
     uint32_t taken = 0;
-    for (uint32_t source = 10; taken < PortPool::kPorts - PortPool::kDom0Reserve; ++source)
-        for (uint32_t i = 0; i < PortPool::kPerQubeCap && taken < PortPool::kPorts - PortPool::kDom0Reserve;
-             ++i, ++taken)
-            ASSERT_TRUE(pool.allocate(source, source).port);
+    // Qubes below and above this one (50): each half of the ports fills.
+    for (uint32_t source : {10u, 11u, 90u, 91u})
+        for (uint32_t i = 0; i < (PortPool::kPorts - PortPool::kDom0Reserve) / 4; ++i, ++taken)
+            ASSERT_TRUE(pool.allocate(source, source).port) << source << " " << i;
+    EXPECT_FALSE(pool.allocate(12, 12).port);
     auto qube = pool.allocate(99, 99);
     EXPECT_FALSE(qube.port);
     EXPECT_NE(qube.refusal.find("kept for dom0"), std::string::npos) << qube.refusal;
@@ -33,7 +34,7 @@ TEST(QrexecPortPool, Dom0KeepsItsReserveWhenQubesTookTheRest) {
 }
 
 TEST(QrexecPortPool, ReleaseOnlyByTheRemoteDomainAndPortsAreReused) {
-    PortPool pool;
+    PortPool pool(50);
     auto g = pool.allocate(7, 7);
     ASSERT_TRUE(g.port);
     EXPECT_EQ(*g.port, kFirstDataPort);
@@ -43,8 +44,8 @@ TEST(QrexecPortPool, ReleaseOnlyByTheRemoteDomainAndPortsAreReused) {
     EXPECT_FALSE(pool.release(*g.port, 7));   // once
     EXPECT_EQ(pool.held_by(7), 0u);
     for (uint32_t i = 0; i < PortPool::kPerQubeCap; ++i) ASSERT_TRUE(pool.allocate(7, 7).port);
-    EXPECT_TRUE(pool.release(kFirstDataPort + 3, 7));
-    EXPECT_EQ(pool.allocate(7, 7).port, kFirstDataPort + 3);  // back under the cap
+    EXPECT_TRUE(pool.release(kFirstDataPort + 6, 7));
+    EXPECT_EQ(pool.allocate(7, 7).port, kFirstDataPort + 6);  // back under the cap
 }
 
 TEST(QrexecPortPool, ForgetFreesAPortWhoeverHoldsIt) {
@@ -56,6 +57,22 @@ TEST(QrexecPortPool, ForgetFreesAPortWhoeverHoldsIt) {
     EXPECT_EQ(pool.in_use(), 0u);
     pool.forget(*g.port);  // nothing held: no change
     EXPECT_EQ(pool.in_use(), 0u);
+}
+
+// As Qubes: calls between two qubes take ports from the half that the other
+// qube's daemon never gives (the lower domain's daemon gives 514, 516, ...;
+// the higher one's 513, 515, ...); calls with dom0 take any port.
+TEST(QrexecPortPool, PortsForAnotherQubeComeFromItsHalf) {
+    PortPool pool(42);
+    EXPECT_EQ(pool.allocate(43, 43).port, 514u);
+    EXPECT_EQ(pool.allocate(44, 44).port, 516u);
+    EXPECT_EQ(pool.allocate(41, 41).port, 513u);
+    EXPECT_EQ(pool.allocate(7, 7).port, 515u);
+    EXPECT_EQ(pool.allocate(PortPool::kDom0, 0).port, 517u);
+    EXPECT_EQ(pool.allocate(PortPool::kDom0, 0).port, 518u);
+    EXPECT_TRUE(pool.release(514, 43));
+    EXPECT_EQ(pool.allocate(44, 44).port, 514u);  // freed, and of that half
+    EXPECT_EQ(pool.allocate(40, 40).port, 519u);
 }
 
 }  // namespace
