@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "qrexec/channel_relay.hpp"
 #include "qrexec/log_lines.hpp"
 #include "qrexec/vchan.hpp"
 
@@ -61,9 +62,9 @@ void Agent::accept_daemon() {
                         // Calls waiting for a decision will never get one.
                         auto waiting = std::move(waiting_);
                         waiting_.clear();
-                        for (auto& [ident, client] : waiting) client->close("daemon gone");
+                        for (auto& [ident, caller] : waiting) caller->conn->close("daemon gone");
                     });
-                daemon_->send(encode_hello(kProtocolVersion));
+                daemon_->send(encode_hello(kProtocolVersion), descriptor_marker());
             }
         }
         accept_daemon();
@@ -94,21 +95,16 @@ void Agent::on_daemon_message(const Header& h, std::string_view payload, UniqueF
         return;
     }
     if (auto* sc = std::get_if<ServiceConnect>(&m)) {
-        auto it = waiting_.find(sc->ident);
-        if (it == waiting_.end()) return;  // the caller gave up
-        auto client = std::move(it->second);
-        waiting_.erase(it);  // first: closing the client may look for it again
-        client->send(encode_service_connect(*sc), std::move(fd));
-        client->close_after_flush();
+        connect_caller(*sc, std::move(fd));
         return;
     }
     if (auto* refused = std::get_if<ServiceRefused>(&m)) {
+        // As Qubes' agent: the caller's connection is closed with no answer.
         auto it = waiting_.find(refused->ident);
         if (it == waiting_.end()) return;
-        auto client = std::move(it->second);
+        auto caller = std::move(it->second);
         waiting_.erase(it);
-        client->send(encode_service_refused(refused->ident));
-        client->close_after_flush();
+        caller->conn->close("refused");
         return;
     }
     log(std::string("ignoring ") + msg_type_name(h.type) + " from daemon");
@@ -142,32 +138,57 @@ void Agent::run_exec(MsgType type, ExecParams params, UniqueFd channel) {
 }
 
 // --- local callers (qrexec-client-vm) -----------------------------------------
+//
+// The exchange is Qubes': the caller sends MSG_TRIGGER_SERVICE4 (ident
+// "SOCKET"), the agent forwards it with its own ident and, once the daemon
+// allowed the call, answers the bare struct exec_params <domain, port> (8
+// bytes); a refusal closes the connection with no answer. The caller keeps
+// the connection open for the whole call; its end is the call's end
+// (MSG_CONNECTION_TERMINATED to the daemon). A caller that marked its request
+// with a descriptor gets the data channel attached to the answer when the
+// daemon handed one over (docs/qrexec-wire.md).
+
+namespace {
+constexpr size_t kMaxWaitingCallers = 1024;
+constexpr size_t kMaxTriggerPayload = 2 * kDomainNameLen + kIdentLen + kMaxServiceNameLen + 1;
+}  // namespace
 
 void Agent::accept_client() {
     clients_->async_accept([this](const asio::error_code& ec, asio::local::stream_protocol::socket s) {
         if (ec == asio::error::operation_aborted) return;
-        if (!ec) {
-            auto client = MessageConn::create(io_, UniqueFd(s.release()), {});
-            std::weak_ptr<MessageConn> weak = client;
-            client->start(
-                [this, weak](const Header& h, std::string_view p, UniqueFd) {
-                    if (auto c = weak.lock()) on_client_message(c, h, p);
+        if (!ec && waiting_.size() < kMaxWaitingCallers) {
+            auto caller = std::make_shared<LocalCaller>();
+            caller->conn = MessageConn::create(io_, UniqueFd(s.release()), {kMaxTriggerPayload, true});
+            std::weak_ptr<LocalCaller> weak = caller;
+            caller->conn->start(
+                [this, weak](const Header& h, std::string_view p, UniqueFd marker) {
+                    if (auto c = weak.lock()) on_client_message(c, h, p, std::move(marker));
                 },
-                [this, client](const std::string&) {
-                    for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
-                        if (it->second == client) {
-                            waiting_.erase(it);
-                            break;
-                        }
-                    }
-                });
+                [this, caller](const std::string&) { on_client_closed(caller); });
         }
         accept_client();
     });
 }
 
-void Agent::on_client_message(const std::shared_ptr<MessageConn>& client, const Header& h,
-                              std::string_view payload) {
+void Agent::on_client_closed(const std::shared_ptr<LocalCaller>& caller) {
+    if (caller->connected) {
+        caller->connected = false;
+        if (daemon_ && daemon_->is_open())
+            daemon_->send(encode_connection_terminated(caller->domain, caller->port));
+        return;
+    }
+    // Still waiting for the daemon: its answer ends the call (see connect_caller).
+    caller->gone = true;
+}
+
+void Agent::on_client_message(const std::shared_ptr<LocalCaller>& caller, const Header& h,
+                              std::string_view payload, UniqueFd marker) {
+    auto& client = caller->conn;
+    if (caller->requested) {
+        // Nothing is expected after the request: its caller is done.
+        client->close("unexpected data after the request");
+        return;
+    }
     Message m;
     try {
         m = decode_message(h, payload);
@@ -176,22 +197,24 @@ void Agent::on_client_message(const std::shared_ptr<MessageConn>& client, const 
         return;
     }
     auto* trigger = std::get_if<TriggerService>(&m);
-    if (!trigger || trigger->version < 3) {
-        client->close("expected MSG_TRIGGER_SERVICE3/4");
+    if (!trigger || trigger->version != 4) {
+        log("invalid request from qrexec-client-vm (expected MSG_TRIGGER_SERVICE4)");
+        client->close("expected MSG_TRIGGER_SERVICE4");
         return;
     }
+    caller->requested = true;
+    caller->takes_fd = static_cast<bool>(marker);
+    marker.reset();
     std::string ident = "SOCKET" + std::to_string(++next_ident_);
     if (!daemon_ || !daemon_->is_open() || daemon_version_ == 0) {
-        client->send(encode_service_refused(ident));
-        client->close_after_flush();
+        client->close("no daemon");
         return;
     }
     TriggerService forward = *trigger;
     forward.ident = ident;
     forward.version = daemon_version_ >= 4 ? 4 : 3;
     if (forward.version == 3 && trigger->source_domain && !trigger->source_domain->empty()) {
-        client->send(encode_service_refused(ident));  // the daemon cannot take --source-qube
-        client->close_after_flush();
+        client->close("the daemon cannot take --source-qube");
         return;
     }
     try {
@@ -200,7 +223,47 @@ void Agent::on_client_message(const std::shared_ptr<MessageConn>& client, const 
         client->close(e.what());
         return;
     }
-    waiting_[ident] = client;
+    waiting_[ident] = caller;
+}
+
+void Agent::connect_caller(const ServiceConnect& sc, UniqueFd channel) {
+    auto it = waiting_.find(sc.ident);
+    if (it == waiting_.end()) {
+        log("MSG_SERVICE_CONNECT with an unknown ident, ignored");
+        return;
+    }
+    auto caller = std::move(it->second);
+    waiting_.erase(it);
+    if (caller->gone || !caller->conn->is_open()) {
+        // The caller left before the answer: the call is over at once.
+        if (daemon_ && daemon_->is_open()) daemon_->send(encode_connection_terminated(sc.connect_domain, sc.connect_port));
+        return;
+    }
+    caller->connected = true;
+    caller->domain = sc.connect_domain;
+    caller->port = sc.connect_port;
+    std::string params = encode_connect_params(sc.connect_domain, sc.connect_port);
+    if (channel && caller->takes_fd) {
+        caller->conn->send(std::move(params), std::move(channel));
+        return;
+    }
+    caller->conn->send(std::move(params));
+    if (channel) relay_for_caller(std::move(channel), sc.connect_domain, sc.connect_port);
+}
+
+void Agent::relay_for_caller(UniqueFd channel, uint32_t domain, uint32_t port) {
+    std::string path = vchan_socket_path(config_.vchan_dir, config_.domid, domain, port);
+    auto ours = std::make_shared<UniqueFd>(std::move(channel));
+    std::thread([this, path, ours] {
+        auto theirs = std::make_shared<UniqueFd>(vchan_connect(path, std::chrono::seconds(10)));
+        asio::post(io_, [this, ours, theirs] {
+            if (!*theirs) {
+                log("cannot connect to the caller's data channel");
+                return;  // closing ours ends the call for the service side
+            }
+            start_channel_relay(io_, std::move(*ours), std::move(*theirs));
+        });
+    }).detach();
 }
 
 }  // namespace aerie::qrexec

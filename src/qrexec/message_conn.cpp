@@ -12,9 +12,22 @@ namespace aerie::qrexec {
 
 namespace {
 
+// The messages a descriptor may come with: a data channel (EXEC_CMDLINE,
+// JUST_EXEC, SERVICE_CONNECT), or the marker by which an Aerie
+// qrexec-client-vm says it takes the channel as a descriptor (TRIGGER_SERVICE*,
+// the only message on its connection; docs/qrexec-wire.md). A descriptor is
+// given to the next such message read, so a message type that may come just
+// before one of these must not be added here.
 bool carries_fd(uint32_t type) {
-    auto t = static_cast<MsgType>(type);
-    return t == MsgType::ExecCmdline || t == MsgType::JustExec || t == MsgType::ServiceConnect;
+    switch (static_cast<MsgType>(type)) {
+        case MsgType::ExecCmdline:
+        case MsgType::JustExec:
+        case MsgType::ServiceConnect:
+        case MsgType::TriggerService:
+        case MsgType::TriggerService3:
+        case MsgType::TriggerService4: return true;
+        default: return false;
+    }
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -100,6 +101,13 @@ ssize_t recv_with_fds(int fd, void* buf, size_t len, int flags, std::vector<Uniq
         }
     }
     return n;
+}
+
+UniqueFd descriptor_marker() {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) < 0) return {};
+    ::close(p[1]);
+    return UniqueFd(p[0]);
 }
 
 void set_bulk_buffers(int fd) {

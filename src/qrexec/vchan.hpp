@@ -48,6 +48,12 @@ ssize_t send_with_fd(int fd, const void* data, size_t len, int fd_to_pass, int f
 // The same with every descriptor of `fds` attached (at most 8).
 ssize_t send_with_fds(int fd, const void* data, size_t len, std::span<const int> fds, int flags);
 
+// A descriptor that only says "Aerie": the read end of a fresh pipe
+// (close-on-exec). Attached to a message, it tells an Aerie peer that data
+// channels may be handed over as descriptors; a Qubes peer reading with
+// read(2) never sees it (docs/qrexec-wire.md).
+UniqueFd descriptor_marker();
+
 // Raises a stream socket's kernel buffers for bulk transfer.
 void set_bulk_buffers(int fd);
 
