@@ -116,23 +116,23 @@ void Agent::run_exec(MsgType type, ExecParams params, UniqueFd channel) {
         if (daemon_ && daemon_->is_open()) daemon_->send(encode_connection_terminated(domain, port));
     };
     bool just_exec = type == MsgType::JustExec;
-    if (channel || just_exec) {
+    if (channel) {
         runner_.start(params.cmdline, std::move(channel), terminated, just_exec);
         return;
     }
     // No channel handed over: connect through the vchan socket directory
     // (the caller is the channel's server), off the event loop.
     std::string path = vchan_socket_path(config_.vchan_dir, domain, config_.domid, port);
-    std::thread([this, path, cmdline = params.cmdline, terminated] {
+    std::thread([this, path, cmdline = params.cmdline, terminated, just_exec] {
         UniqueFd fd = vchan_connect(path, std::chrono::seconds(10));
         auto raw = std::make_shared<UniqueFd>(std::move(fd));
-        asio::post(io_, [this, raw, cmdline, terminated] {
+        asio::post(io_, [this, raw, cmdline, terminated, just_exec] {
             if (!*raw) {
                 log("cannot connect the data channel");
                 terminated(kExitProblem);
                 return;
             }
-            runner_.start(cmdline, std::move(*raw), terminated);
+            runner_.start(cmdline, std::move(*raw), terminated, just_exec);
         });
     }).detach();
 }

@@ -21,8 +21,9 @@ public:
                        CmdlineUser user_mode = CmdlineUser::Absent);
 
     // Runs `cmdline` with its stdio on `channel` (the service end of a data
-    // channel); done(exit code) when everything is sent. just_exec: stdio to
-    // /dev/null, the channel is closed at once.
+    // channel); done(exit code) when everything is sent. just_exec
+    // (MSG_JUST_EXEC): stdio to /dev/null; the channel carries only the
+    // exit code of starting it (0 once started, 127/125 as for a call).
     void start(const std::string& cmdline, UniqueFd channel, std::function<void(int)> done,
                bool just_exec = false);
 
@@ -30,6 +31,7 @@ public:
     std::string default_user;
 
 private:
+    void report_just_exec(UniqueFd channel, int code, std::function<void(int)> done);
     void fail(UniqueFd channel, int code, const std::string& why, std::function<void(int)> done);
     void run_process(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                      const std::string& user, UniqueFd channel, std::function<void(int)> done,
