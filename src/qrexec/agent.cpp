@@ -28,7 +28,8 @@ std::unique_ptr<asio::local::stream_protocol::acceptor> listen_at(asio::io_conte
 }  // namespace
 
 Agent::Agent(asio::io_context& io, AgentConfig config)
-    : io_(io), config_(std::move(config)), reaper_(io), runner_(io, reaper_, CmdlineUser::Required) {
+    : io_(io), config_(std::move(config)), reaper_(io), runner_(io, reaper_, CmdlineUser::Required),
+      session_wait_(reaper_) {
     if (config_.vchan_dir.empty()) config_.vchan_dir = vchan_socket_dir();
 }
 
@@ -111,6 +112,17 @@ void Agent::on_daemon_message(const Header& h, std::string_view payload, UniqueF
 }
 
 void Agent::run_exec(MsgType type, ExecParams params, UniqueFd channel) {
+    // A service that waits for the session starts (and connects its data
+    // channel) only after qubes.WaitForSession.
+    auto held = std::make_shared<UniqueFd>(std::move(channel));
+    std::string cmdline = params.cmdline;
+    bool deferred = session_wait_.defer(cmdline, runner_.default_user, [this, type, params, held]() mutable {
+        start_exec(type, std::move(params), std::move(*held));
+    });
+    if (!deferred) start_exec(type, std::move(params), std::move(*held));
+}
+
+void Agent::start_exec(MsgType type, ExecParams params, UniqueFd channel) {
     uint32_t domain = params.connect_domain, port = params.connect_port;
     auto terminated = [this, domain, port](int) {
         if (daemon_ && daemon_->is_open()) daemon_->send(encode_connection_terminated(domain, port));

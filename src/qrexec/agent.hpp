@@ -13,6 +13,7 @@
 #include "qrexec/child_reaper.hpp"
 #include "qrexec/local_service.hpp"
 #include "qrexec/message_conn.hpp"
+#include "qrexec/session_wait.hpp"
 
 namespace aerie::qrexec {
 
@@ -33,6 +34,7 @@ private:
     void accept_daemon();
     void on_daemon_message(const Header& h, std::string_view payload, UniqueFd fd);
     void run_exec(MsgType type, ExecParams params, UniqueFd channel);
+    void start_exec(MsgType type, ExecParams params, UniqueFd channel);
     // A qrexec-client-vm connection: its request, then (once the daemon
     // allowed it) open for the whole call.
     struct LocalCaller {
@@ -57,6 +59,7 @@ private:
     AgentConfig config_;
     ChildReaper reaper_;
     LocalServiceRunner runner_;
+    SessionWait session_wait_;
     std::unique_ptr<asio::local::stream_protocol::acceptor> control_;
     std::unique_ptr<asio::local::stream_protocol::acceptor> clients_;
     std::shared_ptr<MessageConn> daemon_;
