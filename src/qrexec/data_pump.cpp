@@ -80,6 +80,8 @@ void DataPump::start(Done done) {
         }
     });
     chan_->send(encode_hello(kProtocolVersion));
+    // A socket service has no stderr: it ends at once, as with Qubes' agent.
+    if (role_ == Role::Service && local_.output_is_socket) send_eof(MsgType::DataStderr);
     // Nothing to send: the other side must still see the stream end.
     if (role_ == Role::Caller && input_.eof) chan_->send(encode_data(MsgType::DataStdin, {}));
     read_input(false);
@@ -88,16 +90,7 @@ void DataPump::start(Done done) {
 }
 
 void DataPump::on_message(const Header& h, std::string_view payload) {
-    if (finished_) {
-        // A service side that ended before the caller's HELLO closes only once
-        // it came (as Qubes' agent, which reads it first): a caller still
-        // sending its HELLO must not find the channel gone.
-        if (close_after_hello_ && h.type == static_cast<uint32_t>(MsgType::Hello)) {
-            close_after_hello_ = false;
-            chan_->close_after_flush();
-        }
-        return;
-    }
+    if (finished_) return;  // a service side lingering until the caller closes
     // The bulk of a stream: data messages go straight from the receive
     // buffer to their destination, without a decoded copy.
     auto type = static_cast<MsgType>(h.type);
@@ -308,8 +301,11 @@ void DataPump::finish(int code) {
     local_.input.reset();
     local_.output.reset();
     local_.errors.reset();
-    if (role_ == Role::Service && version_ == 0)
-        close_after_hello_ = true;
+    // The service side ends its direction but reads on until the caller
+    // closes: a caller still sending (its HELLO, stdin it wrote before it
+    // saw the end) never meets a closed channel.
+    if (role_ == Role::Service)
+        chan_->linger_after_flush();
     else
         chan_->close_after_flush();
     auto done = std::move(done_);

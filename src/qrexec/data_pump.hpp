@@ -82,7 +82,6 @@ private:
     bool peer_stdin_eof_ = false;
     bool stdout_eof_sent_ = false;
     bool stderr_eof_sent_ = false;
-    bool close_after_hello_ = false;  // finished before the peer's HELLO came
     bool finished_ = false;
 };
 

@@ -195,6 +195,7 @@ void MessageConn::flush() {
             close("done");
             return;
         }
+        if (linger_) end_writing();
         if (on_drained_) on_drained_();
     }
 }
@@ -215,9 +216,24 @@ void MessageConn::close_after_flush() {
     if (out_.empty()) close("done");
 }
 
+void MessageConn::linger_after_flush() {
+    if (!open_ || linger_ || close_when_flushed_) return;
+    if (lingering_ >= kMaxLingering) return close_after_flush();
+    linger_ = true;
+    ++lingering_;
+    if (out_.empty()) end_writing();
+    resume_reading();  // what comes now is only read to find the peer's end
+}
+
+void MessageConn::end_writing() {
+    ::shutdown(sd_.native_handle(), SHUT_WR);
+    if (write_broken_ || peer_eof_) close("done");
+}
+
 void MessageConn::close(const std::string& reason) {
     if (!open_) return;
     open_ = false;
+    if (linger_) --lingering_;
     asio::error_code ec;
     sd_.cancel(ec);
     sd_.close(ec);
