@@ -1,5 +1,7 @@
 #include "qrexec/agent.hpp"
 
+#include <signal.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,10 +37,38 @@ Agent::Agent(asio::io_context& io, AgentConfig config)
 
 void Agent::log(const std::string& message) const { log_agent_line(message); }
 
+// SIGUSR1 from a service (QREXEC_AGENT_PID): a signalfd tells who sent it.
+// Threads started later inherit the blocked mask; services get it cleared.
+void Agent::watch_sigusr1() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    int fd = ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (fd < 0) {
+        log("signalfd: SIGUSR1 from services is ignored");
+        return;
+    }
+    sigusr1_ = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
+    arm_sigusr1();
+}
+
+void Agent::arm_sigusr1() {
+    sigusr1_->async_wait(asio::posix::stream_descriptor::wait_read, [this](const asio::error_code& ec) {
+        if (ec) return;
+        signalfd_siginfo info;
+        while (::read(sigusr1_->native_handle(), &info, sizeof info) == sizeof info)
+            runner_.use_stdin_socket(static_cast<pid_t>(info.ssi_pid));
+        arm_sigusr1();
+    });
+}
+
 void Agent::start() {
     control_ = listen_at(io_, vchan_socket_path(config_.vchan_dir, config_.domid, 0, kControlPort));
     clients_ = listen_at(io_, config_.agent_socket);
     ::chmod(config_.agent_socket.c_str(), 0666);
+    runner_.announce_agent_pid = true;
+    watch_sigusr1();
     accept_daemon();
     accept_client();
 }

@@ -32,6 +32,8 @@ public:
 
 private:
     void accept_daemon();
+    void watch_sigusr1();
+    void arm_sigusr1();
     void on_daemon_message(const Header& h, std::string_view payload, UniqueFd fd);
     void run_exec(MsgType type, ExecParams params, UniqueFd channel);
     void start_exec(MsgType type, ExecParams params, UniqueFd channel);
@@ -60,6 +62,7 @@ private:
     ChildReaper reaper_;
     LocalServiceRunner runner_;
     SessionWait session_wait_;
+    std::unique_ptr<asio::posix::stream_descriptor> sigusr1_;  // signalfd
     std::unique_ptr<asio::local::stream_protocol::acceptor> control_;
     std::unique_ptr<asio::local::stream_protocol::acceptor> clients_;
     std::shared_ptr<MessageConn> daemon_;

@@ -47,6 +47,8 @@ DataPump::DataPump(asio::io_context& io, UniqueFd channel, Role role, Local loca
       chan_(MessageConn::create(io, std::move(channel), {})),
       role_(role),
       local_(std::move(local)) {
+    if (local_.stdin_is_socket && local_.output)
+        saved_stdin_.reset(::fcntl(local_.output.get(), F_DUPFD_CLOEXEC, 3));
     input_.sd = wrap(io, local_.input);
     errors_.sd = wrap(io, local_.errors);
     output_.sd = wrap(io, local_.output);
@@ -147,8 +149,9 @@ void DataPump::read_input(bool errors) {
     r.buf.resize(chunk_);
     r.reading = true;
     auto self = shared_from_this();
-    auto handle = [self, errors, stream](const asio::error_code& ec, size_t n) {
+    auto handle = [self, errors, stream, generation = r.generation](const asio::error_code& ec, size_t n) {
         Reader& rr = errors ? self->errors_ : self->input_;
+        if (rr.generation != generation) return;  // its descriptor was replaced
         rr.reading = false;
         if (self->finished_) return;
         if (n > 0) self->chan_->send_message(stream, std::string_view(rr.buf.data(), n));
@@ -206,7 +209,7 @@ void DataPump::pump_writer(Writer& w, MsgType stream) {
         if (w.closing) {
             w.closed = true;
             UniqueFd& fd = (&w == &errout_) ? local_.errors : local_.output;
-            if (local_.output_is_socket && &w == &output_) {
+            if ((local_.output_is_socket || local_.stdin_is_socket) && &w == &output_) {
                 int raw = w.sd ? w.sd->native_handle() : fd.get();
                 ::shutdown(raw, SHUT_WR);
             }
@@ -251,8 +254,40 @@ void DataPump::close_output(MsgType stream) {
 
 void DataPump::set_exit_code(int code) {
     exit_code_ = code;
+    if (role_ == Role::Service && !output_.closed) {
+        output_.closing = true;
+        if (output_.writing) {
+            asio::error_code ec;
+            if (output_.sd) output_.sd->cancel(ec);  // its handler drops the queue and closes
+        } else {
+            output_.queue.clear();
+            pump_writer(output_, MsgType::DataStdin);
+        }
+    }
     maybe_finish();
 }
+
+void DataPump::use_stdin_socket() {
+    if (role_ != Role::Service || switched_ || finished_ || !saved_stdin_) return;
+    switched_ = true;
+    if (stdout_eof_sent_) return;  // its output has ended already
+    UniqueFd reader(::fcntl(saved_stdin_.get(), F_DUPFD_CLOEXEC, 3));
+    if (!reader) return;
+    // The stdout descriptor is dropped (a pending read on it is stale).
+    ++input_.generation;
+    input_.reading = false;
+    input_.waiting_drain = false;
+    if (input_.sd) {
+        asio::error_code ec;
+        ::shutdown(input_.sd->native_handle(), SHUT_RD);
+        input_.sd->close(ec);
+    }
+    local_.input = std::move(reader);
+    input_.sd = wrap(io_, local_.input);
+    input_.eof = !input_.sd && !local_.input;
+    read_input(false);
+}
+
 
 void DataPump::maybe_finish() {
     if (finished_) return;
@@ -300,6 +335,7 @@ void DataPump::finish(int code) {
         if (w->sd) w->sd->close(ec);
     local_.input.reset();
     local_.output.reset();
+    saved_stdin_.reset();
     local_.errors.reset();
     // The service side ends its direction but reads on until the caller
     // closes: a caller still sending (its HELLO, stdin it wrote before it

@@ -28,6 +28,9 @@ public:
         // or when the caller's stdin ends.
         bool exit_on_service_eof = false;
         bool exit_on_client_eof = false;
+        // Service side, a process: its stdin is a socket, so it may ask
+        // (use_stdin_socket) to send its output through it too.
+        bool stdin_is_socket = false;
     };
 
     // done(exit code): for the caller the service's exit code (255 if the
@@ -37,8 +40,13 @@ public:
     static std::shared_ptr<DataPump> create(asio::io_context& io, UniqueFd channel, Role role,
                                             Local local);
     void start(Done done);
-    // Service side: the service process ended with this code.
+    // Service side: the service process ended with this code. Its stdin
+    // ends now (what was not written to it yet is dropped), so a process
+    // it left behind sees EOF, as with Qubes' agent.
     void set_exit_code(int code);
+    // Service side (SIGUSR1 from the service in Qubes): from now on its
+    // output is read from its stdin socket; its stdout is no longer read.
+    void use_stdin_socket();
     // Ends everything now (e.g. timeout).
     void abort();
 
@@ -58,6 +66,7 @@ private:
         bool eof = false;
         bool reading = false;        // a read is outstanding
         bool waiting_drain = false;  // paused until the channel's queue drains
+        uint64_t generation = 0;     // a read issued before a switch of descriptor is stale
         std::vector<char> buf;
     };
     struct Writer {
@@ -83,6 +92,8 @@ private:
     bool stdout_eof_sent_ = false;
     bool stderr_eof_sent_ = false;
     bool finished_ = false;
+    UniqueFd saved_stdin_;  // the service's stdin socket, for use_stdin_socket
+    bool switched_ = false;
 };
 
 }  // namespace aerie::qrexec

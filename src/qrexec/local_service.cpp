@@ -183,6 +183,11 @@ void LocalServiceRunner::run_process(const std::vector<std::string>& argv,
     }
     req.null_stdio = just_exec;
     Spawned child;
+    req.stdio_sockets = true;
+    if (announce_agent_pid) {
+        std::erase_if(req.env, [](const std::string& e) { return e.rfind("QREXEC_AGENT_PID=", 0) == 0; });
+        req.env.push_back("QREXEC_AGENT_PID=" + std::to_string(::getpid()));
+    }
     try {
         child = spawn_process(req);
     } catch (const std::exception& e) {
@@ -200,9 +205,46 @@ void LocalServiceRunner::run_process(const std::vector<std::string>& argv,
     local.input = std::move(child.stdout_r);
     local.output = std::move(child.stdin_w);
     local.errors = std::move(child.stderr_r);
+    local.stdin_is_socket = true;
     auto pump = DataPump::create(io_, std::move(channel), DataPump::Role::Service, std::move(local));
     pump->start(std::move(done));
-    reaper_.watch(child.pid, [pump](int code) { pump->set_exit_code(code); });
+    running_[child.pid] = pump;
+    pid_t pid = child.pid;
+    reaper_.watch(pid, [this, pump, pid](int code) {
+        running_.erase(pid);
+        pump->set_exit_code(code);
+    });
+}
+
+namespace {
+
+// The parent of a process, from /proc (0 if unknown).
+pid_t parent_of(pid_t pid) {
+    std::string path = "/proc/" + std::to_string(pid) + "/stat";
+    std::FILE* f = std::fopen(path.c_str(), "re");
+    if (!f) return 0;
+    char buf[512];
+    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = '\0';
+    // "pid (comm) state ppid ...": comm may hold anything, so parse after its last ')'.
+    const char* close = std::strrchr(buf, ')');
+    int ppid = 0;
+    if (!close || std::sscanf(close + 1, " %*c %d", &ppid) != 1) return 0;
+    return ppid;
+}
+
+}  // namespace
+
+void LocalServiceRunner::use_stdin_socket(pid_t sender) {
+    for (int depth = 0; sender > 1 && depth < 64; ++depth) {
+        auto it = running_.find(sender);
+        if (it != running_.end()) {
+            if (auto pump = it->second.lock()) pump->use_stdin_socket();
+            return;
+        }
+        sender = parent_of(sender);
+    }
 }
 
 void LocalServiceRunner::run_socket(UniqueFd sock, const ParsedCmdline& cmd, const RpcConfig& config,

@@ -7,6 +7,8 @@
 #include <asio.hpp>
 
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 
 #include "qrexec/child_reaper.hpp"
@@ -29,6 +31,14 @@ public:
 
     // The user that "DEFAULT" stands for (when the daemon did not replace it).
     std::string default_user;
+    // Services get QREXEC_AGENT_PID (this process), to which they may send
+    // SIGUSR1 to use their stdin socket both ways (see use_stdin_socket).
+    bool announce_agent_pid = false;
+
+    // SIGUSR1 came from `sender`: the service it belongs to (the sender or
+    // its nearest ancestor that is a running service) switches its output
+    // to its stdin socket. Unknown senders are ignored.
+    void use_stdin_socket(pid_t sender);
 
 private:
     void report_just_exec(UniqueFd channel, int code, std::function<void(int)> done);
@@ -42,6 +52,7 @@ private:
     asio::io_context& io_;
     ChildReaper& reaper_;
     CmdlineUser user_mode_;
+    std::map<pid_t, std::weak_ptr<DataPump>> running_;  // service processes
 };
 
 }  // namespace aerie::qrexec

@@ -5,6 +5,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -23,6 +24,15 @@ namespace {
 std::pair<UniqueFd, UniqueFd> make_pipe() {
     int p[2];
     if (::pipe2(p, O_CLOEXEC) < 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+    return {UniqueFd(p[0]), UniqueFd(p[1])};
+}
+
+// A connected socket pair in make_pipe's shape: first read by one side,
+// second written by the other (both ways work).
+std::pair<UniqueFd, UniqueFd> make_socket_pair() {
+    int p[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) < 0)
+        throw std::runtime_error(std::string("socketpair: ") + std::strerror(errno));
     return {UniqueFd(p[0]), UniqueFd(p[1])};
 }
 
@@ -73,8 +83,8 @@ Spawned spawn_process(const SpawnRequest& req) {
     if (req.null_stdio) {
         devnull.reset(::open("/dev/null", O_RDWR | O_CLOEXEC));
     } else {
-        in = make_pipe();
-        so = make_pipe();
+        in = req.stdio_sockets ? make_socket_pair() : make_pipe();
+        so = req.stdio_sockets ? make_socket_pair() : make_pipe();
         se = make_pipe();
     }
     std::string user_name = req.user.value_or("");
