@@ -215,7 +215,7 @@ void Agent::accept_client() {
 void Agent::on_client_closed(const std::shared_ptr<LocalCaller>& caller) {
     if (caller->connected) {
         caller->connected = false;
-        if (daemon_ && daemon_->is_open())
+        if (caller->report_end && daemon_ && daemon_->is_open())
             daemon_->send(encode_connection_terminated(caller->domain, caller->port));
         return;
     }
@@ -277,11 +277,13 @@ void Agent::connect_caller(const ServiceConnect& sc, UniqueFd channel) {
     auto caller = std::move(it->second);
     waiting_.erase(it);
     if (caller->gone || !caller->conn->is_open()) {
-        // The caller left before the answer: the call is over at once.
-        if (daemon_ && daemon_->is_open()) daemon_->send(encode_connection_terminated(sc.connect_domain, sc.connect_port));
+        // The caller left before the answer: the call is over at once
+        // (a handed-over channel ends by being closed here).
+        if (!channel && daemon_ && daemon_->is_open()) daemon_->send(encode_connection_terminated(sc.connect_domain, sc.connect_port));
         return;
     }
     caller->connected = true;
+    caller->report_end = !channel;
     caller->domain = sc.connect_domain;
     caller->port = sc.connect_port;
     std::string params = encode_connect_params(sc.connect_domain, sc.connect_port);

@@ -45,6 +45,10 @@ private:
         bool takes_fd = false;  // it marked its request (an Aerie client)
         bool gone = false;      // it closed before the daemon's answer
         bool connected = false;
+        // Its end is reported to the daemon (MSG_CONNECTION_TERMINATED) when
+        // the daemon left the channel to the socket directory, as Qubes'
+        // daemons expect; a daemon that handed the channel over tracks it itself.
+        bool report_end = false;
         uint32_t domain = 0, port = 0;
     };
     void accept_client();
