@@ -92,7 +92,17 @@ void DataPump::start(Done done) {
 }
 
 void DataPump::on_message(const Header& h, std::string_view payload) {
-    if (finished_) return;  // a service side lingering until the caller closes
+    if (finished_) {
+        // A service side that ended before the caller's HELLO ends its
+        // direction only once that came (as Qubes' agent, which reads it
+        // before anything else): a Qubes caller whose vchan saw our end
+        // first could not send its HELLO.
+        if (linger_after_hello_ && h.type == static_cast<uint32_t>(MsgType::Hello)) {
+            linger_after_hello_ = false;
+            chan_->linger_after_flush();
+        }
+        return;  // a service side lingering until the caller closes
+    }
     // The bulk of a stream: data messages go straight from the receive
     // buffer to their destination, without a decoded copy.
     auto type = static_cast<MsgType>(h.type);
@@ -340,7 +350,9 @@ void DataPump::finish(int code) {
     // The service side ends its direction but reads on until the caller
     // closes: a caller still sending (its HELLO, stdin it wrote before it
     // saw the end) never meets a closed channel.
-    if (role_ == Role::Service)
+    if (role_ == Role::Service && version_ == 0)
+        linger_after_hello_ = true;
+    else if (role_ == Role::Service)
         chan_->linger_after_flush();
     else
         chan_->close_after_flush();

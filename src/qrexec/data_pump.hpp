@@ -92,6 +92,7 @@ private:
     bool stdout_eof_sent_ = false;
     bool stderr_eof_sent_ = false;
     bool finished_ = false;
+    bool linger_after_hello_ = false;  // finished before the caller's HELLO came
     UniqueFd saved_stdin_;  // the service's stdin socket, for use_stdin_socket
     bool switched_ = false;
 };
