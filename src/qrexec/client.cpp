@@ -20,9 +20,10 @@ namespace aerie::qrexec {
 
 namespace {
 
-// Aerie's marker on the request: one descriptor attached to its bytes. A Qubes agent reads the request with read(2), so
-// the kernel drops the descriptor unseen; Aerie's agent takes it as "this
-// caller accepts the data channel as a descriptor" (docs/qrexec-wire.md).
+// Aerie's marker on the request: one descriptor attached to its bytes. A
+// Qubes agent reads the request with read(2), so the kernel drops the
+// descriptor unseen; Aerie's agent takes it as "this caller accepts the data
+// channel as a descriptor" (docs/qrexec-wire.md).
 bool send_request(int agent, const std::string& wire) {
     UniqueFd marker = descriptor_marker();
     return write_all_with_fd(agent, wire, marker ? marker.get() : -1);

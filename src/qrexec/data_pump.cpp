@@ -99,7 +99,7 @@ void DataPump::on_message(const Header& h, std::string_view payload) {
         // first could not send its HELLO.
         if (linger_after_hello_ && h.type == static_cast<uint32_t>(MsgType::Hello)) {
             linger_after_hello_ = false;
-            chan_->linger_after_flush();
+            end_channel();
         }
         return;  // a service side lingering until the caller closes
     }
@@ -347,17 +347,24 @@ void DataPump::finish(int code) {
     local_.output.reset();
     saved_stdin_.reset();
     local_.errors.reset();
-    // The service side ends its direction but reads on until the caller
-    // closes: a caller still sending (its HELLO, stdin it wrote before it
-    // saw the end) never meets a closed channel.
+    // The service side ends its direction only after the caller's HELLO
+    // came (see on_message).
     if (role_ == Role::Service && version_ == 0)
         linger_after_hello_ = true;
-    else if (role_ == Role::Service)
+    else
+        end_channel();
+    auto done = std::move(done_);
+    if (done) done(code);
+}
+
+void DataPump::end_channel() {
+    // A call that failed before its service ran lingers until the caller
+    // closes (it may still be sending the stdin it wrote before it saw the
+    // failure); any other ends once its last message is out.
+    if (role_ == Role::Service && local_.linger && !peer_stdin_eof_)
         chan_->linger_after_flush();
     else
         chan_->close_after_flush();
-    auto done = std::move(done_);
-    if (done) done(code);
 }
 
 void DataPump::abort() {

@@ -31,6 +31,9 @@ public:
         // Service side, a process: its stdin is a socket, so it may ask
         // (use_stdin_socket) to send its output through it too.
         bool stdin_is_socket = false;
+        // Service side, a call that failed before its service ran: read on
+        // (and drop) what the caller still sends until it closes.
+        bool linger = false;
     };
 
     // done(exit code): for the caller the service's exit code (255 if the
@@ -60,6 +63,7 @@ private:
     // Sends a stream's EOF (an empty data message); stdout and stderr once each.
     void send_eof(MsgType stream);
     void finish(int code);
+    void end_channel();
 
     struct Reader {
         std::unique_ptr<asio::posix::stream_descriptor> sd;

@@ -77,7 +77,9 @@ void LocalServiceRunner::fail(UniqueFd channel, int code, const std::string& why
         if (done) done(code);
         return;
     }
-    auto pump = DataPump::create(io_, std::move(channel), DataPump::Role::Service, {});
+    DataPump::Local none;
+    none.linger = true;
+    auto pump = DataPump::create(io_, std::move(channel), DataPump::Role::Service, std::move(none));
     pump->start(std::move(done));
     pump->set_exit_code(code);
 }
