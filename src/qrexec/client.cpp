@@ -1,6 +1,13 @@
 #include "qrexec/client.hpp"
 
+#include <endian.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <asio.hpp>
 
@@ -10,6 +17,42 @@
 #include "qrexec/vchan.hpp"
 
 namespace aerie::qrexec {
+
+namespace {
+
+// Aerie's marker on the request: one descriptor attached to its bytes. A
+// Qubes agent reads the request with read(2), so the kernel drops the
+// descriptor unseen; Aerie's agent takes it as "this caller accepts the data
+// channel as a descriptor" (docs/qrexec-wire.md).
+bool send_request(int agent, const std::string& wire) {
+    UniqueFd marker = descriptor_marker();
+    return write_all_with_fd(agent, wire, marker ? marker.get() : -1);
+}
+
+// Serves the data channel in the socket directory, as a Qubes qrexec-client-vm
+// does when its agent answers with a bare <domain, port>.
+UniqueFd serve_channel(uint32_t domain, uint32_t port, std::chrono::milliseconds timeout, std::string* error) {
+    std::string path = vchan_socket_path(vchan_socket_dir(), vchan_local_domain(), domain, port);
+    UniqueFd listener;
+    try {
+        listener = vchan_listen(path);
+    } catch (const std::exception& e) {
+        *error = e.what();
+        return {};
+    }
+    pollfd pfd{listener.get(), POLLIN, 0};
+    int r;
+    do {
+        r = ::poll(&pfd, 1, static_cast<int>(timeout.count()));
+    } while (r < 0 && errno == EINTR);
+    UniqueFd conn;
+    if (r > 0) conn.reset(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ::unlink(path.c_str());
+    if (!conn) *error = "data channel " + path + ": no connection";
+    return conn;
+}
+
+}  // namespace
 
 CallChannel open_call(const CallRequest& request) {
     CallChannel out;
@@ -28,44 +71,44 @@ CallChannel open_call(const CallRequest& request) {
         out.error = e.what();
         return out;
     }
-    if (!write_all(agent.get(), wire.data(), wire.size())) {
+    if (!send_request(agent.get(), wire)) {
         out.error = "cannot send the request to the agent";
         return out;
     }
-    char raw[kHeaderSize];
+    // The answer: the bare struct exec_params <connect_domain, connect_port>
+    // (8 bytes), maybe with the channel attached; the agent closing instead
+    // is a refusal.
+    char raw[8];
+    size_t got = 0;
     std::vector<UniqueFd> fds;
-    if (!read_all_fds(agent.get(), raw, sizeof raw, &fds)) {
-        out.error = "the agent closed the connection";
-        return out;
-    }
-    Header h;
-    std::string payload;
-    try {
-        h = decode_header(std::string_view(raw, sizeof raw), 8 + kIdentLen);
-        payload.resize(h.len);
-        if (!read_all_fds(agent.get(), payload.data(), payload.size(), &fds)) throw ProtocolError("short reply");
-        Message m = decode_message(h, payload);
-        if (std::holds_alternative<ServiceRefused>(m)) {
+    while (got < sizeof raw) {
+        ssize_t n = recv_with_fds(agent.get(), raw + got, sizeof raw - got, 0, &fds);
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0 && got == 0) {
             out.refused = true;
             return out;
         }
-        auto* sc = std::get_if<ServiceConnect>(&m);
-        if (!sc) throw ProtocolError(std::string("unexpected ") + msg_type_name(h.type));
-        if (!fds.empty()) {
-            out.channel = std::move(fds.front());
+        if (n <= 0) {
+            out.error = n == 0 ? "short answer from the agent" : std::string("read: ") + std::strerror(errno);
             return out;
         }
-        // No channel handed over: be the channel's server in the socket directory.
-        std::string vpath = vchan_socket_path(vchan_socket_dir(), vchan_local_domain(), sc->connect_domain,
-                                              sc->connect_port);
-        UniqueFd listener = vchan_listen(vpath);
-        UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-        ::unlink(vpath.c_str());
-        if (!conn) throw ProtocolError("data channel accept failed");
-        out.channel = std::move(conn);
-    } catch (const std::exception& e) {
-        out.error = e.what();
+        got += static_cast<size_t>(n);
     }
+    auto u32 = [&raw](int at) {
+        uint32_t v;
+        std::memcpy(&v, raw + at, 4);
+        return le32toh(v);
+    };
+    out.connect_domain = u32(0);
+    out.connect_port = u32(4);
+    if (!fds.empty()) {
+        out.channel = std::move(fds.front());
+    } else {
+        out.channel = serve_channel(out.connect_domain, out.connect_port, request.timeout, &out.error);
+        if (!out.channel) return out;
+    }
+    // Kept open for the whole call: its end tells the agent the call is over.
+    out.agent = std::move(agent);
     return out;
 }
 

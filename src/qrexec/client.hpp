@@ -16,14 +16,17 @@ struct CallRequest {
     std::string target;
     std::string service_and_arg;
     std::optional<std::string> source_qube;  // --source-qube (relays only)
-    std::chrono::milliseconds timeout{30000};
+    std::chrono::milliseconds timeout{120000};  // for the service side to connect
 };
 
-// The outcome of asking the agent: a data channel, or a refusal.
+// The outcome of asking the agent: a data channel, or a refusal (the agent
+// closed the connection without an answer, as Qubes' agent refuses).
 struct CallChannel {
     bool refused = false;
     std::string error;  // set when neither a channel nor a refusal came
     UniqueFd channel;
+    UniqueFd agent;  // the request's connection: open until the call ends
+    uint32_t connect_domain = 0, connect_port = 0;
 };
 
 CallChannel open_call(const CallRequest& request);

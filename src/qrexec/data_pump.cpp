@@ -48,6 +48,8 @@ DataPump::DataPump(asio::io_context& io, UniqueFd channel, Role role, Local loca
       chan_(MessageConn::create(io, std::move(channel), {})),
       role_(role),
       local_(std::move(local)) {
+    if (local_.stdin_is_socket && local_.output)
+        saved_stdin_.reset(::fcntl(local_.output.get(), F_DUPFD_CLOEXEC, 3));
     input_.sd = wrap(io, local_.input);
     errors_.sd = wrap(io, local_.errors);
     output_.sd = wrap(io, local_.output);
@@ -83,7 +85,7 @@ void DataPump::start(Done done) {
     chan_->send(encode_hello(kProtocolVersion));
     // A service side without a stderr of its own (a socket service, a
     // command whose stderr stays local) ends that stream at once, as Qubes'.
-    if (role_ == Role::Service && errors_.eof) send_eof(MsgType::DataStderr);
+    if (role_ == Role::Service && (errors_.eof || local_.output_is_socket)) send_eof(MsgType::DataStderr);
     MsgType input_stream = role_ == Role::Caller ? MsgType::DataStdin : MsgType::DataStdout;
     // Sent before the peer's HELLO tells its version: in chunks any version takes.
     for (size_t at = 0; at < local_.prefix.size(); at += kMaxDataChunkV2)
@@ -118,14 +120,15 @@ void DataPump::watch_hangup() {
 
 void DataPump::on_message(const Header& h, std::string_view payload) {
     if (finished_) {
-        // A service side that ended before the caller's HELLO closes only once
-        // it came (as Qubes' agent, which reads it first): a caller still
-        // sending its HELLO must not find the channel gone.
-        if (close_after_hello_ && h.type == static_cast<uint32_t>(MsgType::Hello)) {
-            close_after_hello_ = false;
-            chan_->close_after_flush();
+        // A service side that ended before the caller's HELLO ends its
+        // direction only once that came (as Qubes' agent, which reads it
+        // before anything else): a Qubes caller whose vchan saw our end
+        // first could not send its HELLO.
+        if (linger_after_hello_ && h.type == static_cast<uint32_t>(MsgType::Hello)) {
+            linger_after_hello_ = false;
+            end_channel();
         }
-        return;
+        return;  // a service side lingering until the caller closes
     }
     // The bulk of a stream: data messages go straight from the receive
     // buffer to their destination, without a decoded copy.
@@ -183,8 +186,9 @@ void DataPump::read_input(bool errors) {
     r.buf.resize(chunk_);
     r.reading = true;
     auto self = shared_from_this();
-    auto handle = [self, errors, stream](const asio::error_code& ec, size_t n) {
+    auto handle = [self, errors, stream, generation = r.generation](const asio::error_code& ec, size_t n) {
         Reader& rr = errors ? self->errors_ : self->input_;
+        if (rr.generation != generation) return;  // its descriptor was replaced
         rr.reading = false;
         if (self->finished_) return;
         if (n > 0) self->chan_->send_message(stream, std::string_view(rr.buf.data(), n));
@@ -242,7 +246,7 @@ void DataPump::pump_writer(Writer& w, MsgType stream) {
         if (w.closing) {
             w.closed = true;
             UniqueFd& fd = (&w == &errout_) ? local_.errors : local_.output;
-            if (local_.output_is_socket && &w == &output_) {
+            if ((local_.output_is_socket || local_.stdin_is_socket) && &w == &output_) {
                 int raw = w.sd ? w.sd->native_handle() : fd.get();
                 ::shutdown(raw, SHUT_WR);
             }
@@ -287,8 +291,40 @@ void DataPump::close_output(MsgType stream) {
 
 void DataPump::set_exit_code(int code) {
     exit_code_ = code;
+    if (role_ == Role::Service && !output_.closed) {
+        output_.closing = true;
+        if (output_.writing) {
+            asio::error_code ec;
+            if (output_.sd) output_.sd->cancel(ec);  // its handler drops the queue and closes
+        } else {
+            output_.queue.clear();
+            pump_writer(output_, MsgType::DataStdin);
+        }
+    }
     maybe_finish();
 }
+
+void DataPump::use_stdin_socket() {
+    if (role_ != Role::Service || switched_ || finished_ || !saved_stdin_) return;
+    switched_ = true;
+    if (stdout_eof_sent_) return;  // its output has ended already
+    UniqueFd reader(::fcntl(saved_stdin_.get(), F_DUPFD_CLOEXEC, 3));
+    if (!reader) return;
+    // The stdout descriptor is dropped (a pending read on it is stale).
+    ++input_.generation;
+    input_.reading = false;
+    input_.waiting_drain = false;
+    if (input_.sd) {
+        asio::error_code ec;
+        ::shutdown(input_.sd->native_handle(), SHUT_RD);
+        input_.sd->close(ec);
+    }
+    local_.input = std::move(reader);
+    input_.sd = wrap(io_, local_.input);
+    input_.eof = !input_.sd && !local_.input;
+    read_input(false);
+}
+
 
 void DataPump::maybe_finish() {
     if (finished_) return;
@@ -336,13 +372,26 @@ void DataPump::finish(int code) {
         if (w->sd) w->sd->close(ec);
     local_.input.reset();
     local_.output.reset();
+    saved_stdin_.reset();
     local_.errors.reset();
+    // The service side ends its direction only after the caller's HELLO
+    // came (see on_message).
     if (role_ == Role::Service && version_ == 0)
-        close_after_hello_ = true;
+        linger_after_hello_ = true;
     else
-        chan_->close_after_flush();
+        end_channel();
     auto done = std::move(done_);
     if (done) done(code);
+}
+
+void DataPump::end_channel() {
+    // A call that failed before its service ran lingers until the caller
+    // closes (it may still be sending the stdin it wrote before it saw the
+    // failure); any other ends once its last message is out.
+    if (role_ == Role::Service && local_.linger && !peer_stdin_eof_)
+        chan_->linger_after_flush();
+    else
+        chan_->close_after_flush();
 }
 
 void DataPump::abort() {

@@ -30,6 +30,12 @@ public:
         bool exit_on_client_eof = false;
         // Sent before anything read from `input` (qrexec-client -p).
         std::string prefix;
+        // Service side, a process: its stdin is a socket, so it may ask
+        // (use_stdin_socket) to send its output through it too.
+        bool stdin_is_socket = false;
+        // Service side, a call that failed before its service ran: read on
+        // (and drop) what the caller still sends until it closes.
+        bool linger = false;
     };
 
     // done(exit code): for the caller the service's exit code (255 if the
@@ -39,8 +45,13 @@ public:
     static std::shared_ptr<DataPump> create(asio::io_context& io, UniqueFd channel, Role role,
                                             Local local);
     void start(Done done);
-    // Service side: the service process ended with this code.
+    // Service side: the service process ended with this code. Its stdin
+    // ends now (what was not written to it yet is dropped), so a process
+    // it left behind sees EOF, as with Qubes' agent.
     void set_exit_code(int code);
+    // Service side (SIGUSR1 from the service in Qubes): from now on its
+    // output is read from its stdin socket; its stdout is no longer read.
+    void use_stdin_socket();
     // Ends everything now (e.g. timeout).
     void abort();
 
@@ -54,12 +65,14 @@ private:
     // Sends a stream's EOF (an empty data message); stdout and stderr once each.
     void send_eof(MsgType stream);
     void finish(int code);
+    void end_channel();
 
     struct Reader {
         std::unique_ptr<asio::posix::stream_descriptor> sd;
         bool eof = false;
         bool reading = false;        // a read is outstanding
         bool waiting_drain = false;  // paused until the channel's queue drains
+        uint64_t generation = 0;     // a read issued before a switch of descriptor is stale
         std::vector<char> buf;
     };
     struct Writer {
@@ -88,9 +101,11 @@ private:
     bool peer_stdin_eof_ = false;
     bool stdout_eof_sent_ = false;
     bool stderr_eof_sent_ = false;
-    bool close_after_hello_ = false;  // finished before the peer's HELLO came
-    bool service_hung_up_ = false;    // a socket service reads no more
+    bool service_hung_up_ = false;  // a socket service reads no more
     bool finished_ = false;
+    bool linger_after_hello_ = false;  // finished before the caller's HELLO came
+    UniqueFd saved_stdin_;  // the service's stdin socket, for use_stdin_socket
+    bool switched_ = false;
 };
 
 }  // namespace aerie::qrexec

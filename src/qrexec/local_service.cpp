@@ -77,16 +77,51 @@ void LocalServiceRunner::fail(UniqueFd channel, int code, const std::string& why
         if (done) done(code);
         return;
     }
-    auto pump = DataPump::create(io_, std::move(channel), DataPump::Role::Service, {});
+    DataPump::Local none;
+    none.linger = true;
+    auto pump = DataPump::create(io_, std::move(channel), DataPump::Role::Service, std::move(none));
     pump->start(std::move(done));
     pump->set_exit_code(code);
 }
 
+void LocalServiceRunner::report_just_exec(UniqueFd channel, int code, std::function<void(int)> done) {
+    // As Qubes' agent: HELLO both ways, then only the exit code (0 once the
+    // command was started, whatever it does later), and the channel closes.
+    if (!channel) {
+        if (done) done(code);
+        return;
+    }
+    auto conn = MessageConn::create(io_, std::move(channel), {});
+    std::weak_ptr<MessageConn> weak = conn;
+    conn->start(
+        [weak, code, greeted = false](const Header& h, std::string_view, UniqueFd) mutable {
+            auto c = weak.lock();
+            if (!c || greeted) return;
+            if (h.type != static_cast<uint32_t>(MsgType::Hello)) {
+                c->close("data channel: expected HELLO");
+                return;
+            }
+            greeted = true;
+            c->send(encode_exit_code(static_cast<uint32_t>(code)));
+            c->close_after_flush();
+        },
+        [done = std::move(done), code](const std::string&) {
+            if (done) done(code);
+        });
+    conn->send(encode_hello(kProtocolVersion));
+}
+
 void LocalServiceRunner::start(const std::string& cmdline, UniqueFd channel,
                                std::function<void(int)> done, bool just_exec) {
+    // A failure ends the call with its exit code: for JUST_EXEC the code alone.
+    auto failed = [&](int code, const std::string& why) {
+        if (!just_exec) return fail(std::move(channel), code, why, std::move(done));
+        log_service_line(why);
+        report_just_exec(std::move(channel), code, std::move(done));
+    };
     std::string error;
     auto cmd = parse_cmdline(cmdline, &error, user_mode_);
-    if (!cmd) return fail(std::move(channel), kExitProblem, "invalid command line: " + error, std::move(done));
+    if (!cmd) return failed(kExitProblem, "invalid command line: " + error);
 
     std::string user = cmd->user.empty() || cmd->default_user() ? default_user : cmd->user;
     if (!cmd->is_qubesrpc) {
@@ -100,10 +135,10 @@ void LocalServiceRunner::start(const std::string& cmdline, UniqueFd channel,
         if (auto* bad = std::get_if<InvalidService>(&lookup))
             why = "service " + cmd->service_and_arg + " unusable: " + (bad->path.empty() ? "" : bad->path + ": ") +
                   bad->reason;
-        return fail(std::move(channel), code, why, std::move(done));
+        return failed(code, why);
     }
     auto config = load_rpc_config(cmd->service_and_arg, rpc_config_path_from_env(), &error);
-    if (!config) return fail(std::move(channel), kExitProblem, error, std::move(done));
+    if (!config) return failed(kExitProblem, error);
     if (auto ignored = check_config_for_service(*config, lookup))
         log_service_line(*ignored + " (" + cmd->service_and_arg + ")");
 
@@ -113,15 +148,23 @@ void LocalServiceRunner::start(const std::string& cmdline, UniqueFd channel,
         return run_process(service_argv(*exe, *cmd), build_service_env(current_environment(), *cmd), run_as,
                            std::move(channel), std::move(done), just_exec);
     }
+    UniqueFd fd;
+    std::string where;
     if (auto* sock = std::get_if<UnixSocketService>(&lookup)) {
-        UniqueFd fd = connect_unix(sock->path);
-        if (!fd) return fail(std::move(channel), kExitProblem, "cannot connect to " + sock->path, std::move(done));
-        return run_socket(std::move(fd), *cmd, *config, !config->skip_service_descriptor, std::move(channel),
-                          std::move(done));
+        fd = connect_unix(sock->path);
+        where = sock->path;
+    } else {
+        const auto& tcp = std::get<TcpService>(lookup);
+        fd = connect_tcp(tcp);
+        where = tcp.host;
     }
-    const auto& tcp = std::get<TcpService>(lookup);
-    UniqueFd fd = connect_tcp(tcp);
-    if (!fd) return fail(std::move(channel), kExitProblem, "cannot connect to " + tcp.host, std::move(done));
+    if (!fd) return failed(kExitProblem, "cannot connect to " + where);
+    if (just_exec) {
+        // A socket service started without a channel gets its descriptor only.
+        std::string descriptor = config->skip_service_descriptor ? "" : service_descriptor(*cmd);
+        bool ok = write_all(fd.get(), descriptor.data(), descriptor.size());
+        return report_just_exec(std::move(channel), ok ? 0 : kExitProblem, std::move(done));
+    }
     run_socket(std::move(fd), *cmd, *config, !config->skip_service_descriptor, std::move(channel),
                std::move(done));
 }
@@ -143,25 +186,69 @@ void LocalServiceRunner::run_process(const std::vector<std::string>& argv,
     req.null_stdio = just_exec;
     req.inherit_stderr = keep_stderr_local;
     Spawned child;
+    req.stdio_sockets = true;
+    if (announce_agent_pid) {
+        std::erase_if(req.env, [](const std::string& e) { return e.rfind("QREXEC_AGENT_PID=", 0) == 0; });
+        req.env.push_back("QREXEC_AGENT_PID=" + std::to_string(::getpid()));
+    }
     try {
         child = spawn_process(req);
     } catch (const std::exception& e) {
+        if (just_exec) {
+            log_service_line(e.what());
+            return report_just_exec(std::move(channel), kExitProblem, std::move(done));
+        }
         return fail(std::move(channel), kExitProblem, e.what(), std::move(done));
     }
     if (just_exec) {
         reaper_.watch(child.pid, [](int) {});
-        channel.reset();
-        if (done) done(0);
-        return;
+        return report_just_exec(std::move(channel), 0, std::move(done));
     }
     DataPump::Local local;
     local.input = std::move(child.stdout_r);
     local.output = std::move(child.stdin_w);
     local.errors = std::move(child.stderr_r);
     local.prefix = prefix;
+    local.stdin_is_socket = true;
     auto pump = DataPump::create(io_, std::move(channel), DataPump::Role::Service, std::move(local));
     pump->start(std::move(done));
-    reaper_.watch(child.pid, [pump](int code) { pump->set_exit_code(code); });
+    running_[child.pid] = pump;
+    pid_t pid = child.pid;
+    reaper_.watch(pid, [this, pump, pid](int code) {
+        running_.erase(pid);
+        pump->set_exit_code(code);
+    });
+}
+
+namespace {
+
+// The parent of a process, from /proc (0 if unknown).
+pid_t parent_of(pid_t pid) {
+    std::string path = "/proc/" + std::to_string(pid) + "/stat";
+    std::FILE* f = std::fopen(path.c_str(), "re");
+    if (!f) return 0;
+    char buf[512];
+    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = '\0';
+    // "pid (comm) state ppid ...": comm may hold anything, so parse after its last ')'.
+    const char* close = std::strrchr(buf, ')');
+    int ppid = 0;
+    if (!close || std::sscanf(close + 1, " %*c %d", &ppid) != 1) return 0;
+    return ppid;
+}
+
+}  // namespace
+
+void LocalServiceRunner::use_stdin_socket(pid_t sender) {
+    for (int depth = 0; sender > 1 && depth < 64; ++depth) {
+        auto it = running_.find(sender);
+        if (it != running_.end()) {
+            if (auto pump = it->second.lock()) pump->use_stdin_socket();
+            return;
+        }
+        sender = parent_of(sender);
+    }
 }
 
 void LocalServiceRunner::run_socket(UniqueFd sock, const ParsedCmdline& cmd, const RpcConfig& config,

@@ -7,6 +7,8 @@
 #include <asio.hpp>
 
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 
 #include "qrexec/child_reaper.hpp"
@@ -21,8 +23,9 @@ public:
                        CmdlineUser user_mode = CmdlineUser::Absent);
 
     // Runs `cmdline` with its stdio on `channel` (the service end of a data
-    // channel); done(exit code) when everything is sent. just_exec: stdio to
-    // /dev/null, the channel is closed at once.
+    // channel); done(exit code) when everything is sent. just_exec
+    // (MSG_JUST_EXEC): stdio to /dev/null; the channel carries only the
+    // exit code of starting it (0 once started, 127/125 as for a call).
     void start(const std::string& cmdline, UniqueFd channel, std::function<void(int)> done,
                bool just_exec = false);
 
@@ -35,8 +38,17 @@ public:
     std::string prefix;
     // The shell that runs a plain command (Qubes' dom0 side uses bash).
     std::string shell = "/bin/sh";
+    // Services get QREXEC_AGENT_PID (this process), to which they may send
+    // SIGUSR1 to use their stdin socket both ways (see use_stdin_socket).
+    bool announce_agent_pid = false;
+
+    // SIGUSR1 came from `sender`: the service it belongs to (the sender or
+    // its nearest ancestor that is a running service) switches its output
+    // to its stdin socket. Unknown senders are ignored.
+    void use_stdin_socket(pid_t sender);
 
 private:
+    void report_just_exec(UniqueFd channel, int code, std::function<void(int)> done);
     void fail(UniqueFd channel, int code, const std::string& why, std::function<void(int)> done);
     void run_process(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                      const std::string& user, UniqueFd channel, std::function<void(int)> done,
@@ -47,6 +59,7 @@ private:
     asio::io_context& io_;
     ChildReaper& reaper_;
     CmdlineUser user_mode_;
+    std::map<pid_t, std::weak_ptr<DataPump>> running_;  // service processes
 };
 
 }  // namespace aerie::qrexec

@@ -12,9 +12,22 @@ namespace aerie::qrexec {
 
 namespace {
 
+// The messages a descriptor may come with: a data channel (EXEC_CMDLINE,
+// JUST_EXEC, SERVICE_CONNECT), or the marker by which an Aerie
+// qrexec-client-vm says it takes the channel as a descriptor (TRIGGER_SERVICE*,
+// the only message on its connection; docs/qrexec-wire.md). A descriptor is
+// given to the next such message read, so a message type that may come just
+// before one of these must not be added here.
 bool carries_fd(uint32_t type) {
-    auto t = static_cast<MsgType>(type);
-    return t == MsgType::ExecCmdline || t == MsgType::JustExec || t == MsgType::ServiceConnect;
+    switch (static_cast<MsgType>(type)) {
+        case MsgType::ExecCmdline:
+        case MsgType::JustExec:
+        case MsgType::ServiceConnect:
+        case MsgType::TriggerService:
+        case MsgType::TriggerService3:
+        case MsgType::TriggerService4: return true;
+        default: return false;
+    }
 }
 
 }  // namespace
@@ -184,6 +197,7 @@ void MessageConn::flush() {
             close("done");
             return;
         }
+        if (linger_) end_writing();
         if (on_drained_) on_drained_();
     }
 }
@@ -204,9 +218,24 @@ void MessageConn::close_after_flush() {
     if (out_.empty()) close("done");
 }
 
+void MessageConn::linger_after_flush() {
+    if (!open_ || linger_ || close_when_flushed_) return;
+    if (lingering_ >= kMaxLingering) return close_after_flush();
+    linger_ = true;
+    ++lingering_;
+    if (out_.empty()) end_writing();
+    resume_reading();  // what comes now is only read to find the peer's end
+}
+
+void MessageConn::end_writing() {
+    ::shutdown(sd_.native_handle(), SHUT_WR);
+    if (write_broken_ || peer_eof_) close("done");
+}
+
 void MessageConn::close(const std::string& reason) {
     if (!open_) return;
     open_ = false;
+    if (linger_) --lingering_;
     asio::error_code ec;
     sd_.cancel(ec);
     sd_.close(ec);

@@ -44,6 +44,13 @@ public:
     void send_message(MsgType type, std::string_view payload);
     // Closes after the write queue has drained.
     void close_after_flush();
+    // After the write queue has drained, ends our direction (shutdown
+    // SHUT_WR) but keeps reading (and ignoring) until the peer closes, so
+    // a peer still sending never meets a closed socket. At most
+    // kMaxLingering connections of a process linger; past that this is
+    // close_after_flush().
+    void linger_after_flush();
+    static constexpr int kMaxLingering = 256;
     void close(const std::string& reason);
 
     void pause_reading();
@@ -63,6 +70,8 @@ private:
     void parse();
     void flush();
     void arm_write();
+    void end_writing();
+    static inline int lingering_ = 0;
 
     struct Outgoing {
         std::string bytes;
@@ -84,6 +93,7 @@ private:
     bool paused_ = false;
     bool writing_ = false;
     bool close_when_flushed_ = false;
+    bool linger_ = false;  // counted in lingering_
     bool write_broken_ = false;  // the peer no longer reads (EPIPE)
     bool peer_eof_ = false;      // the peer finished sending
     bool in_parse_ = false;

@@ -226,6 +226,13 @@ std::string encode_connection_terminated(uint32_t domain, uint32_t port) {
     return out;
 }
 
+std::string encode_connect_params(uint32_t domain, uint32_t port) {
+    std::string out;
+    put_u32(out, domain);
+    put_u32(out, port);
+    return out;
+}
+
 std::string encode_data(MsgType stream, std::string_view bytes) {
     if (bytes.size() > kMaxDataChunk) throw ProtocolError("data chunk too large");
     std::string out = encode_header(stream, static_cast<uint32_t>(bytes.size()));

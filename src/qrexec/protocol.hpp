@@ -134,6 +134,9 @@ std::string encode_service_connect(const ServiceConnect& params);
 std::string encode_service_refused(std::string_view ident);
 std::string encode_trigger(const TriggerService& trigger);  // by trigger.version
 std::string encode_connection_terminated(uint32_t domain, uint32_t port);
+// The bare struct exec_params (8 bytes, no header): the agent's answer to a
+// local qrexec-client-vm whose call was allowed.
+std::string encode_connect_params(uint32_t domain, uint32_t port);
 std::string encode_data(MsgType stream, std::string_view bytes);
 std::string encode_exit_code(uint32_t code);
 

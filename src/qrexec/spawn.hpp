@@ -18,6 +18,9 @@ struct SpawnRequest {
     std::string cwd;                   // empty: the user's home, else "/"
     bool null_stdio = false;           // stdin/stdout/stderr to /dev/null, no pipes
     bool inherit_stderr = false;       // the child writes to our stderr (no stderr pipe)
+    bool stdio_sockets = false;        // stdin and stdout on socket pairs (as Qubes' services), not pipes
+    bool inherit_stdout = false;       // the child writes to our stdout (no stdout pipe)
+    std::string argv0;                 // the program's argv[0] if not argv[0] (its path)
 };
 
 struct Spawned {
