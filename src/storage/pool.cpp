@@ -641,19 +641,21 @@ void FilePool::create(const std::string& uuid, const std::string& klass) {
         }
         throw;
     }
-    if (k != Klass::Disp) {
-        // A private volume starts with an empty home/ (a fresh file system:
-        // nothing of a qube in it yet).
-        hold(uuid, "private");
-        try {
-            base::UniqueFd top = base::open_trusted_dir(volume_path(uuid, "private"));
-            base::ensure_dir_beneath(top.get(), "home", 0755, "private volume of " + uuid);
-        } catch (const std::exception& e) {
-            release(uuid, "private");
-            throw StorageError(std::string("making home/ in the private volume: ") + e.what());
-        }
+    if (k != Klass::Disp) make_empty_home(uuid);
+}
+
+// A private volume starts with an empty home/ (a fresh file system: nothing
+// of a qube in it yet).
+void FilePool::make_empty_home(const std::string& uuid) const {
+    hold(uuid, "private");
+    try {
+        base::UniqueFd top = base::open_trusted_dir(volume_path(uuid, "private"));
+        base::ensure_dir_beneath(top.get(), "home", 0755, "private volume of " + uuid);
+    } catch (const std::exception& e) {
         release(uuid, "private");
+        throw StorageError(std::string("making home/ in the private volume: ") + e.what());
     }
+    release(uuid, "private");
 }
 
 void FilePool::clone(const std::string& src_uuid, const std::string& dst_uuid, const std::string& klass) {
@@ -778,15 +780,7 @@ void FilePool::clear(const std::string& uuid, const std::string& klass, const st
     });
     if (volume == "root") ::unlink((vm_dir(uuid) / "root.host-usr").c_str());
     if (volume == "private") {
-        hold(uuid, "private");
-        try {
-            base::UniqueFd top = base::open_trusted_dir(volume_path(uuid, "private"));
-            base::ensure_dir_beneath(top.get(), "home", 0755, "private volume of " + uuid);
-        } catch (const std::exception& e) {
-            release(uuid, "private");
-            throw StorageError(std::string("making home/ in the private volume: ") + e.what());
-        }
-        release(uuid, "private");
+        make_empty_home(uuid);
     }
 }
 

@@ -266,6 +266,7 @@ private:
     void fill_root(const std::string& uuid, const std::function<void(const std::filesystem::path&)>& build);
     // A copy of an empty file system of that size, as the image `dst`.
     // (`journal` false: a scratch volume's.)
+    void make_empty_home(const std::string& uuid) const;
     void new_image(const std::filesystem::path& dst, uint64_t size, uint64_t bytes_per_inode,
                    bool journal = true) const;
     // The image copied, the file system frozen meanwhile if mounted.
