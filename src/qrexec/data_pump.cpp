@@ -385,10 +385,13 @@ void DataPump::finish(int code) {
 }
 
 void DataPump::end_channel() {
-    // A call that failed before its service ran lingers until the caller
+    // A call that failed before its service ran, or whose socket service
+    // hung up before the caller's stdin ended, lingers until the caller
     // closes (it may still be sending the stdin it wrote before it saw the
-    // failure); any other ends once its last message is out.
-    if (role_ == Role::Service && local_.linger && !peer_stdin_eof_)
+    // end; closing under it would reset the channel before it read the exit
+    // code); any other ends once its last message is out.
+    if (role_ == Role::Service && (local_.linger || (service_hung_up_ && local_.linger_after_hangup)) &&
+        !peer_stdin_eof_)
         chan_->linger_after_flush();
     else
         chan_->close_after_flush();

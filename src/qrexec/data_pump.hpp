@@ -36,6 +36,10 @@ public:
         // Service side, a call that failed before its service ran: read on
         // (and drop) what the caller still sends until it closes.
         bool linger = false;
+        // Service side, a socket service that hung up before the caller's
+        // stdin ended: the same (a long-lived agent; a one-call process such
+        // as qrexec-client ends at once instead).
+        bool linger_after_hangup = false;
     };
 
     // done(exit code): for the caller the service's exit code (255 if the

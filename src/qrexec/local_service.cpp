@@ -262,6 +262,7 @@ void LocalServiceRunner::run_socket(UniqueFd sock, const ParsedCmdline& cmd, con
     local.input = UniqueFd(::dup(sock.get()));
     local.output = std::move(sock);
     local.output_is_socket = true;
+    local.linger_after_hangup = linger_after_hangup;
     local.exit_on_service_eof = config.exit_on_service_eof;
     local.exit_on_client_eof = config.exit_on_client_eof;
     local.prefix = prefix;

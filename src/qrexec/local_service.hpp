@@ -41,6 +41,9 @@ public:
     // Services get QREXEC_AGENT_PID (this process), to which they may send
     // SIGUSR1 to use their stdin socket both ways (see use_stdin_socket).
     bool announce_agent_pid = false;
+    // A socket service's call that it hung up on lingers until the caller
+    // closes (DataPump::Local::linger_after_hangup): for a long-lived agent.
+    bool linger_after_hangup = false;
 
     // SIGUSR1 came from `sender`: the service it belongs to (the sender or
     // its nearest ancestor that is a running service) switches its output
