@@ -68,7 +68,6 @@ void Agent::start() {
     clients_ = listen_at(io_, config_.agent_socket);
     ::chmod(config_.agent_socket.c_str(), 0666);
     runner_.announce_agent_pid = true;
-    runner_.linger_after_hangup = true;
     watch_sigusr1();
     accept_daemon();
     accept_client();

@@ -2,6 +2,9 @@
 
 #include <sys/wait.h>
 
+#include <utility>
+#include <vector>
+
 namespace aerie::qrexec {
 
 ChildReaper::ChildReaper(asio::io_context& io) : signals_(io, SIGCHLD) { arm(); }
@@ -20,18 +23,21 @@ void ChildReaper::arm() {
 }
 
 void ChildReaper::reap() {
+    // Callbacks run after the walk: one may watch a new child (and so reap
+    // again), which must not meet this walk's iterator.
+    std::vector<std::pair<std::function<void(int)>, int>> ended;
     for (auto it = children_.begin(); it != children_.end();) {
         int status = 0;
         pid_t r = ::waitpid(it->first, &status, WNOHANG);
         if (r == it->first) {
             int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            auto callback = std::move(it->second);
+            ended.emplace_back(std::move(it->second), code);
             it = children_.erase(it);
-            callback(code);
         } else {
             ++it;
         }
     }
+    for (auto& [callback, code] : ended) callback(code);
 }
 
 }  // namespace aerie::qrexec

@@ -85,7 +85,8 @@ void DataPump::start(Done done) {
     chan_->send(encode_hello(kProtocolVersion));
     // A service side without a stderr of its own (a socket service, a
     // command whose stderr stays local) ends that stream at once, as Qubes'.
-    if (role_ == Role::Service && (errors_.eof || local_.output_is_socket)) send_eof(MsgType::DataStderr);
+    if (role_ == Role::Service && (local_.stderr_kept_local || local_.output_is_socket))
+        send_eof(MsgType::DataStderr);
     MsgType input_stream = role_ == Role::Caller ? MsgType::DataStdin : MsgType::DataStdout;
     // Sent before the peer's HELLO tells its version: in chunks any version takes.
     for (size_t at = 0; at < local_.prefix.size(); at += kMaxDataChunkV2)

@@ -30,6 +30,10 @@ public:
         bool exit_on_client_eof = false;
         // Sent before anything read from `input` (qrexec-client -p).
         std::string prefix;
+        // Service side, a process whose stderr stays this process's own
+        // (qrexec-client serving a call in dom0): the channel carries none,
+        // and that stream ends at once, as for a socket service.
+        bool stderr_kept_local = false;
         // Service side, a process: its stdin is a socket, so it may ask
         // (use_stdin_socket) to send its output through it too.
         bool stdin_is_socket = false;

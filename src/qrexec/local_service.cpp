@@ -78,7 +78,8 @@ void LocalServiceRunner::fail(UniqueFd channel, int code, const std::string& why
         return;
     }
     DataPump::Local none;
-    none.linger = true;
+    none.linger = lingers;
+    none.stderr_kept_local = keep_stderr_local;  // its stream ends first, as for a service that ran
     auto pump = DataPump::create(io_, std::move(channel), DataPump::Role::Service, std::move(none));
     pump->start(std::move(done));
     pump->set_exit_code(code);
@@ -209,6 +210,7 @@ void LocalServiceRunner::run_process(const std::vector<std::string>& argv,
     local.output = std::move(child.stdin_w);
     local.errors = std::move(child.stderr_r);
     local.prefix = prefix;
+    local.stderr_kept_local = keep_stderr_local;
     local.stdin_is_socket = true;
     auto pump = DataPump::create(io_, std::move(channel), DataPump::Role::Service, std::move(local));
     pump->start(std::move(done));
@@ -262,7 +264,7 @@ void LocalServiceRunner::run_socket(UniqueFd sock, const ParsedCmdline& cmd, con
     local.input = UniqueFd(::dup(sock.get()));
     local.output = std::move(sock);
     local.output_is_socket = true;
-    local.linger_after_hangup = linger_after_hangup;
+    local.linger_after_hangup = lingers;
     local.exit_on_service_eof = config.exit_on_service_eof;
     local.exit_on_client_eof = config.exit_on_client_eof;
     local.prefix = prefix;

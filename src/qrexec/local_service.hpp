@@ -41,9 +41,11 @@ public:
     // Services get QREXEC_AGENT_PID (this process), to which they may send
     // SIGUSR1 to use their stdin socket both ways (see use_stdin_socket).
     bool announce_agent_pid = false;
-    // A socket service's call that it hung up on lingers until the caller
-    // closes (DataPump::Local::linger_after_hangup): for a long-lived agent.
-    bool linger_after_hangup = false;
+    // A call that failed before its service ran, or whose socket service
+    // hung up early, lingers until the caller closes (DataPump::Local::linger,
+    // linger_after_hangup): so in a long-lived agent or daemon; a one-call
+    // process (qrexec-client) ends at once instead.
+    bool lingers = true;
 
     // SIGUSR1 came from `sender`: the service it belongs to (the sender or
     // its nearest ancestor that is a running service) switches its output

@@ -254,6 +254,7 @@ int serve_call_in_dom0(const Options& o) {
     asio::io_context io;
     std::optional<ChildReaper> reaper(std::in_place, io);
     LocalServiceRunner runner(io, *reaper, CmdlineUser::Absent);
+    runner.lingers = false;  // one call: it ends with the call
     runner.keep_stderr_local = true;
     runner.shell = dom0_shell();
     if (o.prefix) runner.prefix = *o.prefix;
@@ -347,6 +348,7 @@ int run_in_dom0(const Options& o) {
     const std::string& cmdline = o.cmdline;
     bool has_user = cmdline.rfind("QUBESRPC ", 0) != 0 && cmdline.rfind("nogui:", 0) != 0;
     LocalServiceRunner runner(io, reaper, has_user ? CmdlineUser::Required : CmdlineUser::Absent);
+    runner.lingers = false;  // one call: it ends with the call
     runner.shell = dom0_shell();
     wait_for_session(cmdline, has_user ? CmdlineUser::Required : CmdlineUser::Absent);
     auto [service_end, caller_end] = channel_pair();

@@ -200,6 +200,17 @@ class AgentSide(unittest.TestCase):
             os.unlink(path)
         self.assertEqual(got, [("DATA_STDERR", b""), ("DATA_STDOUT", b""), ("DATA_EXIT_CODE", b"\0\0\0\0")])
 
+    def test_failed_tcp_service_ends_stdout_then_stderr(self):
+        # A /dev/tcp link without a host fails with 125; both streams end
+        # first, stdout before stderr, as Qubes' agent sends them.
+        path = os.path.join(self.qube.rpc_dir, "test.Tcp")
+        os.symlink("/dev/tcp", path)
+        try:
+            got = self.run_service("%s:QUBESRPC test.Tcp src" % self.user)
+        finally:
+            os.unlink(path)
+        self.assertEqual(got, [("DATA_STDOUT", b""), ("DATA_STDERR", b""), ("DATA_EXIT_CODE", struct.pack("<I", 125))])
+
     def test_caller_may_still_send_after_a_failed_call(self):
         conn = self.exec_("%s:QUBESRPC test.NoSuchService src" % self.user)
         with conn:

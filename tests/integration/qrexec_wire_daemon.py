@@ -429,6 +429,16 @@ class ClientWireTest(Dir, unittest.TestCase):
         self.assertEqual(b"".join(p for n, p in got if n == "DATA_STDOUT"), b"caller\n")
         self.assertEqual(self.proc.wait(20), 0)
 
+    def test_a_missing_dom0_service_ends_stderr_first_and_the_client(self):
+        # Its stderr is the client's own: that stream ends first, also when
+        # the service is not found; then stdout, the exit code, and the
+        # client itself, without waiting for the caller to close.
+        chan = self.serve_call_to_dom0("QUBESRPC test.NoSuchService caller name dom0")
+        got = self.messages_until_exit(chan)
+        self.assertEqual(got, [("DATA_STDERR", b""), ("DATA_STDOUT", b""),
+                               ("DATA_EXIT_CODE", struct.pack("<I", 127))])
+        self.proc.wait(20)
+
     def test_a_socket_service_that_hangs_up_ends_the_call(self):
         server = listen(self.path("rpc", "test.Sock"))
         self.addCleanup(server.close)
