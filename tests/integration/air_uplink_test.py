@@ -224,7 +224,8 @@ class AirUplinkTest(WorldTest):
         # A qube that relays nothing: no route, whatever the zone.
         got = self.requests(PREFIX + "work", ["connect b\n"])
         self.assertEqual(got, [{"reply": "error no relay route to zone b\n", "fds": 0}])
-        self.assertIn("uplink of %s: refused: no relay route to zone b" % (PREFIX + "work"), self.full_log())
+        line = "uplink of %s: refused: no relay route to zone b" % (PREFIX + "work")
+        wait_for(lambda: line in self.full_log(), 10, "%r in aeried's log" % line)  # written through its drainer
         # Stopped: the socket goes with the qube.
         self.w.tool("qvm-shutdown", "--wait", PREFIX + "work")
         self.assertFalse(os.path.exists(self.socket_path(PREFIX + "work")))
