@@ -11,7 +11,10 @@ ChildReaper::ChildReaper(asio::io_context& io) : signals_(io, SIGCHLD) { arm(); 
 
 void ChildReaper::watch(pid_t pid, std::function<void(int)> on_exit) {
     children_[pid] = std::move(on_exit);
-    reap();  // it may have ended already
+    // It may have ended already (its SIGCHLD came before it was watched). The
+    // walk is posted: a callback never runs inside watch(), whose caller may
+    // not have finished the state the callback reads.
+    asio::post(signals_.get_executor(), [this] { reap(); });
 }
 
 void ChildReaper::arm() {

@@ -25,13 +25,17 @@ bool SessionWait::defer(const std::string& cmdline, const std::string& default_u
         log_agent_line("too many calls waiting for the session, not waiting for " + cmd->service_and_arg);
         return false;
     }
+    held_.push_back(std::move(run));
     if (!waiting_) {
         std::string user = effective_user(*cmd, *config);
         if (user.empty() || user == "DEFAULT") user = default_user;
-        if (!start_waiter(cmd->source, user)) return false;
         waiting_ = true;
+        if (!start_waiter(cmd->source, user)) {
+            waiting_ = false;
+            held_.pop_back();  // run is not called: the caller goes on at once
+            return false;
+        }
     }
-    held_.push_back(std::move(run));
     return true;
 }
 
