@@ -1,6 +1,7 @@
 #include "admin/lifecycle.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -387,13 +388,27 @@ void Lifecycle::watch_exit(const std::string& name) {
         return;
     }
     running.exit_watch.assign(fd);
-    running.exit_watch.async_wait(asio::posix::stream_descriptor::wait_read,
-                                  [this, name](const asio::error_code& ec) {
-                                      if (ec == asio::error::operation_aborted) return;
-                                      auto it = running_.find(name);
-                                      bool crashed = it != running_.end() && !it->second->stopping;
-                                      finish_stop(name, crashed);
-                                  });
+    arm_exit_watch(name, running);
+}
+
+// PID 1 is over only when its pidfd says so: a wake-up that is not its exit
+// (an error of the wait) is logged and the watch goes on, so a live qube is
+// never taken for halted.
+void Lifecycle::arm_exit_watch(const std::string& name, Running& running) {
+    running.exit_watch.async_wait(
+        asio::posix::stream_descriptor::wait_read, [this, name](const asio::error_code& ec) {
+            if (ec == asio::error::operation_aborted) return;
+            auto it = running_.find(name);
+            if (it == running_.end()) return;
+            Running& r = *it->second;
+            pollfd p{r.exit_watch.native_handle(), POLLIN, 0};
+            if (::poll(&p, 1, 0) != 1) {
+                std::fprintf(stderr, "aeried: %s: its exit watch woke (%s) while PID 1 runs: watching on\n",
+                             name.c_str(), ec ? ec.message().c_str() : "no error");
+                return arm_exit_watch(name, r);
+            }
+            finish_stop(name, !r.stopping);
+        });
 }
 
 // PID 1 is gone (or the start failed): take down what is left and report.

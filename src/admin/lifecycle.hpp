@@ -82,6 +82,7 @@ private:
     void launch(Qube& qube, const storage::StartedVolumes& volumes);
     void wait_ready(const std::string& name, std::chrono::steady_clock::time_point deadline);
     void watch_exit(const std::string& name);
+    void arm_exit_watch(const std::string& name, Running& running);
     // `after` (if any) is called once the qube is Halted (its volumes released).
     void finish_stop(const std::string& name, bool crashed, Done after = {});
     // The part of a stop after the volumes' (runtime files, Halted, waiters).

@@ -467,8 +467,9 @@ class World:
                 continue
             try:
                 with open("/proc/%s/stat" % pid) as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        continue
+                    state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+                if state == "Z":
+                    continue
                 with open("/proc/%s/cmdline" % pid, "rb") as f:
                     cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
                 with open("/proc/%s/cgroup" % pid) as f:
@@ -476,7 +477,7 @@ class World:
             except (OSError, IndexError):
                 continue
             if any(n in cmdline for n in needles) or cg_pattern.search(cg):
-                procs.append("%s %s" % (pid, cmdline))
+                procs.append("%s %s [%s, parent %s]" % (pid, cmdline, state, ppid))
         return {"mounts": mounts, "cgroups": cgroups, "processes": procs}
 
     def wait_clean(self, qubes=None, timeout=GRACE):
