@@ -18,7 +18,9 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <vector>
 
+#include "base/unique_fd.hpp"
 #include "storage/image.hpp"
 
 namespace aerie::storage {
@@ -52,15 +54,6 @@ void write_map(pid_t pid, const char* file, const std::string& map) {
     int err = errno;
     ::close(fd);
     if (n != static_cast<ssize_t>(map.size())) throw_storage_errno("writing " + path, n < 0 ? err : EIO);
-}
-
-std::string escape_overlay(const fs::path& p) {
-    std::string out;
-    for (char c : p.string()) {
-        if (c == '\\' || c == ',' || c == ':') out += '\\';
-        out += c;
-    }
-    return out;
 }
 
 std::string unescape_mountinfo(const std::string& s) {
@@ -177,12 +170,23 @@ bool idmapped_mounts_work(const fs::path& dir) {
     return ok;
 }
 
+// The layers are given as /proc/self/fd/N of descriptors opened here: the
+// overlay's options (shown in the qube's /proc/self/mountinfo) then name no
+// host folder.
 void mount_overlay(const fs::path& lower, const fs::path& upper, const fs::path& work,
                    const fs::path& target) {
-    const std::string layers = "lowerdir=" + escape_overlay(lower) + ",upperdir=" + escape_overlay(upper) +
-                               ",workdir=" + escape_overlay(work);
+    std::vector<base::UniqueFd> layers;
+    std::string shown[3];
+    const fs::path* paths[3] = {&lower, &upper, &work};
+    for (int i = 0; i < 3; ++i) {
+        int fd = ::open(paths[i]->c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) throw_storage_errno("opening the overlay layer " + paths[i]->string(), errno);
+        layers.emplace_back(fd);
+        shown[i] = "/proc/self/fd/" + std::to_string(fd);
+    }
+    const std::string options = "lowerdir=" + shown[0] + ",upperdir=" + shown[1] + ",workdir=" + shown[2];
     for (const char* extra : {",volatile,redirect_dir=on", ",volatile", ""}) {
-        std::string opts = layers + extra;
+        std::string opts = options + extra;
         if (::mount("overlay", target.c_str(), "overlay", 0, opts.c_str()) == 0) return;
         if (errno != EINVAL) break;
     }
