@@ -202,6 +202,7 @@ TEST_F(VolumeLimits, ResizeGrowsHaltedOrRunningAndRefusesToShrink) {
     // A template's own root grows too.
     pool_->resize(kTpl, "TemplateVM", "root", 11 * gib);
     EXPECT_EQ(image_size(vm(kTpl) / "root.img"), 11 * gib);
+    pool_->flush();  // the revisions the stops queued are taken in the background
     EXPECT_TRUE(mounts_under(tmp_.path()).empty());
 }
 
