@@ -1,0 +1,147 @@
+"""The services every qube ships (src/services), called as Qubes' tools call
+them, in real qubes of a world (aerie_world.py):
+
+  shells       qubes.VMShell and qubes.VMRootShell as qubesadmin's qvm-run
+               calls them (qrexec-client -p "CMD; exit\\n", "USER:QUBESRPC
+               SERVICE+ dom0"): stdout bytes, exit codes, the user (the
+               call's for VMShell, root for VMRootShell whatever the call
+               names), stdin after the prefix; VMShell+WaitForSession.
+  vmexec       qubes.VMExec / qubes.VMRootExec with qubesadmin's encoding:
+               every byte of every word arrives, empty words too, nothing
+               goes through a shell; hostile encodings (bad escapes, illegal
+               bytes, a '..' program, NUL, an empty argument) refused with
+               exit code 1 and the reason on stderr, and nothing run.
+  date         qubes.GetDate (seconds, and nanoseconds with an argument) and
+               qubes.WaitForSession (at once; an argument is refused with a
+               message).
+  features     a template announces vmexec and supported-rpc.* as Qubes'.
+Needs root (exit code 77 otherwise).
+Run: python3 services_test.py BUILD_DIR"""
+
+import os
+import re
+import subprocess
+import sys
+
+from aerie_world import WorldTest, bin_path, run_tests
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def encode_for_vmexec(words):
+    """qubesadmin's encoding of a command line for qubes.VMExec."""
+    out = []
+    for word in words:
+        part = ""
+        for b in word.encode():
+            c = chr(b)
+            if c.isascii() and (c.isalnum() or c in "_."):
+                part += c
+            elif c == "-":
+                part += "--"
+            else:
+                part += "-%02X" % b
+        out.append(part)
+    return "+".join(out)
+
+
+class ServicesTest(WorldTest):
+    def call(self, qube, service, input=b"", user="DEFAULT", prefix=None, timeout=60):
+        """A service called as qubesadmin calls it from dom0: (exit code, stdout, stderr) as bytes."""
+        argv = [bin_path("qrexec-client"), "--socket-dir=" + self.w.qrexec_dir, "-d", qube]
+        if prefix is not None:
+            argv += ["-p", prefix]
+        argv.append("%s:QUBESRPC %s%s dom0" % (user, service, "" if "+" in service else "+"))
+        r = subprocess.run(argv, input=input, capture_output=True, timeout=timeout, env=self.w.env)
+        return r.returncode, r.stdout, r.stderr
+
+    def shell(self, qube, command, **kw):
+        return self.call(qube, "qubes.VMShell", prefix=command + "; exit\n", **kw)
+
+    def start_work(self):
+        self.make_world()
+        self.w.tool("qvm-start", self.work)
+
+    # --- qubes.VMShell, qubes.VMRootShell ------------------------------------------------------------
+
+    def test_01_shells(self):
+        self.start_work()
+        w = self.work
+        self.assertEqual(self.shell(w, "echo hi; id -un; printf 'a\\0b'"), (0, b"hi\nuser\na\0b", b""))
+        self.assertEqual(self.shell(w, "echo oops >&2; exit 7"), (7, b"", b"oops\n"))
+        # stdin after the prefix reaches the command.
+        self.assertEqual(self.shell(w, "cat; echo end", input=b"in\x01put\n"), (0, b"in\x01put\nend\n", b""))
+        # The user comes from the call (qvm-run -u root) ...
+        self.assertEqual(self.shell(w, "id -u", user="root"), (0, b"0\n", b""))
+        # ... and qubes.VMRootShell forces root whatever the call names.
+        for user in ("DEFAULT", "user"):
+            self.assertEqual(self.call(w, "qubes.VMRootShell", prefix="id -u; exit\n", user=user), (0, b"0\n", b""))
+        # The service names as Qubes' agent finds them; a shell as the service's stdin.
+        self.assertEqual(self.call(w, "qubes.VMShell", input=b"echo $QREXEC_SERVICE_FULL_NAME\n"),
+                         (0, b"qubes.VMShell+\n", b""))
+        # With wait-for-session (rpc-config of qubes.VMShell+WaitForSession).
+        self.assertEqual(self.call(w, "qubes.VMShell+WaitForSession", prefix="echo waited; exit\n"),
+                         (0, b"waited\n", b""))
+
+    # --- qubes.VMExec ----------------------------------------------------------------------------------
+
+    def test_02_vmexec(self):
+        self.start_work()
+        w = self.work
+        words = ["printf", "[%s]", "a b", "", "-x", "$HOME;`id`", "\u00fc\n", "*"]
+        self.assertEqual(self.call(w, "qubes.VMExec+" + encode_for_vmexec(words)),
+                         (0, "[a b][][-x][$HOME;`id`][\u00fc\n][*]".encode(), b""))
+        self.assertEqual(self.call(w, "qubes.VMExec+" + encode_for_vmexec(["id", "-un"])), (0, b"user\n", b""))
+        self.assertEqual(self.call(w, "qubes.VMRootExec+" + encode_for_vmexec(["id", "-un"])), (0, b"root\n", b""))
+        self.assertEqual(self.call(w, "qubes.VMExec+" + encode_for_vmexec(["sh", "-c", "exit 5"])), (5, b"", b""))
+        self.assertEqual(self.call(w, "qubes.VMExec+" + encode_for_vmexec(["cat"]), input=b"x\0y"), (0, b"x\0y", b""))
+        rc, out, err = self.call(w, "qubes.VMExec+nosuchprogram")
+        self.assertEqual((rc, out, err), (127, b"", b"qubes.VMExec: cannot run nosuchprogram: No such file or directory\n"))
+
+        # Hostile encodings: refused with the reason, and nothing runs (each
+        # would create /tmp/pwned if it did).
+        touch = encode_for_vmexec(["touch", "/tmp/pwned"])
+        hostile = {
+            touch + "-": b"decode error: bad escape at offset 20: '-' can be used only in '-HH' (upper-case hex) or '--'",
+            touch + "-2f": b"decode error: bad escape at offset 20: '-' can be used only in '-HH' (upper-case hex) or '--'",
+            touch + "-G0": b"decode error: bad escape at offset 20: '-' can be used only in '-HH' (upper-case hex) or '--'",
+            "touch+-2Ftmp-2Fpwned%": b"decode error: illegal character '%' at offset 20 (allowed: A-Z a-z 0-9 _ . - +)",
+            encode_for_vmexec(["../../usr/bin/touch", "/tmp/pwned"]): b"the program path has a '..' component",
+            encode_for_vmexec(["/usr/bin/../bin/touch", "/tmp/pwned"]): b"the program path has a '..' component",
+            "+" + touch: b"the program name is empty",
+            touch + "-00": b"word 1 contains a NUL byte",
+            "": None,
+        }
+        for argument, reason in hostile.items():
+            rc, out, err = self.call(w, "qubes.VMExec+" + argument)
+            expected = (b"qubes.VMExec: refused: " + reason + b"\n" if reason
+                        else b"This service requires exactly one argument\n")
+            self.assertEqual((rc, out, err), (1, b"", expected), argument)
+        self.assertEqual(self.call(w, "qubes.VMExec"), (1, b"", b"This service requires exactly one argument\n"))
+        # A '/' never reaches the service: the agent refuses such a service name.
+        self.assertEqual(self.call(w, "qubes.VMExec+touch+/tmp/pwned"), (125, b"", b""))
+        self.assertEqual(self.shell(w, "ls /tmp/pwned 2>/dev/null; echo checked"), (0, b"checked\n", b""))
+        # The control: the same command well encoded does run.
+        self.assertEqual(self.call(w, "qubes.VMExec+" + touch), (0, b"", b""))
+        self.assertEqual(self.shell(w, "ls /tmp/pwned"), (0, b"/tmp/pwned\n", b""))
+
+    # --- qubes.GetDate, qubes.WaitForSession, features ---------------------------------------------------
+
+    def test_03_date_session_features(self):
+        self.start_work()
+        w = self.work
+        rc, out, err = self.call(w, "qubes.GetDate")
+        self.assertEqual((rc, err), (0, b""))
+        self.assertRegex(out, rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\n$")
+        rc, out, err = self.call(w, "qubes.GetDate+nanoseconds")
+        self.assertEqual((rc, err), (0, b""))
+        self.assertRegex(out, rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d,\d{9}\+00:00\n$")
+        self.assertEqual(self.call(w, "qubes.WaitForSession"), (0, b"", b""))
+        self.assertEqual(self.call(w, "qubes.WaitForSession+x"), (0, b"", b"No argument is allowed\n"))
+        features = self.w.tool("qvm-features", self.tpl).stdout
+        for line in ("vmexec  1", "os  Linux", "supported-rpc.qubes.VMExec  1", "supported-rpc.qubes.VMRootExec  1"):
+            self.assertRegex(features, re.escape(line.split("  ")[0]) + r"\s+" + re.escape(line.split("  ")[1]))
+
+
+if __name__ == "__main__":
+    sys.exit(run_tests(sys.argv, more=("qvm-features", "qubes-vmexec")))
