@@ -15,11 +15,17 @@ them, in real qubes of a world (aerie_world.py):
                qubes.WaitForSession (at once; an argument is refused with a
                message).
   features     a template announces vmexec and supported-rpc.* as Qubes'.
+  connect-tcp  qvm-connect-tcp in one qube forwards a local port to a TCP
+               server on another qube's loopback through qubes.ConnectTCP:
+               1 MiB both ways with checksums, two connections at once; a
+               port the policy does not allow gets a closed connection; bad
+               arguments refused with Qubes' messages.
 Needs root (exit code 77 otherwise).
 Run: python3 services_test.py BUILD_DIR"""
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -142,6 +148,95 @@ class ServicesTest(WorldTest):
         for line in ("vmexec  1", "os  Linux", "supported-rpc.qubes.VMExec  1", "supported-rpc.qubes.VMRootExec  1"):
             self.assertRegex(features, re.escape(line.split("  ")[0]) + r"\s+" + re.escape(line.split("  ")[1]))
 
+    # --- qubes.ConnectTCP, qvm-connect-tcp ------------------------------------------------------------------
+
+    def test_04_connect_tcp(self):
+        self.make_world(appvms=("work", "vault"))
+        work, vault = self.work, self.vault
+        self.w.start_policy_daemon("qubes.ConnectTCP +8080 %s %s allow\n"
+                                   "qubes.ConnectTCP * @anyvm @anyvm deny\n" % (work, vault))
+        self.w.tool("qvm-start", work)
+        self.w.tool("qvm-start", vault)
+        # An echo server on vault's loopback (8080) and another port (8081) the policy does not allow.
+        self.w.run(vault, "setsid python3 -c %s </dev/null >/dev/null 2>&1 &" % shlex.quote(ECHO_SERVER))
+        rc, out, err = self.w.run(work, "qvm-connect-tcp 9000:%s:8080; qvm-connect-tcp 9001:%s:8081" % (vault, vault))
+        self.assertEqual((rc, err), (0, ""))
+        self.assertEqual(out, "Binding TCP '%s:8080' to 'localhost:9000'...\n"
+                              "Binding TCP '%s:8081' to 'localhost:9001'...\n" % (vault, vault))
+        rc, out, err = self.w.run(work, "python3 -c %s" % shlex.quote(ECHO_CLIENT), timeout=120)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out, "two connections: 1048576 bytes each way, checksums equal\n")
+        rc, out, err = self.w.run(work, "python3 -c %s" % shlex.quote(REFUSED_CLIENT))
+        self.assertEqual((rc, out), (0, "closed without data\n"), err)
+        # The port is taken now: reported at once.
+        rc, out, err = self.w.run(work, "qvm-connect-tcp 9000:%s:8080" % vault, check=False)
+        self.assertEqual((rc, err), (1, "qvm-connect-tcp: cannot listen on localhost:9000: Address already in use\n"))
+        # Bad arguments, with Qubes' messages.
+        usage = ("Usage: /run/aerie/bin/qvm-connect-tcp [localport]:[vmname]:[port]\n"
+                 "Bind localport to another VM port using the qubes.ConnectTCP RPC service.\n")
+        for arg, expected_out, expected_err in (
+                ("", "", usage), ("9000:%s:" % vault, "Please provide PORT\n", ""),
+                ("9000:%s:65536" % vault, "Invalid port provided\n", usage),
+                ("x:%s:80" % vault, "Invalid port provided\n", usage),
+                (":%s:080" % vault, "Invalid port provided\n", usage)):
+            rc, out, err = self.w.run(work, "/run/aerie/bin/qvm-connect-tcp %s" % arg, check=False)
+            self.assertEqual((rc, out, err), (1, expected_out, expected_err), arg)
+
+
+ECHO_SERVER = """
+import socket, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 8080)); s.listen(8)
+def echo(c):
+    while True:
+        data = c.recv(65536)
+        if not data: break
+        c.sendall(data)
+    c.close()
+while True:
+    threading.Thread(target=echo, args=(s.accept()[0],)).start()
+"""
+
+ECHO_CLIENT = """
+import hashlib, os, socket, threading, time
+def one(results, i):
+    data = os.urandom(1 << 20)
+    for attempt in range(100):  # the server may still be starting
+        c = socket.create_connection(("127.0.0.1", 9000))
+        c.sendall(data[:1])
+        first = c.recv(1)
+        if first: break
+        c.close(); time.sleep(0.1)
+    def send():
+        c.sendall(data[1:]); c.shutdown(socket.SHUT_WR)
+    t = threading.Thread(target=send); t.start()
+    got = first
+    while True:
+        chunk = c.recv(65536)
+        if not chunk: break
+        got += chunk
+    t.join()
+    results[i] = (len(got), hashlib.sha256(got).digest() == hashlib.sha256(data).digest())
+results = {}
+threads = [threading.Thread(target=one, args=(results, i)) for i in range(2)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert results == {0: (1 << 20, True), 1: (1 << 20, True)}, results
+print("two connections: 1048576 bytes each way, checksums equal")
+"""
+
+REFUSED_CLIENT = """
+import socket
+c = socket.create_connection(("127.0.0.1", 9001))
+try:
+    c.sendall(b"x")
+    got = c.recv(1)
+except ConnectionResetError:  # closed with our byte unread
+    got = b""
+print("closed without data" if got == b"" else "data came")
+"""
+
 
 if __name__ == "__main__":
-    sys.exit(run_tests(sys.argv, more=("qvm-features", "qubes-vmexec")))
+    sys.exit(run_tests(sys.argv, more=("qvm-features", "qubes-vmexec", "qvm-connect-tcp")))
