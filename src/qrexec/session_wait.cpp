@@ -25,13 +25,21 @@ bool SessionWait::defer(const std::string& cmdline, const std::string& default_u
         log_agent_line("too many calls waiting for the session, not waiting for " + cmd->service_and_arg);
         return false;
     }
+    // Held before the waiter starts: a qubes.WaitForSession that has ended
+    // already when it is watched releases the held calls at once (then
+    // `run` has run when this returns).
+    held_.push_back(std::move(run));
     if (!waiting_) {
         std::string user = effective_user(*cmd, *config);
         if (user.empty() || user == "DEFAULT") user = default_user;
-        if (!start_waiter(cmd->source, user)) return false;
         waiting_ = true;
+        if (!start_waiter(cmd->source, user)) {
+            waiting_ = false;
+            run = std::move(held_.back());
+            held_.pop_back();
+            return false;
+        }
     }
-    held_.push_back(std::move(run));
     return true;
 }
 
