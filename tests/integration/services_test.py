@@ -20,10 +20,19 @@ them, in real qubes of a world (aerie_world.py):
                1 MiB both ways with checksums, two connections at once; a
                port the policy does not allow gets a closed connection; bad
                arguments refused with Qubes' messages.
+  open         qvm-open-in-vm sends a file to another qube, whose configured
+               handler (~/.config/aerie/open-handler) gets it in
+               /tmp/<caller>-XXXXXX and edits it: the edit comes back, the
+               folder is gone; --view-only: a read-only copy, nothing back;
+               a URL reaches the handler; qubes.OpenURL refuses what is not
+               http/https/ftp; hostile name blocks ('/', "..", short) refused,
+               odd bytes replaced; qvm-open-in-dvm from inside an open call
+               refused.
 Needs root (exit code 77 otherwise).
 Run: python3 services_test.py BUILD_DIR"""
 
 import os
+import hashlib
 import re
 import shlex
 import subprocess
@@ -85,9 +94,11 @@ class ServicesTest(WorldTest):
         # The service names as Qubes' agent finds them; a shell as the service's stdin.
         self.assertEqual(self.call(w, "qubes.VMShell", input=b"echo $QREXEC_SERVICE_FULL_NAME\n"),
                          (0, b"qubes.VMShell+\n", b""))
-        # With wait-for-session (rpc-config of qubes.VMShell+WaitForSession).
-        self.assertEqual(self.call(w, "qubes.VMShell+WaitForSession", prefix="echo waited; exit\n"),
-                         (0, b"waited\n", b""))
+        # With wait-for-session (rpc-config of qubes.VMShell+WaitForSession):
+        # Aerie's qubes.WaitForSession ends at once, and every call goes on.
+        for i in range(5):
+            self.assertEqual(self.call(w, "qubes.VMShell+WaitForSession", prefix="echo waited %d; exit %d\n" % (i, i)),
+                             (i, b"waited %d\n" % i, b""))
 
     # --- qubes.VMExec ----------------------------------------------------------------------------------
 
@@ -182,6 +193,92 @@ class ServicesTest(WorldTest):
             rc, out, err = self.w.run(work, "/run/aerie/bin/qvm-connect-tcp %s" % arg, check=False)
             self.assertEqual((rc, out, err), (1, expected_out, expected_err), arg)
 
+    # --- qubes.OpenInVM, qubes.OpenURL, qvm-open-in-vm ---------------------------------------------------------
+
+    def test_05_open(self):
+        self.make_world(appvms=("work", "vault"))
+        work, vault = self.work, self.vault
+        self.w.start_policy_daemon("qubes.OpenInVM * %s %s allow\n"
+                                   "qubes.OpenURL * %s %s allow\n" % (work, vault, work, vault))
+        self.w.tool("qvm-start", work)
+        self.w.tool("qvm-start", vault)
+        self.w.run(vault, "mkdir -p ~/.config/aerie && cat > ~/.config/aerie/open-handler && "
+                          "chmod 755 ~/.config/aerie/open-handler", input=OPEN_HANDLER)
+        content = "line one\n" + "x" * 100000 + "\n"
+        self.w.run(work, "cat > ~/report.txt", input=content)
+
+        # Opened and edited: the edit comes back into the same file.
+        rc, out, err = self.w.run(work, "qvm-open-in-vm %s ~/report.txt" % vault)
+        self.assertEqual((rc, out, err), (0, "", ""))
+        self.assertEqual(self.w.run(work, "cat ~/report.txt")[1], content + "edited\n")
+        log = self.w.run(vault, "cat /tmp/opened.log")[1].splitlines()
+        self.assertRegex(log[0], r"^/tmp/%s-\w{6}/report.txt writable$" % re.escape(work))
+        self.assertEqual(log[1], hashlib.sha256(content.encode()).hexdigest())
+        self.assertEqual(self.w.run(vault, "ls -d /tmp/%s-* 2>/dev/null; echo end" % work)[1], "end\n")
+
+        # View-only: read-only there, nothing comes back.
+        self.w.run(vault, "rm /tmp/opened.log")
+        self.w.run(work, "qvm-open-in-vm --view-only %s ~/report.txt" % vault)
+        self.assertEqual(self.w.run(work, "cat ~/report.txt")[1], content + "edited\n")
+        self.assertRegex(self.w.run(vault, "cat /tmp/opened.log")[1], r"^/tmp/%s-\w{6}/report.txt read-only\n" % re.escape(work))
+
+        # A URL.
+        self.w.run(vault, "rm /tmp/opened.log")
+        rc, out, err = self.w.run(work, "qvm-open-in-vm %s 'https://example.org/a?b=1&c'" % vault)
+        self.assertEqual((rc, out, err), (0, "", ""))
+        self.assertEqual(self.w.run(vault, "cat /tmp/opened.log")[1], "https://example.org/a?b=1&c url\n")
+        # Neither a file nor a URL; a directory.
+        rc, out, err = self.w.run(work, "qvm-open-in-vm %s nosuchfile" % vault, check=False)
+        self.assertEqual((rc, err), (2, "Error! \"nosuchfile\" is not a valid file or URL.\n"
+                                        "Usage: /run/aerie/bin/qvm-open-in-vm [--view-only] [--] vmname filename\n"))
+        rc, out, err = self.w.run(work, "qvm-open-in-vm %s /tmp" % vault, check=False)
+        self.assertEqual(rc, 2)
+        self.assertTrue(err.startswith("Error! \"/tmp\" is a directory.\n"), err)
+        # A disposable asked from inside an open call: refused (no dialog to ask).
+        rc, out, err = self.w.run(work, "QREXEC_SERVICE_FULL_NAME=qubes.OpenURL+ qvm-open-in-dvm https://x.org",
+                                  check=False)
+        self.assertEqual((rc, err), (1, "Cannot prompt user, exiting to avoid possible infinite VM creation loop.\n"))
+
+        # qubes.OpenURL itself: only http, https and ftp.
+        self.w.run(vault, "rm /tmp/opened.log")
+        for line, reason in ((b"file:///etc/passwd\n", b"only http://, https:// and ftp:// URLs are opened"),
+                             (b"javascript:alert(1)", b"only http://, https:// and ftp:// URLs are opened"),
+                             (b"http://a\x1b[2J\n", b"it contains a control character"),
+                             (b"http://" + b"a" * 70000 + b"\n", b"longer than 65536 bytes")):
+            self.assertEqual(self.call(vault, "qubes.OpenURL", input=line), (1, b"", b"Invalid URL: " + reason + b"\n"))
+        self.assertEqual(self.call(vault, "qubes.OpenURL", input=b"  ftp://h/x  \nrest"), (0, b"", b""))
+        self.assertEqual(self.w.run(vault, "cat /tmp/opened.log")[1], "ftp://h/x url\n")
+
+        # qubes.OpenInVM with hostile name blocks: refused, nothing written.
+        def block(name):
+            return name + b"\0" * (256 - len(name))
+        for sent, reason in ((block(b"../../home/user/.bashrc") + b"x", b"the file name contains '/'"),
+                             (block(b"..") + b"x", b"the file name is '.' or '..'"),
+                             (block(b"view-only-") + b"x", b"the file name is empty"),
+                             (b"short", b"the file name did not come (5 of 256 bytes)")):
+            self.assertEqual(self.call(vault, "qubes.OpenInVM", input=sent), (1, b"", b"qubes.OpenInVM: " + reason + b"\n"))
+        self.assertEqual(self.w.run(vault, "ls -d /tmp/dom0-* 2>/dev/null; echo end")[1], "end\n")
+        # Odd bytes become '_'; the block's last byte is always the end.
+        self.w.run(vault, "rm /tmp/opened.log")
+        rc, out, err = self.call(vault, "qubes.OpenInVM", input=b"a b\xff$(x)" + b"y" * 248 + b"data")
+        self.assertEqual((rc, err), (0, b""))
+        self.assertEqual(out, b"data" + b"edited\n")
+        self.assertRegex(self.w.run(vault, "cat /tmp/opened.log")[1], r"^/tmp/dom0-\w{6}/a_b___x_y{247} writable\n")
+
+
+OPEN_HANDLER = """#!/bin/sh
+# Records what it was given; edits files it may write.
+if [ -f "$1" ]; then
+    if [ -w "$1" ]; then state=writable; else state=read-only; fi
+    echo "$1 $state" >> /tmp/opened.log
+    sha256sum < "$1" | cut -d' ' -f1 >> /tmp/opened.log
+    [ -w "$1" ] && echo edited >> "$1"
+else
+    echo "$1 url" >> /tmp/opened.log
+fi
+exit 0
+"""
+
 
 ECHO_SERVER = """
 import socket, threading
@@ -239,4 +336,4 @@ print("closed without data" if got == b"" else "data came")
 
 
 if __name__ == "__main__":
-    sys.exit(run_tests(sys.argv, more=("qvm-features", "qubes-vmexec", "qvm-connect-tcp")))
+    sys.exit(run_tests(sys.argv, more=("qvm-features", "qubes-vmexec", "qvm-connect-tcp", "aerie-open-url", "vm-file-editor", "qopen-in-vm")))
