@@ -27,7 +27,7 @@ them, in real qubes of a world (aerie_world.py):
                a URL reaches the handler; qubes.OpenURL refuses what is not
                http/https/ftp; hostile name blocks ('/', "..", short) refused,
                odd bytes replaced; qvm-open-in-dvm from inside an open call
-               refused.
+               refused; qvm-open-in-dvm through a real disposable.
 Needs root (exit code 77 otherwise).
 Run: python3 services_test.py BUILD_DIR"""
 
@@ -38,7 +38,7 @@ import shlex
 import subprocess
 import sys
 
-from aerie_world import WorldTest, bin_path, run_tests
+from aerie_world import WorldTest, bin_path, run_tests, wait_for
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -264,6 +264,18 @@ class ServicesTest(WorldTest):
         self.assertEqual((rc, err), (0, b""))
         self.assertEqual(out, b"data" + b"edited\n")
         self.assertRegex(self.w.run(vault, "cat /tmp/opened.log")[1], r"^/tmp/dom0-\w{6}/a_b___x_y{247} writable\n")
+
+        # qvm-open-in-dvm: a new disposable of vault (its handler from vault's
+        # home) edits the file, which comes back; the disposable is gone.
+        self.w.tool("qvm-shutdown", "--wait", vault)
+        self.w.tool("qvm-prefs", vault, "template_for_dispvms", "True")
+        self.w.tool("qvm-prefs", work, "default_dispvm", vault)
+        self.w.write_policy("qubes.OpenInVM * %s @dispvm allow\n" % work)
+        self.w.run(work, "echo second > ~/second.txt")
+        rc, out, err = self.w.run(work, "qvm-open-in-dvm ~/second.txt", timeout=120)
+        self.assertEqual((rc, out, err), (0, "", ""))
+        self.assertEqual(self.w.run(work, "cat ~/second.txt")[1], "second\nedited\n")
+        wait_for(lambda: not [q for q in self.w.listed() if q.startswith("disp")], 30, "the disposable to go")
 
 
 OPEN_HANDLER = """#!/bin/sh
