@@ -11,13 +11,21 @@ kept here.
           arguments (qubes.VMExec: words kept, no shell), -u root --no-shell
           (qubes.VMRootExec), --service with and without -p, --localcmd,
           --dispvm=APPVM and --dispvm (default_dispvm), --no-autostart.
+  mgmt    the same client inside a management qube (qubesadmin's
+          QubesRemote: the Admin API and the services through
+          qrexec-client-vm, decided by the policy): -p with autostart,
+          --no-shell, --service, stdin and exit code, -u root
+          (qubes.VMRootShell where the policy allows it), and a qube the
+          policy gives no service: refused (exit code 126).
 Run: QUBESADMIN_SOURCE=/path/to/qubes-core-admin-client python3 services_qubesadmin_test.py BUILD_DIR"""
 
+import io
 import os
 import subprocess
 import sys
+import tarfile
 
-from aerie_world import WorldTest, bin_path, run_tests
+from aerie_world import PREFIX, WorldTest, bin_path, run_tests
 
 SOURCE = os.environ.get("QUBESADMIN_SOURCE", "")
 
@@ -104,6 +112,60 @@ class QubesadminQvmRunTest(WorldTest):
         rc, out, err = self.qvm_run("--no-autostart", "-p", w, "true")
         self.assertNotEqual(rc, 0)
         self.assertEqual(self.w.current_state(w)["power_state"], "Halted")
+
+    def test_qvm_run_from_a_management_qube(self):
+        rpc = os.path.join(self.w.root, "rpc")
+        os.makedirs(rpc)
+        self.w.daemon_args = ["--rpc-dir", rpc]
+        self.make_world(appvms=("work", "mgmt", "other"))
+        work, mgmt = self.work, PREFIX + "mgmt"
+        grants = ["admin.vm.List * {m} @adminvm allow target=dom0", "admin.vm.List * {m} {w} allow target=dom0",
+                  "admin.vm.List * {m} {m} allow target=dom0", "admin.vm.property.Get * {m} {w} allow target=dom0",
+                  "admin.vm.feature.CheckWithTemplate * {m} {w} allow target=dom0",
+                  "admin.vm.Start * {m} {w} allow target=dom0"]
+        grants += ["%s * {m} {w} allow" % s for s in ("qubes.VMShell", "qubes.VMRootShell", "qubes.VMExec",
+                                                      "qubes.VMRootExec", "qubes.GetDate")]
+        self.w.start_policy_daemon("".join(g.format(m=mgmt, w=work) + "\n" for g in grants))
+        self.w.tool("qvm-start", mgmt)
+        # The client and a driver into the management qube's home.
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            tar.add(os.path.join(SOURCE, "qubesadmin"), arcname="qubesadmin")
+        r = subprocess.run([bin_path("qvm-run"), "-p", mgmt, "mkdir -p ~/qac && tar -C ~/qac -xf -"],
+                           input=archive.getvalue(), env=self.w.env, capture_output=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.w.run(mgmt, "cat > ~/driver.py", input=REMOTE_DRIVER)
+
+        def remote(command, input=None):
+            return self.w.run(mgmt, "python3 ~/driver.py qvm-run " + command, input=input, check=False, timeout=120)
+        self.assertEqual(remote("-p %s 'echo hi from $(hostname); id -un'" % work), (0, "hi from %s\nuser\n" % work, ""))
+        self.assertEqual(remote("-p --no-shell %s printf '[%%s]' 'a b' '' '$(id)'" % work), (0, "[a b][][$(id)]", ""))
+        rc, out, err = remote("-p --service %s qubes.GetDate" % work)
+        self.assertEqual((rc, err), (0, ""))
+        self.assertRegex(out, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\n$")
+        self.assertEqual(remote("-p %s 'cat; exit 5'" % work, input="in-data\n"), (5, "in-data\n", ""))
+        self.assertEqual(remote("-p -u root %s 'id -un'" % work), (0, "root\n", ""))
+        self.assertEqual(remote("-p -u root --no-shell %s id -un" % work), (0, "root\n", ""))
+        # No grant for this qube: the client cannot even see it.
+        rc, out, err = remote("-p %s 'echo no'" % (PREFIX + "other"))
+        self.assertNotEqual(rc, 0)
+        self.assertEqual(out, "")
+
+
+# qubesadmin in a qube: QubesRemote, Aerie's qrexec-client-vm.
+REMOTE_DRIVER = """
+import importlib, importlib.metadata, os, sys
+real_version, real_metadata = importlib.metadata.version, importlib.metadata.metadata
+importlib.metadata.version = lambda n: "4.4.0" if n == "qubesadmin" else real_version(n)
+importlib.metadata.metadata = lambda n: ({"summary": "", "version": "4.4.0", "license": "", "author": "",
+                                          "Author-email": ""} if n == "qubesadmin" else real_metadata(n))
+sys.path.insert(0, os.path.expanduser("~/qac"))
+import qubesadmin.config
+qubesadmin.config.QREXEC_CLIENT_VM = "/run/aerie/bin/qrexec-client-vm"
+import qubesadmin.app
+tool = importlib.import_module("qubesadmin.tools." + sys.argv[1].replace("-", "_"))
+sys.exit(tool.main(sys.argv[2:], app=qubesadmin.app.QubesRemote()))
+"""
 
 
 if __name__ == "__main__":
