@@ -6,7 +6,9 @@
 // this process serves the caller's call itself (COMMAND without a user:
 // "QUBESRPC SERVICE+ARG SOURCE TYPE TARGET" or a shell command). Without -e
 // or -c our stdio (or LOCAL_PROGRAM's) is the command's, and the exit code
-// the remote one (-E: 0). -p: data sent before our stdin.
+// the remote one (-E: 0). -p: data sent before our stdin. -t / -T: bytes of
+// the remote stdout / stderr that are not printable ASCII become '_' (as
+// Qubes'; qubesadmin passes them when our output is a terminal).
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
@@ -49,7 +51,7 @@ namespace {
                  "  -h, --help - display usage\n"
                  "  -e - exit after sending cmd\n"
                  "  -E, --no-exit-code - always exit with 0 after command exits\n"
-                 "  -t, -T - accepted (output is passed on unchanged)\n"
+                 "  -t - enables replacing problematic bytes with '_' in command output, -T is the same for stderr\n"
                  "  -W - accepted (a call with -c never waits for its end)\n"
                  "  -c - connect to existing process (response to trigger service call)\n"
                  "  -w timeout - connection timeout in seconds (default 10, 0: none)\n"
@@ -66,6 +68,8 @@ struct Options {
     bool just_exec = false;
     bool exit_with_code = true;
     std::optional<std::string> prefix;
+    bool filter_stdout = false;  // -t
+    bool filter_stderr = false;  // -T
     std::chrono::milliseconds timeout{10000};
     // -c
     bool connect = false;
@@ -307,6 +311,8 @@ int call_qube(const Options& o) {
     local.output = std::move(lio.output);
     if (!o.just_exec) local.errors.reset(::fcntl(2, F_DUPFD_CLOEXEC, 3));
     if (o.prefix) local.prefix = *o.prefix;
+    local.filter_output = o.filter_stdout;
+    local.filter_errors = o.filter_stderr;
     auto pump = DataPump::create(io, std::move(channel), DataPump::Role::Caller, std::move(local));
     pump->start([&code](int c) { code = c; });
     io.run();
@@ -366,6 +372,8 @@ int run_in_dom0(const Options& o) {
     local.output = std::move(lio.output);
     local.errors.reset(::fcntl(2, F_DUPFD_CLOEXEC, 3));
     if (o.prefix) local.prefix = *o.prefix;
+    local.filter_output = o.filter_stdout;
+    local.filter_errors = o.filter_stderr;
     auto pump = DataPump::create(io, std::move(caller_end), DataPump::Role::Caller, std::move(local));
     // The exit code ends the call: the reaper's signal watch (and a stdin
     // that never ends) would otherwise keep the loop running for ever.
@@ -418,7 +426,9 @@ int main(int argc, char** argv) {
                 o.prefix = optarg;
                 break;
             case 'w': o.timeout = std::chrono::milliseconds(1000LL * parse_seconds(optarg)); break;
-            case 't': case 'T': case 'W': case 'k': break;
+            case 't': o.filter_stdout = true; break;
+            case 'T': o.filter_stderr = true; break;
+            case 'W': case 'k': break;
             case 'h': usage(argv[0], 0);
             default: usage(argv[0], 1);
         }

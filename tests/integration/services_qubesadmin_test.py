@@ -6,6 +6,7 @@ of that client (its folder holding the qubesadmin package); nothing of it is
 kept here.
 
   forms   plain (no output, the command ran), -p (stdout, exit code, stdin),
+          --filter-escape-chars (qrexec-client -t),
           -u root (qubes.VMRootShell, and qubes.VMShell as root without the
           template's supported-rpc.qubes.VMRootExec), --no-shell and
           arguments (qubes.VMExec: words kept, no shell), -u root --no-shell
@@ -74,6 +75,10 @@ class QubesadminQvmRunTest(WorldTest):
         self.assertEqual(self.qvm_run("-p", w, "echo hi; id -un; exit 3"), (3, b"hi\nuser\n", b""))
         self.assertEqual(self.qvm_run("-p", w, "cat; echo end", input=b"stdin-data\n"),
                          (0, b"stdin-data\nend\n", b""))
+        # --filter-escape-chars (the default on a terminal): qrexec-client -t,
+        # the qube's escape sequence arrives defused (inside qvm-run's colour).
+        rc, out, err = self.qvm_run("-p", "--filter-escape-chars", w, "printf 'a\\033[2Jb\\n'")
+        self.assertEqual((rc, out, err), (0, b"\x1b[0;31ma_[2Jb\n\x1b[0m", b""))
         # -u root: qubes.VMRootShell (the template announces qubes.VMRootExec) ...
         self.assertEqual(self.qvm_run("-p", "-u", "root", w, "id -un"), (0, b"root\n", b""))
         # --no-shell / arguments: qubes.VMExec, every word as given.

@@ -5,7 +5,8 @@ them, in real qubes of a world (aerie_world.py):
                calls them (qrexec-client -p "CMD; exit\\n", "USER:QUBESRPC
                SERVICE+ dom0"): stdout bytes, exit codes, the user (the
                call's for VMShell, root for VMRootShell whatever the call
-               names), stdin after the prefix; VMShell+WaitForSession.
+               names), stdin after the prefix; VMShell+WaitForSession;
+               qrexec-client -t / -T filter what the qube prints.
   vmexec       qubes.VMExec / qubes.VMRootExec with qubesadmin's encoding:
                every byte of every word arrives, empty words too, nothing
                goes through a shell; hostile encodings (bad escapes, illegal
@@ -61,9 +62,9 @@ def encode_for_vmexec(words):
 
 
 class ServicesTest(WorldTest):
-    def call(self, qube, service, input=b"", user="DEFAULT", prefix=None, timeout=60):
+    def call(self, qube, service, input=b"", user="DEFAULT", prefix=None, timeout=60, flags=()):
         """A service called as qubesadmin calls it from dom0: (exit code, stdout, stderr) as bytes."""
-        argv = [bin_path("qrexec-client"), "--socket-dir=" + self.w.qrexec_dir, "-d", qube]
+        argv = [bin_path("qrexec-client"), "--socket-dir=" + self.w.qrexec_dir, "-d", qube] + list(flags)
         if prefix is not None:
             argv += ["-p", prefix]
         argv.append("%s:QUBESRPC %s%s dom0" % (user, service, "" if "+" in service else "+"))
@@ -86,6 +87,13 @@ class ServicesTest(WorldTest):
         self.assertEqual(self.shell(w, "echo oops >&2; exit 7"), (7, b"", b"oops\n"))
         # stdin after the prefix reaches the command.
         self.assertEqual(self.shell(w, "cat; echo end", input=b"in\x01put\n"), (0, b"in\x01put\nend\n", b""))
+        # -t / -T (qubesadmin's on a terminal): escape sequences and other
+        # unprintable bytes from the qube become '_'; without, they pass.
+        noisy = "printf 'a\\033[2Jb\\007\\t\\303\\274\\n'; printf '\\033]0;x\\007\\r\\n' >&2; exit\n"
+        self.assertEqual(self.call(w, "qubes.VMShell", prefix=noisy, flags=("-t", "-T")),
+                         (0, b"a_[2Jb\x07\t__\n", b"_]0;x\x07\r\n"))
+        self.assertEqual(self.call(w, "qubes.VMShell", prefix=noisy, flags=("-T",)),
+                         (0, b"a\x1b[2Jb\x07\t\xc3\xbc\n", b"_]0;x\x07\r\n"))
         # The user comes from the call (qvm-run -u root) ...
         self.assertEqual(self.shell(w, "id -u", user="root"), (0, b"0\n", b""))
         # ... and qubes.VMRootShell forces root whatever the call names.
