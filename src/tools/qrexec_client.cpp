@@ -9,6 +9,8 @@
 // the remote one (-E: 0). -p: data sent before our stdin. -t / -T: bytes of
 // the remote stdout / stderr that are not printable ASCII become '_' (as
 // Qubes'; qubesadmin passes them when our output is a terminal).
+// --use-stdin-socket: fd 0, a stream socket, is both stdin and stdout (the
+// output's end is its shutdown for writing).
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
@@ -56,7 +58,8 @@ namespace {
                  "  -c - connect to existing process (response to trigger service call)\n"
                  "  -w timeout - connection timeout in seconds (default 10, 0: none)\n"
                  "  --socket-dir=PATH - directory of the qrexec daemons' sockets (default /var/run/qubes)\n"
-                 "  -p PREFIX-DATA, --prefix-data=PREFIX-DATA - send the given data before the provided stdin\n",
+                 "  -p PREFIX-DATA, --prefix-data=PREFIX-DATA - send the given data before the provided stdin\n"
+                 "  --use-stdin-socket - use fd 0 (which must be socket) for both stdin and stdout\n",
                  argv0);
     std::exit(code);
 }
@@ -68,6 +71,7 @@ struct Options {
     bool just_exec = false;
     bool exit_with_code = true;
     std::optional<std::string> prefix;
+    bool use_stdin_socket = false;
     bool filter_stdout = false;  // -t
     bool filter_stderr = false;  // -T
     std::chrono::milliseconds timeout{10000};
@@ -118,6 +122,7 @@ void parse_connect(const char* argv0, std::string spec, Options& o) {
 struct LocalIo {
     UniqueFd input, output;
     pid_t pid = -1;
+    bool socket = false;  // input and output are one socket (--use-stdin-socket)
 };
 
 UniqueFd take_stdio(int fd) {
@@ -130,8 +135,14 @@ UniqueFd take_stdio(int fd) {
     return taken;
 }
 
-LocalIo local_io(const char* program) {
+LocalIo local_io(const char* program, bool use_stdin_socket) {
     LocalIo io;
+    if (use_stdin_socket) {
+        io.input = take_stdio(0);
+        io.output.reset(::fcntl(io.input.get(), F_DUPFD_CLOEXEC, 3));
+        io.socket = true;
+        return io;
+    }
     if (!program) {
         io.input = take_stdio(0);
         io.output = take_stdio(1);
@@ -293,7 +304,7 @@ int call_qube(const Options& o) {
     LocalIo lio;
     if (!o.just_exec) {
         try {
-            lio = local_io(o.local_program);
+            lio = local_io(o.local_program, o.use_stdin_socket);
         } catch (const std::exception& e) {
             std::fprintf(stderr, "qrexec-client: %s\n", e.what());
             return kExitProblem;
@@ -308,6 +319,7 @@ int call_qube(const Options& o) {
     int code = 255;
     DataPump::Local local;
     local.input = std::move(lio.input);
+    local.output_is_socket = lio.socket;
     local.output = std::move(lio.output);
     if (!o.just_exec) local.errors.reset(::fcntl(2, F_DUPFD_CLOEXEC, 3));
     if (o.prefix) local.prefix = *o.prefix;
@@ -361,7 +373,7 @@ int run_in_dom0(const Options& o) {
     runner.start(cmdline, std::move(service_end), [](int) {});
     LocalIo lio;
     try {
-        lio = local_io(o.local_program);
+        lio = local_io(o.local_program, o.use_stdin_socket);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "qrexec-client: %s\n", e.what());
         return kExitProblem;
@@ -369,6 +381,7 @@ int run_in_dom0(const Options& o) {
     int code = 255;
     DataPump::Local local;
     local.input = std::move(lio.input);
+    local.output_is_socket = lio.socket;
     local.output = std::move(lio.output);
     local.errors.reset(::fcntl(2, F_DUPFD_CLOEXEC, 3));
     if (o.prefix) local.prefix = *o.prefix;
@@ -407,6 +420,7 @@ int main(int argc, char** argv) {
         {"socket-dir", required_argument, nullptr, 's'},
         {"no-exit-code", no_argument, nullptr, 'E'},
         {"prefix-data", required_argument, nullptr, 'p'},
+        {"use-stdin-socket", no_argument, nullptr, 'u' + 128},
         {nullptr, 0, nullptr, 0},
     };
     int opt;
@@ -429,6 +443,28 @@ int main(int argc, char** argv) {
             case 't': o.filter_stdout = true; break;
             case 'T': o.filter_stderr = true; break;
             case 'W': case 'k': break;
+            case 'u' + 128: {
+                // fd 0 is a stream socket, used both ways (as Qubes' checks).
+                if (o.use_stdin_socket) {
+                    std::fprintf(stderr, "qrexec-client: --use-stdin-socket passed twice\n");
+                    return 2;
+                }
+                int type = 0;
+                socklen_t len = sizeof type;
+                if (::getsockopt(0, SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
+                    std::fprintf(stderr, "qrexec-client: %s\n",
+                                 errno == ENOTSOCK ? "--use-stdin-socket passed, but stdin not a socket"
+                                                   : std::strerror(errno));
+                    return 2;
+                }
+                if (type != SOCK_STREAM) {
+                    std::fprintf(stderr, "qrexec-client: stdin was a socket of type %d, not SOCK_STREAM (%d)\n", type,
+                                 SOCK_STREAM);
+                    return 2;
+                }
+                o.use_stdin_socket = true;
+                break;
+            }
             case 'h': usage(argv[0], 0);
             default: usage(argv[0], 1);
         }
@@ -436,6 +472,10 @@ int main(int argc, char** argv) {
     if (!domain || optind != argc - 1) usage(argv[0], 1);
     if (o.just_exec + o.connect + (o.local_program != nullptr) > 1) {
         std::fprintf(stderr, "ERROR: only one of -e, -l, -c can be specified\n");
+        usage(argv[0], 1);
+    }
+    if (o.local_program && o.use_stdin_socket) {
+        std::fprintf(stderr, "ERROR: at most one of -l and --use-stdin-socket can be specified\n");
         usage(argv[0], 1);
     }
     o.target = domain;

@@ -6,7 +6,8 @@ them, in real qubes of a world (aerie_world.py):
                SERVICE+ dom0"): stdout bytes, exit codes, the user (the
                call's for VMShell, root for VMRootShell whatever the call
                names), stdin after the prefix; VMShell+WaitForSession;
-               qrexec-client -t / -T filter what the qube prints.
+               qrexec-client -t / -T filter what the qube prints;
+               qrexec-client --use-stdin-socket.
   vmexec       qubes.VMExec / qubes.VMRootExec with qubesadmin's encoding:
                every byte of every word arrives, empty words too, nothing
                goes through a shell; hostile encodings (bad escapes, illegal
@@ -36,6 +37,7 @@ import os
 import hashlib
 import re
 import shlex
+import socket
 import subprocess
 import sys
 
@@ -94,6 +96,22 @@ class ServicesTest(WorldTest):
                          (0, b"a_[2Jb\x07\t__\n", b"_]0;x\x07\r\n"))
         self.assertEqual(self.call(w, "qubes.VMShell", prefix=noisy, flags=("-T",)),
                          (0, b"a\x1b[2Jb\x07\t\xc3\xbc\n", b"_]0;x\x07\r\n"))
+        # --use-stdin-socket: one socket both ways, its end a shutdown.
+        ours, theirs = socket.socketpair()
+        client = subprocess.Popen([bin_path("qrexec-client"), "--socket-dir=" + self.w.qrexec_dir, "-d", w,
+                                   "--use-stdin-socket", "DEFAULT:QUBESRPC qubes.VMShell+ dom0"],
+                                  stdin=theirs, stdout=subprocess.DEVNULL, env=self.w.env)
+        theirs.close()
+        ours.sendall(b"cat; echo after\n" + b"through the socket\n")
+        ours.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := ours.recv(65536):
+            got += chunk
+        ours.close()
+        self.assertEqual((client.wait(60), got), (0, b"through the socket\nafter\n"))
+        r = subprocess.run([bin_path("qrexec-client"), "-d", w, "--use-stdin-socket", "DEFAULT:true"],
+                           stdin=subprocess.DEVNULL, capture_output=True)
+        self.assertEqual((r.returncode, r.stderr), (2, b"qrexec-client: --use-stdin-socket passed, but stdin not a socket\n"))
         # The user comes from the call (qvm-run -u root) ...
         self.assertEqual(self.shell(w, "id -u", user="root"), (0, b"0\n", b""))
         # ... and qubes.VMRootShell forces root whatever the call names.
