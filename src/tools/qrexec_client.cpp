@@ -10,7 +10,8 @@
 // the remote stdout / stderr that are not printable ASCII become '_' (as
 // Qubes'; qubesadmin passes them when our output is a terminal).
 // --use-stdin-socket: fd 0, a stream socket, is both stdin and stdout (the
-// output's end is its shutdown for writing).
+// output's end is its shutdown for writing). -k: the target qube is killed
+// when the call ended (admin.vm.Kill on $QUBESD_SOCKET, as Qubes').
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
@@ -30,6 +31,7 @@
 #include <optional>
 #include <string>
 
+#include "qrexec/admin_call.hpp"
 #include "qrexec/child_reaper.hpp"
 #include "qrexec/daemon_socket.hpp"
 #include "qrexec/data_pump.hpp"
@@ -57,6 +59,7 @@ namespace {
                  "  -W - accepted (a call with -c never waits for its end)\n"
                  "  -c - connect to existing process (response to trigger service call)\n"
                  "  -w timeout - connection timeout in seconds (default 10, 0: none)\n"
+                 "  -k - kill the domain right before exiting\n"
                  "  --socket-dir=PATH - directory of the qrexec daemons' sockets (default /var/run/qubes)\n"
                  "  -p PREFIX-DATA, --prefix-data=PREFIX-DATA - send the given data before the provided stdin\n"
                  "  --use-stdin-socket - use fd 0 (which must be socket) for both stdin and stdout\n",
@@ -72,6 +75,7 @@ struct Options {
     bool exit_with_code = true;
     std::optional<std::string> prefix;
     bool use_stdin_socket = false;
+    bool kill = false;  // -k
     bool filter_stdout = false;  // -t
     bool filter_stderr = false;  // -T
     std::chrono::milliseconds timeout{10000};
@@ -399,6 +403,16 @@ int run_in_dom0(const Options& o) {
     return o.exit_with_code ? code : 0;
 }
 
+// -k: the target is killed once its call ended (admin.vm.Kill, as Qubes').
+void kill_target(const std::string& target) {
+    asio::io_context io;
+    AdminResult result;
+    admin_call(io, default_admin_socket(), AdminCall{"admin.vm.Kill", target, "", "dom0"},
+               [&result](AdminResult r) { result = std::move(r); });
+    io.run();
+    if (!result.ok()) std::fprintf(stderr, "qrexec-client: cannot kill %s: %s\n", target.c_str(), result.error().c_str());
+}
+
 int parse_seconds(const char* s) {
     char* end = nullptr;
     errno = 0;
@@ -442,7 +456,8 @@ int main(int argc, char** argv) {
             case 'w': o.timeout = std::chrono::milliseconds(1000LL * parse_seconds(optarg)); break;
             case 't': o.filter_stdout = true; break;
             case 'T': o.filter_stderr = true; break;
-            case 'W': case 'k': break;
+            case 'W': break;
+            case 'k': o.kill = true; break;
             case 'u' + 128: {
                 // fd 0 is a stream socket, used both ways (as Qubes' checks).
                 if (o.use_stdin_socket) {
@@ -483,5 +498,8 @@ int main(int argc, char** argv) {
     ::signal(SIGPIPE, SIG_IGN);
 
     if (refers_to_dom0(o.target)) return o.connect ? serve_call_in_dom0(o) : run_in_dom0(o);
-    return o.connect ? connect_qubes(o) : call_qube(o);
+    if (o.connect) return connect_qubes(o);
+    int code = call_qube(o);
+    if (o.kill) kill_target(o.target);
+    return code;
 }

@@ -15,7 +15,7 @@ them, in real qubes of a world (aerie_world.py):
                exit code 1 and the reason on stderr, and nothing run.
   date         qubes.GetDate (seconds, and nanoseconds with an argument) and
                qubes.WaitForSession (at once; an argument is refused with a
-               message).
+               message); qrexec-client -k kills the qube after the call.
   features     a template announces vmexec and supported-rpc.* as Qubes'.
   connect-tcp  qvm-connect-tcp in one qube forwards a local port to a TCP
                server on another qube's loopback through qubes.ConnectTCP:
@@ -181,6 +181,11 @@ class ServicesTest(WorldTest):
         self.assertRegex(out, rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d,\d{9}\+00:00\n$")
         self.assertEqual(self.call(w, "qubes.WaitForSession"), (0, b"", b""))
         self.assertEqual(self.call(w, "qubes.WaitForSession+x"), (0, b"", b"No argument is allowed\n"))
+        # qrexec-client -k: the qube is killed once the call ended.
+        rc, out, err = self.call(w, "qubes.GetDate", flags=("-k",))
+        self.assertEqual((rc, err), (0, b""))
+        self.assertRegex(out, rb"^\d{4}-")
+        wait_for(lambda: self.w.current_state(w)["power_state"] == "Halted", 30, "the qube to be killed")
         features = self.w.tool("qvm-features", self.tpl).stdout
         for line in ("vmexec  1", "os  Linux", "supported-rpc.qubes.VMExec  1", "supported-rpc.qubes.VMRootExec  1"):
             self.assertRegex(features, re.escape(line.split("  ")[0]) + r"\s+" + re.escape(line.split("  ")[1]))
