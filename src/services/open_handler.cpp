@@ -18,7 +18,7 @@ namespace aerie::services {
 namespace {
 
 bool executable_file(const std::string& path) {
-    struct stat st{};
+    struct stat st {};
     return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
 }
 
@@ -47,7 +47,8 @@ int run_open_handler(const std::string& handler, const std::string& target, std:
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&actions, 2, 1);
-    std::vector<char*> argv = {const_cast<char*>(handler.c_str()), const_cast<char*>(target.c_str()), nullptr};
+    std::vector<char*> argv = {const_cast<char*>(handler.c_str()), const_cast<char*>(target.c_str()),
+                               nullptr};
     pid_t pid = -1;
     int rc = ::posix_spawn(&pid, handler.c_str(), &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);

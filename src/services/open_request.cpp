@@ -5,8 +5,8 @@ namespace aerie::services {
 namespace {
 
 bool kept_as_is(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-           c == '-' || c == '+' || c == '@';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-' || c == '+' || c == '@';
 }
 
 template <typename T>
@@ -30,7 +30,8 @@ std::string encode_open_name_block(std::string_view path, bool view_only) {
 }
 
 std::optional<OpenFileName> parse_open_name_block(std::string_view block, std::string* error) {
-    if (block.size() != kOpenNameBlockSize) return fail<OpenFileName>(error, "the file name block is not 256 bytes");
+    if (block.size() != kOpenNameBlockSize)
+        return fail<OpenFileName>(error, "the file name block is not 256 bytes");
     std::string_view name = block.substr(0, kOpenNameBlockSize - 1);
     name = name.substr(0, name.find('\0'));
     OpenFileName out;
@@ -54,7 +55,8 @@ std::optional<std::string> parse_open_url_line(std::string_view line, std::strin
     while (!line.empty() && blank(line.back())) line.remove_suffix(1);
     for (char c : line) {
         auto b = static_cast<unsigned char>(c);
-        if (b < 0x20 || b == 0x7f) return fail<std::string>(error, "Invalid URL: it contains a control character");
+        if (b < 0x20 || b == 0x7f)
+            return fail<std::string>(error, "Invalid URL: it contains a control character");
     }
     for (std::string_view scheme : {"http://", "https://", "ftp://"})
         if (line.substr(0, scheme.size()) == scheme) return std::string(line);

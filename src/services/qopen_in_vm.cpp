@@ -30,7 +30,7 @@ int fail(const std::string& what) {
 
 // The edited file from stdin into `tmp` (made by mkstemp); nonzero size?
 bool receive_into(int tmp, bool* nonempty) {
-    struct stat st{};
+    struct stat st {};
     bool ok = copy_to_eof(0, tmp) && ::fstat(tmp, &st) == 0;
     *nonempty = st.st_size > 0;
     return ::close(tmp) == 0 && ok;
@@ -76,10 +76,11 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (!in_place) {
-        std::fprintf(stderr,
-                     "qopen-in-vm: %s was edited and the new content received, but its folder is not writable; "
-                     "the edited file is %s\n",
-                     file.c_str(), tmp_path.c_str());
+        std::fprintf(
+            stderr,
+            "qopen-in-vm: %s was edited and the new content received, but its folder is not writable; "
+            "the edited file is %s\n",
+            file.c_str(), tmp_path.c_str());
         return 0;
     }
     if (::rename(tmp_path.c_str(), file.c_str()) != 0) return fail("replacing " + file);

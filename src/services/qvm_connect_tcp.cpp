@@ -48,7 +48,8 @@ void forward(int conn, const std::string& client, const std::string& target, con
     ::dup2(conn, 0);
     ::dup2(conn, 1);
     if (conn > 1) ::close(conn);
-    ::execl(client.c_str(), "qrexec-client-vm", "--", target.c_str(), service.c_str(), static_cast<char*>(nullptr));
+    ::execl(client.c_str(), "qrexec-client-vm", "--", target.c_str(), service.c_str(),
+            static_cast<char*>(nullptr));
     _exit(127);
 }
 
@@ -63,8 +64,8 @@ int main(int argc, char** argv) {
         if (error != "Please provide PORT") usage(argv[0]);
         return 1;
     }
-    std::printf("Binding TCP '%s:%u' to 'localhost:%u'...\n", args->target.empty() ? "@default" : args->target.c_str(),
-                args->port, args->local_port);
+    std::printf("Binding TCP '%s:%u' to 'localhost:%u'...\n",
+                args->target.empty() ? "@default" : args->target.c_str(), args->port, args->local_port);
     std::fflush(stdout);
 
     int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -102,8 +103,8 @@ int main(int argc, char** argv) {
         while (running > 0 && ::waitpid(-1, nullptr, running >= kMaxCalls ? 0 : WNOHANG) > 0) --running;
         int conn = ::accept4(listener, nullptr, nullptr, 0);
         if (conn < 0) {
-            if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-                errno == ENOMEM)
+            if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE ||
+                errno == ENOBUFS || errno == ENOMEM)
                 continue;
             return 1;
         }

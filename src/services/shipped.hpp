@@ -13,8 +13,8 @@ namespace aerie::services {
 // The executable services (a /dev/tcp link such as qubes.ConnectTCP is not
 // announced, as Qubes' agent lists only programs and sockets).
 inline constexpr std::array<std::string_view, 9> kAnnouncedServices = {
-    "qubes.VMShell",  "qubes.VMRootShell", "qubes.VMExec",  "qubes.VMRootExec", "qubes.VMExecGUI",
-    "qubes.GetDate",  "qubes.WaitForSession", "qubes.OpenURL", "qubes.OpenInVM",
+    "qubes.VMShell", "qubes.VMRootShell",    "qubes.VMExec",  "qubes.VMRootExec", "qubes.VMExecGUI",
+    "qubes.GetDate", "qubes.WaitForSession", "qubes.OpenURL", "qubes.OpenInVM",
 };
 
 // Other features a Qubes Linux template requests of itself at installation.

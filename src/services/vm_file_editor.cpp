@@ -50,14 +50,16 @@ int main() {
     if (!request) return refuse(error);
 
     std::string dir = std::string("/tmp/") + source + "-XXXXXX";
-    if (!::mkdtemp(dir.data())) return refuse(std::string("cannot make a folder in /tmp: ") + std::strerror(errno));
+    if (!::mkdtemp(dir.data()))
+        return refuse(std::string("cannot make a folder in /tmp: ") + std::strerror(errno));
     int dir_fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
     std::string path = dir + "/" + request->name;
     int status = 0;
     int fd = dir_fd < 0 ? -1
-                        : ::openat(dir_fd, request->name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                                   0600);
-    struct stat before{}, after{};
+                        : ::openat(dir_fd, request->name.c_str(),
+                                   O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    struct stat before {
+    }, after{};
     if (fd < 0) {
         status = refuse("cannot create " + path + ": " + std::strerror(errno));
     } else if (!copy_to_eof(0, fd)) {
@@ -73,12 +75,14 @@ int main() {
                          "qubes.OpenInVM: no handler to open files with (make ~/.config/aerie/open-handler "
                          "executable, or install xdg-open)\n");
         } else if (int rc = run_open_handler(*handler, path, &error); rc != 0) {
-            std::fprintf(stderr, "qubes.OpenInVM: %s\n",
-                         rc < 0 ? error.c_str() : ("the handler exited with status " + std::to_string(rc)).c_str());
+            std::fprintf(
+                stderr, "qubes.OpenInVM: %s\n",
+                rc < 0 ? error.c_str() : ("the handler exited with status " + std::to_string(rc)).c_str());
         }
         // Sent back only as a regular file still in its place (the handler
         // may have replaced it, never by a link to elsewhere).
-        if (!request->view_only && ::fstatat(dir_fd, request->name.c_str(), &after, AT_SYMLINK_NOFOLLOW) == 0 &&
+        if (!request->view_only &&
+            ::fstatat(dir_fd, request->name.c_str(), &after, AT_SYMLINK_NOFOLLOW) == 0 &&
             S_ISREG(after.st_mode) && !same_file(before, after)) {
             int back = ::openat(dir_fd, request->name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
             if (back < 0 || !copy_to_eof(back, 1))

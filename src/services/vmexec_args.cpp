@@ -32,7 +32,8 @@ void set(std::string* error, std::string text) {
 
 }  // namespace
 
-std::optional<std::vector<std::string>> decode_vmexec_argument(std::string_view argument, std::string* error) {
+std::optional<std::vector<std::string>> decode_vmexec_argument(std::string_view argument,
+                                                               std::string* error) {
     std::vector<std::string> words(1);
     for (size_t i = 0; i < argument.size(); ++i) {
         char c = argument[i];

@@ -35,6 +35,7 @@ std::string encode_vmexec_argument(const std::vector<std::string>& words);
 // climb out of the service's working directory is no command an honest
 // caller sends). Arguments after the program are data and pass as decoded,
 // empty ones included.
-std::optional<std::vector<std::string>> vmexec_command(std::string_view argument, std::string* error = nullptr);
+std::optional<std::vector<std::string>> vmexec_command(std::string_view argument,
+                                                       std::string* error = nullptr);
 
 }  // namespace aerie::services

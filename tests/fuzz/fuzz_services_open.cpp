@@ -17,11 +17,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string block(input.substr(0, kOpenNameBlockSize));
     if (size >= 1 && (data[0] & 1)) block.resize(kOpenNameBlockSize, '\0');
     if (auto name = parse_open_name_block(block)) {
-        if (name->name.empty() || name->name == "." || name->name == ".." || name->name.size() >= kOpenNameBlockSize)
+        if (name->name.empty() || name->name == "." || name->name == ".." ||
+            name->name.size() >= kOpenNameBlockSize)
             std::abort();
         for (char c : name->name)
-            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-                  c == '-' || c == '+' || c == '@'))
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                  c == '_' || c == '-' || c == '+' || c == '@'))
                 std::abort();
         auto again = parse_open_name_block(encode_open_name_block(name->name, name->view_only));
         if (!again || again->name != name->name || again->view_only != name->view_only) std::abort();

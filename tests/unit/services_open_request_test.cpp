@@ -21,7 +21,8 @@ TEST(OpenNameBlock, EncodedAsQopenInVm) {
     std::string longname(300, 'a');
     longname += ".txt";
     EXPECT_EQ(encode_open_name_block("/x/" + longname, false), block(longname.substr(longname.size() - 255)));
-    EXPECT_EQ(encode_open_name_block(longname, true), block("view-only-" + longname.substr(longname.size() - 245)));
+    EXPECT_EQ(encode_open_name_block(longname, true),
+              block("view-only-" + longname.substr(longname.size() - 245)));
 }
 
 TEST(OpenNameBlock, ReadAsQubesReceiver) {
@@ -74,7 +75,8 @@ TEST(OpenUrlLine, Accepted) {
     EXPECT_EQ(parse_open_url_line("https://example.org/a?b=1&c"), "https://example.org/a?b=1&c");
     EXPECT_EQ(parse_open_url_line(" \thttp://x/ y \t"), "http://x/ y");
     EXPECT_EQ(parse_open_url_line("ftp://h/f"), "ftp://h/f");
-    EXPECT_EQ(parse_open_url_line("http://" + std::string(kMaxUrlLine - 7, 'a')), "http://" + std::string(kMaxUrlLine - 7, 'a'));
+    EXPECT_EQ(parse_open_url_line("http://" + std::string(kMaxUrlLine - 7, 'a')),
+              "http://" + std::string(kMaxUrlLine - 7, 'a'));
 }
 
 TEST(OpenUrlLine, Refused) {

@@ -96,7 +96,9 @@ TEST(VmexecCommand, RefusedWithTheReason) {
              Case{".", "the program name is '.'"},
              Case{"ls+a-00b", "word 1 contains a NUL byte"},
              Case{"l-00s", "word 0 contains a NUL byte"},
-             Case{"ls+a-", "decode error: bad escape at offset 4: '-' can be used only in '-HH' (upper-case hex) or '--'"},
+             Case{"ls+a-",
+                  "decode error: bad escape at offset 4: '-' can be used only in '-HH' (upper-case hex) or "
+                  "'--'"},
              Case{"ls%20", "decode error: illegal character '%' at offset 2 (allowed: A-Z a-z 0-9 _ . - +)"},
          }) {
         std::string error;
