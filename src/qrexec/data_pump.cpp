@@ -217,7 +217,8 @@ void DataPump::write_output(MsgType stream, std::string_view bytes) {
     Writer& w = (role_ == Role::Caller && stream == MsgType::DataStderr) ? errout_ : output_;
     if (w.closed || w.closing) return;
     std::string filtered;
-    if (role_ == Role::Caller && (stream == MsgType::DataStderr ? local_.filter_errors : local_.filter_output)) {
+    if (role_ == Role::Caller &&
+        (stream == MsgType::DataStderr ? local_.filter_errors : local_.filter_output)) {
         filtered.assign(bytes);
         replace_unprintable(filtered.data(), filtered.size());
         bytes = filtered;
