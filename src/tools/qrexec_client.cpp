@@ -75,7 +75,7 @@ struct Options {
     bool exit_with_code = true;
     std::optional<std::string> prefix;
     bool use_stdin_socket = false;
-    bool kill = false;  // -k
+    bool kill = false;           // -k
     bool filter_stdout = false;  // -t
     bool filter_stderr = false;  // -T
     std::chrono::milliseconds timeout{10000};
@@ -410,7 +410,8 @@ void kill_target(const std::string& target) {
     admin_call(io, default_admin_socket(), AdminCall{"admin.vm.Kill", target, "", "dom0"},
                [&result](AdminResult r) { result = std::move(r); });
     io.run();
-    if (!result.ok()) std::fprintf(stderr, "qrexec-client: cannot kill %s: %s\n", target.c_str(), result.error().c_str());
+    if (!result.ok())
+        std::fprintf(stderr, "qrexec-client: cannot kill %s: %s\n", target.c_str(), result.error().c_str());
 }
 
 int parse_seconds(const char* s) {
