@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -49,8 +50,17 @@ int run_open_handler(const std::string& handler, const std::string& target, std:
     posix_spawn_file_actions_adddup2(&actions, 2, 1);
     std::vector<char*> argv = {const_cast<char*>(handler.c_str()), const_cast<char*>(target.c_str()),
                                nullptr};
+    // The handler gets default signal handling (ours may ignore SIGPIPE).
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t defaults;
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
     pid_t pid = -1;
-    int rc = ::posix_spawn(&pid, handler.c_str(), &actions, nullptr, argv.data(), environ);
+    int rc = ::posix_spawn(&pid, handler.c_str(), &actions, &attr, argv.data(), environ);
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) {
         if (error) *error = std::string("cannot run ") + handler + ": " + std::strerror(rc);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -38,6 +39,8 @@ bool same_file(const struct stat& a, const struct stat& b) {
 }  // namespace
 
 int main() {
+    // A caller gone while the file goes back must not stop the cleanup.
+    std::signal(SIGPIPE, SIG_IGN);
     const char* source = std::getenv("QREXEC_REMOTE_DOMAIN");
     if (!source || !usable_source_name(source)) return refuse("no usable calling qube name");
 

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -77,6 +78,20 @@ TEST_F(OpenHandler, RunsWithItsArgumentAndStdoutOffTheCallersStream) {
     EXPECT_EQ(text, "a b;$(x)|");  // one argument, no shell; stdin is /dev/null
     EXPECT_EQ(run_open_handler((root_ / "missing").string(), "x", &error), -1);
     EXPECT_NE(error.find("cannot run"), std::string::npos) << error;
+}
+
+TEST_F(OpenHandler, GetsDefaultSigpipeHandling) {
+    auto out = root_ / "sigign";
+    auto handler = script(root_ / "bin/h", "PATH=/usr/bin:/bin; grep SigIgn /proc/$$/status | cut -f2 > " +
+                                               out.string() + "\n");
+    auto old = std::signal(SIGPIPE, SIG_IGN);  // as vm-file-editor runs
+    EXPECT_EQ(run_open_handler(handler.string(), "x"), 0);
+    std::signal(SIGPIPE, old);
+    std::ifstream in(out);
+    std::string mask;
+    in >> mask;
+    ASSERT_FALSE(mask.empty());
+    EXPECT_EQ(std::stoull(mask, nullptr, 16) & (1ull << (SIGPIPE - 1)), 0u) << mask;
 }
 
 }  // namespace
