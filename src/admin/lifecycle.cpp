@@ -203,8 +203,10 @@ void Lifecycle::launch(Qube& qube, const storage::StartedVolumes& volumes) {
         {"VCHAN_DOMAIN", std::to_string(qube.qid)},
         {"HOME", "/root"},
         {"QUBES_NAME", qube.name},
-        // The services Aerie ships (qubesair.*) come last: a qube's own win.
+        // The services Aerie ships (src/services, qubesair.*) and their
+        // rpc-config come last: a qube's own win.
         {"QREXEC_SERVICE_PATH", std::string(qrexec::kDefaultServicePath) + ":/run/aerie/bin/qubes-rpc"},
+        {"QUBES_RPC_CONFIG_PATH", std::string(qrexec::kDefaultRpcConfigPath) + ":/run/aerie/bin/rpc-config"},
     };
     // A pipe: the qube never holds the log file (docs/security.md, "Logs").
     LogDrains::Pipe console = logs_.open(qube_log_name(qube.name, "console"), console_log_cap(config_.log_max_bytes));

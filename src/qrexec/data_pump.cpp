@@ -8,6 +8,7 @@
 
 #include <cerrno>
 
+#include "qrexec/caller_io.hpp"
 #include "qrexec/vchan.hpp"
 
 namespace aerie::qrexec {
@@ -215,6 +216,13 @@ void DataPump::read_input(bool errors) {
 void DataPump::write_output(MsgType stream, std::string_view bytes) {
     Writer& w = (role_ == Role::Caller && stream == MsgType::DataStderr) ? errout_ : output_;
     if (w.closed || w.closing) return;
+    std::string filtered;
+    if (role_ == Role::Caller &&
+        (stream == MsgType::DataStderr ? local_.filter_errors : local_.filter_output)) {
+        filtered.assign(bytes);
+        replace_unprintable(filtered.data(), filtered.size());
+        bytes = filtered;
+    }
     if (w.sd && w.queue.empty() && !w.writing) {
         // Fast path: straight to the descriptor; queue only what does not fit.
         ssize_t n;

@@ -30,6 +30,12 @@ public:
         bool exit_on_client_eof = false;
         // Sent before anything read from `input` (qrexec-client -p).
         std::string prefix;
+        // Caller side: bytes of the service's stdout / stderr that are not
+        // printable ASCII (tab, newline, return, backspace, bell aside)
+        // become '_' before they reach `output` / `errors`, as Qubes'
+        // qrexec-client -t / -T (a terminal).
+        bool filter_output = false;
+        bool filter_errors = false;
         // Service side, a process whose stderr stays this process's own
         // (qrexec-client serving a call in dom0): the channel carries none,
         // and that stream ends at once, as for a socket service.

@@ -6,7 +6,12 @@
 // this process serves the caller's call itself (COMMAND without a user:
 // "QUBESRPC SERVICE+ARG SOURCE TYPE TARGET" or a shell command). Without -e
 // or -c our stdio (or LOCAL_PROGRAM's) is the command's, and the exit code
-// the remote one (-E: 0). -p: data sent before our stdin.
+// the remote one (-E: 0). -p: data sent before our stdin. -t / -T: bytes of
+// the remote stdout / stderr that are not printable ASCII become '_' (as
+// Qubes'; qubesadmin passes them when our output is a terminal).
+// --use-stdin-socket: fd 0, a stream socket, is both stdin and stdout (the
+// output's end is its shutdown for writing). -k: the target qube is killed
+// when the call ended (admin.vm.Kill on $QUBESD_SOCKET, as Qubes').
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
@@ -26,6 +31,7 @@
 #include <optional>
 #include <string>
 
+#include "qrexec/admin_call.hpp"
 #include "qrexec/child_reaper.hpp"
 #include "qrexec/daemon_socket.hpp"
 #include "qrexec/data_pump.hpp"
@@ -49,12 +55,14 @@ namespace {
                  "  -h, --help - display usage\n"
                  "  -e - exit after sending cmd\n"
                  "  -E, --no-exit-code - always exit with 0 after command exits\n"
-                 "  -t, -T - accepted (output is passed on unchanged)\n"
+                 "  -t - enables replacing problematic bytes with '_' in command output, -T is the same for stderr\n"
                  "  -W - accepted (a call with -c never waits for its end)\n"
                  "  -c - connect to existing process (response to trigger service call)\n"
                  "  -w timeout - connection timeout in seconds (default 10, 0: none)\n"
+                 "  -k - kill the domain right before exiting\n"
                  "  --socket-dir=PATH - directory of the qrexec daemons' sockets (default /var/run/qubes)\n"
-                 "  -p PREFIX-DATA, --prefix-data=PREFIX-DATA - send the given data before the provided stdin\n",
+                 "  -p PREFIX-DATA, --prefix-data=PREFIX-DATA - send the given data before the provided stdin\n"
+                 "  --use-stdin-socket - use fd 0 (which must be socket) for both stdin and stdout\n",
                  argv0);
     std::exit(code);
 }
@@ -66,6 +74,10 @@ struct Options {
     bool just_exec = false;
     bool exit_with_code = true;
     std::optional<std::string> prefix;
+    bool use_stdin_socket = false;
+    bool kill = false;           // -k
+    bool filter_stdout = false;  // -t
+    bool filter_stderr = false;  // -T
     std::chrono::milliseconds timeout{10000};
     // -c
     bool connect = false;
@@ -114,6 +126,7 @@ void parse_connect(const char* argv0, std::string spec, Options& o) {
 struct LocalIo {
     UniqueFd input, output;
     pid_t pid = -1;
+    bool socket = false;  // input and output are one socket (--use-stdin-socket)
 };
 
 UniqueFd take_stdio(int fd) {
@@ -126,8 +139,14 @@ UniqueFd take_stdio(int fd) {
     return taken;
 }
 
-LocalIo local_io(const char* program) {
+LocalIo local_io(const char* program, bool use_stdin_socket) {
     LocalIo io;
+    if (use_stdin_socket) {
+        io.input = take_stdio(0);
+        io.output.reset(::fcntl(io.input.get(), F_DUPFD_CLOEXEC, 3));
+        io.socket = true;
+        return io;
+    }
     if (!program) {
         io.input = take_stdio(0);
         io.output = take_stdio(1);
@@ -289,7 +308,7 @@ int call_qube(const Options& o) {
     LocalIo lio;
     if (!o.just_exec) {
         try {
-            lio = local_io(o.local_program);
+            lio = local_io(o.local_program, o.use_stdin_socket);
         } catch (const std::exception& e) {
             std::fprintf(stderr, "qrexec-client: %s\n", e.what());
             return kExitProblem;
@@ -304,9 +323,12 @@ int call_qube(const Options& o) {
     int code = 255;
     DataPump::Local local;
     local.input = std::move(lio.input);
+    local.output_is_socket = lio.socket;
     local.output = std::move(lio.output);
     if (!o.just_exec) local.errors.reset(::fcntl(2, F_DUPFD_CLOEXEC, 3));
     if (o.prefix) local.prefix = *o.prefix;
+    local.filter_output = o.filter_stdout;
+    local.filter_errors = o.filter_stderr;
     auto pump = DataPump::create(io, std::move(channel), DataPump::Role::Caller, std::move(local));
     pump->start([&code](int c) { code = c; });
     io.run();
@@ -355,7 +377,7 @@ int run_in_dom0(const Options& o) {
     runner.start(cmdline, std::move(service_end), [](int) {});
     LocalIo lio;
     try {
-        lio = local_io(o.local_program);
+        lio = local_io(o.local_program, o.use_stdin_socket);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "qrexec-client: %s\n", e.what());
         return kExitProblem;
@@ -363,9 +385,12 @@ int run_in_dom0(const Options& o) {
     int code = 255;
     DataPump::Local local;
     local.input = std::move(lio.input);
+    local.output_is_socket = lio.socket;
     local.output = std::move(lio.output);
     local.errors.reset(::fcntl(2, F_DUPFD_CLOEXEC, 3));
     if (o.prefix) local.prefix = *o.prefix;
+    local.filter_output = o.filter_stdout;
+    local.filter_errors = o.filter_stderr;
     auto pump = DataPump::create(io, std::move(caller_end), DataPump::Role::Caller, std::move(local));
     // The exit code ends the call: the reaper's signal watch (and a stdin
     // that never ends) would otherwise keep the loop running for ever.
@@ -376,6 +401,17 @@ int run_in_dom0(const Options& o) {
     io.run();
     wait_local(lio.pid);
     return o.exit_with_code ? code : 0;
+}
+
+// -k: the target is killed once its call ended (admin.vm.Kill, as Qubes').
+void kill_target(const std::string& target) {
+    asio::io_context io;
+    AdminResult result;
+    admin_call(io, default_admin_socket(), AdminCall{"admin.vm.Kill", target, "", "dom0"},
+               [&result](AdminResult r) { result = std::move(r); });
+    io.run();
+    if (!result.ok())
+        std::fprintf(stderr, "qrexec-client: cannot kill %s: %s\n", target.c_str(), result.error().c_str());
 }
 
 int parse_seconds(const char* s) {
@@ -399,6 +435,7 @@ int main(int argc, char** argv) {
         {"socket-dir", required_argument, nullptr, 's'},
         {"no-exit-code", no_argument, nullptr, 'E'},
         {"prefix-data", required_argument, nullptr, 'p'},
+        {"use-stdin-socket", no_argument, nullptr, 'u' + 128},
         {nullptr, 0, nullptr, 0},
     };
     int opt;
@@ -418,7 +455,32 @@ int main(int argc, char** argv) {
                 o.prefix = optarg;
                 break;
             case 'w': o.timeout = std::chrono::milliseconds(1000LL * parse_seconds(optarg)); break;
-            case 't': case 'T': case 'W': case 'k': break;
+            case 't': o.filter_stdout = true; break;
+            case 'T': o.filter_stderr = true; break;
+            case 'W': break;
+            case 'k': o.kill = true; break;
+            case 'u' + 128: {
+                // fd 0 is a stream socket, used both ways (as Qubes' checks).
+                if (o.use_stdin_socket) {
+                    std::fprintf(stderr, "qrexec-client: --use-stdin-socket passed twice\n");
+                    return 2;
+                }
+                int type = 0;
+                socklen_t len = sizeof type;
+                if (::getsockopt(0, SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
+                    std::fprintf(stderr, "qrexec-client: %s\n",
+                                 errno == ENOTSOCK ? "--use-stdin-socket passed, but stdin not a socket"
+                                                   : std::strerror(errno));
+                    return 2;
+                }
+                if (type != SOCK_STREAM) {
+                    std::fprintf(stderr, "qrexec-client: stdin was a socket of type %d, not SOCK_STREAM (%d)\n", type,
+                                 SOCK_STREAM);
+                    return 2;
+                }
+                o.use_stdin_socket = true;
+                break;
+            }
             case 'h': usage(argv[0], 0);
             default: usage(argv[0], 1);
         }
@@ -428,10 +490,17 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "ERROR: only one of -e, -l, -c can be specified\n");
         usage(argv[0], 1);
     }
+    if (o.local_program && o.use_stdin_socket) {
+        std::fprintf(stderr, "ERROR: at most one of -l and --use-stdin-socket can be specified\n");
+        usage(argv[0], 1);
+    }
     o.target = domain;
     o.cmdline = argv[optind];
     ::signal(SIGPIPE, SIG_IGN);
 
     if (refers_to_dom0(o.target)) return o.connect ? serve_call_in_dom0(o) : run_in_dom0(o);
-    return o.connect ? connect_qubes(o) : call_qube(o);
+    if (o.connect) return connect_qubes(o);
+    int code = call_qube(o);
+    if (o.kill) kill_target(o.target);
+    return code;
 }

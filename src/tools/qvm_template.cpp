@@ -12,7 +12,9 @@
 // label black as qvm-template-postprocess gives), its root volume's image
 // asked with admin.vm.volume.Info (path=), mounted and filled here; the template-*
 // features record where it came from (template-reponame "@host" or
-// "@debootstrap"). A failure removes the new qube again and is reported as
+// "@debootstrap"), and the features a Qubes template announces (os, qrexec,
+// vmexec, supported-rpc.* of the services every qube has, services/shipped.hpp).
+// A failure removes the new qube again and is reported as
 // "qvm-template: error: MESSAGE" with exit code 1.
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,6 +26,7 @@
 #include <fstream>
 #include <functional>
 
+#include "services/shipped.hpp"
 #include "storage/debootstrap.hpp"
 #include "storage/mounts.hpp"
 #include "storage/pool.hpp"
@@ -215,6 +218,12 @@ int run(ToolCli& cli, int argc, char** argv) {
         client.set_feature(args.name, "template-buildtime", when);
         client.set_feature(args.name, "template-installtime", when);
         client.set_feature(args.name, "template-summary", summary);
+        // What a Qubes template's agent announces of itself: Aerie's services
+        // are in every qube.
+        for (auto [feature, value] : services::kTemplateFeatures)
+            client.set_feature(args.name, std::string(feature), std::string(value));
+        for (auto service : services::kAnnouncedServices)
+            client.set_feature(args.name, "supported-rpc." + std::string(service), "1");
     } catch (const admin::AdminError& e) {
         try {
             client.remove_qube(args.name);

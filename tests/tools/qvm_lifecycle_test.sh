@@ -519,7 +519,7 @@ qvm-volume config: error: the following arguments are required: value"
 check "template create-from-host" 0 "" -- "$BIN/qvm-template" create-from-host tpl
 [ -f "$WORK/pool/tpl/root/etc/aerie-host-template" ] && [ -L "$WORK/pool/tpl/root/bin" ]
 check "template create-from-host: a host template in the root volume" 0 "" -- test $? = 0
-sed -i 's/[0-9-]* [0-9:]*$/TIME/' "$WORK/requests"
+sed -i 's/ [0-9-]\{10\} [0-9:]\{8\}$/ TIME/' "$WORK/requests"
 check_requests "template create-from-host" "dom0 admin.vm.List
 dom0 admin.vm.Create.TemplateVM name=tpl label=black
 tpl admin.vm.volume.Info+root
@@ -527,7 +527,19 @@ tpl admin.vm.feature.Set+template-name tpl
 tpl admin.vm.feature.Set+template-reponame @host
 tpl admin.vm.feature.Set+template-buildtime TIME
 tpl admin.vm.feature.Set+template-installtime TIME
-tpl admin.vm.feature.Set+template-summary The host's system"
+tpl admin.vm.feature.Set+template-summary The host's system
+tpl admin.vm.feature.Set+os Linux
+tpl admin.vm.feature.Set+qrexec 1
+tpl admin.vm.feature.Set+vmexec 1
+tpl admin.vm.feature.Set+supported-rpc.qubes.VMShell 1
+tpl admin.vm.feature.Set+supported-rpc.qubes.VMRootShell 1
+tpl admin.vm.feature.Set+supported-rpc.qubes.VMExec 1
+tpl admin.vm.feature.Set+supported-rpc.qubes.VMRootExec 1
+tpl admin.vm.feature.Set+supported-rpc.qubes.VMExecGUI 1
+tpl admin.vm.feature.Set+supported-rpc.qubes.GetDate 1
+tpl admin.vm.feature.Set+supported-rpc.qubes.WaitForSession 1
+tpl admin.vm.feature.Set+supported-rpc.qubes.OpenURL 1
+tpl admin.vm.feature.Set+supported-rpc.qubes.OpenInVM 1"
 check "template: the name taken" 1 "" -- "$BIN/qvm-template" create-from-host tpl
 check_stderr_is "template: the name taken: message" "qvm-template: error: Template 'tpl' already installed"
 : >"$WORK/requests"

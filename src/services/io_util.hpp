@@ -1,0 +1,47 @@
+// Small blocking I/O helpers of the services' programs.
+#pragma once
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+
+namespace aerie::services {
+
+// Reads until `size` bytes or EOF; returns the count, -1 on error.
+inline ssize_t read_full(int fd, char* buf, size_t size) {
+    size_t got = 0;
+    while (got < size) {
+        ssize_t n = ::read(fd, buf + got, size - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        if (n == 0) break;
+        got += static_cast<size_t>(n);
+    }
+    return static_cast<ssize_t>(got);
+}
+
+inline bool write_full(int fd, const char* buf, size_t size) {
+    while (size > 0) {
+        ssize_t n = ::write(fd, buf, size);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        buf += n;
+        size -= static_cast<size_t>(n);
+    }
+    return true;
+}
+
+// Copies `from` to EOF into `to`.
+inline bool copy_to_eof(int from, int to) {
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::read(from, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return false;
+        if (n == 0) return true;
+        if (!write_full(to, buf, static_cast<size_t>(n))) return false;
+    }
+}
+
+}  // namespace aerie::services
