@@ -34,6 +34,7 @@ struct Token {
     std::string text;   // normalised text: "@adminvm" for dom0, "@tag:x", "work"
     std::string value;  // the part after the prefix (@type:, @tag:, @dispvm:, ...);
                         // the name itself for Name
+    std::string written;  // as the policy wrote it ("dom0", "uuid:0000...", "@adminvm")
 
     bool is_keyword() const { return !text.empty() && text[0] == '@'; }
     bool operator==(const Token& other) const { return kind == other.kind && text == other.text; }
