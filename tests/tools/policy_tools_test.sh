@@ -119,6 +119,12 @@ autostart=True
 requested_target=work" -- exec_policy --assume-yes-for-ask personal work qubes.Filecopy
 check "ask with --just-evaluate" 1 "result=deny" -- exec_policy --just-evaluate personal work qubes.Filecopy
 check "allow with --just-evaluate" 0 "result=allow" -- exec_policy --just-evaluate work vault qubes.Filecopy+
+# Both flags: the ask is answered yes, and only evaluating prints the allow.
+check "ask with --just-evaluate --assume-yes-for-ask" 0 "result=allow" -- exec_policy --just-evaluate --assume-yes-for-ask personal work qubes.Filecopy
+# The yes is the requested target as spelled: a uuid is no candidate of the ask.
+check "assumed yes to a uuid" 1 "result=deny" -- exec_policy --assume-yes-for-ask personal uuid:6f1c0d4e-2a7b-4c38-9a51-3c1e8f0b7d21 qubes.Filecopy
+# A qube is no candidate of its own ask.
+check "ask to itself, assumed yes" 1 "result=deny" -- exec_policy --just-evaluate --assume-yes-for-ask personal personal qubes.Filecopy
 check "no matching rule" 1 "result=deny" -- exec_policy work vault no.Such.Service
 # The target keeps the caller's spelling, as Qubes' answer does.
 check "uuid target" 0 "user=DEFAULT
