@@ -39,7 +39,7 @@ struct Decision {
 
     // Allow: the fields of the answer text.
     std::string user = "DEFAULT";
-    std::string target;                      // qube name, "dom0", "@dispvm:TPL" or the relay
+    std::string target;                      // resolved_target as printed: "dom0" for dom0, the relay for a RemoteVM
     std::optional<std::string> target_uuid;  // "uuid:..." or "@dispvm:uuid:..."
     bool autostart = true;
     std::string requested_target;            // the caller's target after checking: "@default" if absent
