@@ -230,6 +230,12 @@ void complete_allow(const SystemInfo& system, Decision& d) {
         return refuse(t + ": transport RPC is not set");
     const Domain* relay = system.find(*dom->relayvm);
     if (!relay) return refuse("policy evaluation error: no such qube: " + *dom->relayvm);
+    // Aerie's own rule (Qubes has none): a call a relay brought in for a
+    // remote qube does not go back out through that relay, so no zone can
+    // bounce calls between its qubes through this host.
+    if (d.policy_source && d.caller == *dom->relayvm)
+        return refuse("a call from the remote qube " + *d.policy_source + " may not leave through its relay " +
+                      d.caller + " again");
     d.target = *dom->relayvm;
     d.target_uuid = "uuid:" + relay->uuid;
     d.service = *dom->transport_rpc + "+" + d.requested_target + "+" + d.service_name + d.argument;

@@ -214,6 +214,20 @@ TEST_F(PolicyEvaluate, RemoteTargetGoesThroughItsRelay) {
     Decision own = eval(p, sys, "svc", "relay", "remote-a");
     EXPECT_TRUE(answer_allows(own)) << own.refusal.value_or(own.reason);
     EXPECT_EQ(own.target, "relay");
+    // But a call the relay brought in for a remote qube may not leave
+    // through it again (Aerie's rule; Qubes' engine would allow it).
+    Policy from_remote = test::parse("svc * remote-a remote-a allow\nsvc * remote-a @anyvm allow\n");
+    Decision back = eval(from_remote, sys, "svc", "relay", "remote-a", "remote-a");
+    EXPECT_EQ(back.verdict, Verdict::Allow) << back.reason;
+    EXPECT_EQ(back.refusal, "loopback qrexec connection not supported");  // source == target first
+    auto other_remote = test::make_domain("remote-b", "RemoteVM", "cccccccc-cccc-4ccc-8ccc-cccccccccccc");
+    other_remote.relayvm = "relay";
+    other_remote.transport_rpc = "qubesair.SSHProxy";
+    sys.add(other_remote);
+    Decision out = eval(from_remote, sys, "svc", "relay", "remote-b", "remote-a");
+    EXPECT_EQ(out.verdict, Verdict::Allow) << out.reason;
+    EXPECT_EQ(out.refusal, "a call from the remote qube remote-a may not leave through its relay relay again");
+    EXPECT_EQ(render_answer(out), "result=deny\n");
     // The remote qube in the transport's argument is the requested target as
     // the caller spelled it (Qubes' answer), also when a target= chose the RemoteVM.
     std::string by_uuid = std::string("uuid:") + test::kRemoteUuid;
