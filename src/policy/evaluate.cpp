@@ -100,11 +100,16 @@ bool same_spelled(const Context& c, std::string_view a, std::string_view b) {
 // or target? Only a target can be @dispvm or @dispvm:X.
 bool match(const Token& rule, std::string_view other, TokenKind other_kind, const Context& c) {
     switch (rule.kind) {
-        case TokenKind::Wildcard: return true;
-        case TokenKind::AnyVM: return !is_dom0(other);
-        case TokenKind::AdminVM: return is_dom0(other);
-        case TokenKind::Name: return same_spelled(c, rule.value, other);
-        case TokenKind::Default: return other == "@default";
+        case TokenKind::Wildcard:
+            return true;
+        case TokenKind::AnyVM:
+            return !is_dom0(other);
+        case TokenKind::AdminVM:
+            return is_dom0(other);
+        case TokenKind::Name:
+            return same_spelled(c, rule.value, other);
+        case TokenKind::Default:
+            return other == "@default";
         case TokenKind::Type: {
             const Domain* d = c.find(other);
             return d && d->type == rule.value;
@@ -113,7 +118,8 @@ bool match(const Token& rule, std::string_view other, TokenKind other_kind, cons
             const Domain* d = c.find(other);
             return d && d->has_tag(rule.value);
         }
-        case TokenKind::DispVM: return other == "@dispvm";
+        case TokenKind::DispVM:
+            return other == "@dispvm";
         case TokenKind::DispVMTemplate:
             if (other_kind == TokenKind::DispVM) {
                 // @dispvm stands for the source's default disposable template,
@@ -122,8 +128,7 @@ bool match(const Token& rule, std::string_view other, TokenKind other_kind, cons
                 if (!dvm) engine_error("@dispvm asked by " + c.source + ", which has no default_dispvm");
                 return rule.value == *dvm;
             }
-            if (other_kind == TokenKind::DispVMTemplate)
-                return same_spelled(c, rule.value, other.substr(8));
+            if (other_kind == TokenKind::DispVMTemplate) return same_spelled(c, rule.value, other.substr(8));
             return false;
         case TokenKind::DispVMTag: {
             std::optional<std::string> tpl;
@@ -162,7 +167,8 @@ Target checked_target(const SystemInfo& system, const Token& token) {
             if (!d || !d->template_for_dispvms) deny("not a template for dispvm: " + token.value);
             return Target{TokenKind::DispVMTemplate, token.written};
         }
-        default: return Target{token.kind, token.written};
+        default:
+            return Target{token.kind, token.written};
     }
 }
 
@@ -226,16 +232,15 @@ void complete_allow(const SystemInfo& system, Decision& d) {
     // transport service with the target (as the caller spelled it) in the argument.
     d.user = "DEFAULT";
     if (!dom->relayvm || dom->relayvm->empty()) return refuse(t + ": relayvm is not set");
-    if (!dom->transport_rpc || dom->transport_rpc->empty())
-        return refuse(t + ": transport RPC is not set");
+    if (!dom->transport_rpc || dom->transport_rpc->empty()) return refuse(t + ": transport RPC is not set");
     const Domain* relay = system.find(*dom->relayvm);
     if (!relay) return refuse("policy evaluation error: no such qube: " + *dom->relayvm);
     // Aerie's own rule (Qubes has none): a call a relay brought in for a
     // remote qube does not go back out through that relay, so no zone can
     // bounce calls between its qubes through this host.
     if (d.policy_source && d.caller == *dom->relayvm)
-        return refuse("a call from the remote qube " + *d.policy_source + " may not leave through its relay " +
-                      d.caller + " again");
+        return refuse("a call from the remote qube " + *d.policy_source +
+                      " may not leave through its relay " + d.caller + " again");
     d.target = *dom->relayvm;
     d.target_uuid = "uuid:" + relay->uuid;
     d.service = *dom->transport_rpc + "+" + d.requested_target + "+" + d.service_name + d.argument;
@@ -296,7 +301,8 @@ void expand(const Context& c, const Token& token, std::set<std::string>& out) {
             }
             out.insert("@dispvm");
             break;
-        case TokenKind::Default: break;
+        case TokenKind::Default:
+            break;
         case TokenKind::Type:
         case TokenKind::Tag:
             for (const auto& [name, d] : domains) {
@@ -304,7 +310,9 @@ void expand(const Context& c, const Token& token, std::set<std::string>& out) {
                     out.insert(name);
             }
             break;
-        case TokenKind::DispVM: out.insert("@dispvm"); break;
+        case TokenKind::DispVM:
+            out.insert("@dispvm");
+            break;
         case TokenKind::DispVMTemplate: {
             const Domain* d = c.find(token.value);
             if (!d) engine_error("no such qube: " + token.value);
@@ -415,8 +423,8 @@ bool valid_call_name(std::string_view s, bool allow_plus) {
 
 // Builds the context: source (and requested_source) and target checks.
 Context make_context(const Policy& policy, const SystemInfo& system, const Request& request) {
-    Context c{policy, system, request.service, request.argument, request.source, request.source,
-              false, {}, {}};
+    Context c{policy, system, request.service, request.argument, request.source, request.source, false,
+              {},     {}};
     if (c.service.empty() || !valid_call_name(c.service, false))
         deny("invalid service: " + text::py_repr(c.service));
     if (c.argument.empty()) c.argument = "+";
@@ -464,9 +472,12 @@ Decision evaluate(const Policy& policy, const SystemInfo& system, const Request&
             policy.find(c.service, c.source_keys(), [&](const Rule& r) { return match_rule(r, c); });
         if (!rule) deny("no matching rule found");
         switch (rule->action) {
-            case Action::Deny: deny("denied by policy " + rule->location(), rule->notify);
-            case Action::Allow: return resolve_allow(c, *rule);
-            case Action::Ask: return resolve_ask(c, *rule);
+            case Action::Deny:
+                deny("denied by policy " + rule->location(), rule->notify);
+            case Action::Allow:
+                return resolve_allow(c, *rule);
+            case Action::Ask:
+                return resolve_ask(c, *rule);
         }
         deny("no matching rule found");
     } catch (const Denied& why) {
@@ -483,8 +494,7 @@ Decision answer_ask(const Policy& policy, const SystemInfo& system, const Decisi
         if (ask.verdict != Verdict::Ask || !ask.rule) deny("not an ask decision");
         const Rule& rule = *ask.rule;
         if (!chosen) deny("denied by the user " + rule.location(), rule.notify);
-        if (std::find(ask.ask_targets.begin(), ask.ask_targets.end(), *chosen) ==
-            ask.ask_targets.end())
+        if (std::find(ask.ask_targets.begin(), ask.ask_targets.end(), *chosen) == ask.ask_targets.end())
             deny("target " + *chosen + " is not a valid choice");
         Decision d = ask;
         d.verdict = Verdict::Allow;
@@ -521,8 +531,8 @@ std::string render_answer(const Decision& d, bool just_evaluate) {
     return out;
 }
 
-Decision decide(const Policy& policy, const SystemInfo& system, const Request& request,
-                bool just_evaluate, bool assume_yes_for_ask) {
+Decision decide(const Policy& policy, const SystemInfo& system, const Request& request, bool just_evaluate,
+                bool assume_yes_for_ask) {
     Decision d = evaluate(policy, system, request);
     if (d.verdict != Verdict::Ask) return d;
     if (assume_yes_for_ask) return answer_ask(policy, system, d, assumed_ask_choice(system, d));

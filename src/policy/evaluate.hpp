@@ -12,10 +12,10 @@
 namespace aerie::policy {
 
 struct Request {
-    std::string service;   // without the argument
-    std::string argument;  // "+..." ("+" alone when there is none)
-    std::string source;    // the calling qube
-    std::string target;    // what it asked for (name, uuid:..., @keyword, or empty)
+    std::string service;                          // without the argument
+    std::string argument;                         // "+..." ("+" alone when there is none)
+    std::string source;                           // the calling qube
+    std::string target;                           // what it asked for (name, uuid:..., @keyword, or empty)
     std::optional<std::string> requested_source;  // a relay speaking for a RemoteVM
 
     // Splits "SERVICE+ARG" at the first '+'.
@@ -39,10 +39,10 @@ struct Decision {
 
     // Allow: the fields of the answer text.
     std::string user = "DEFAULT";
-    std::string target;                      // resolved_target as printed: "dom0" for dom0, the relay for a RemoteVM
+    std::string target;  // resolved_target as printed: "dom0" for dom0, the relay for a RemoteVM
     std::optional<std::string> target_uuid;  // "uuid:..." or "@dispvm:uuid:..."
     bool autostart = true;
-    std::string requested_target;            // the caller's target after checking: "@default" if absent
+    std::string requested_target;              // the caller's target after checking: "@default" if absent
     std::optional<std::string> service;        // set when redirected to a relay
     std::optional<std::string> policy_source;  // set when a relay spoke for a RemoteVM
     // Allow: set when the policy allows the call but it cannot be made
@@ -92,7 +92,7 @@ std::string render_answer(const Decision& decision, bool just_evaluate = false);
 // The decision qrexec-policy-exec and the policy daemon answer with for one
 // request and their two flags: an ask is answered with the requested target
 // under assume_yes_for_ask (also when only evaluating), else it is a deny.
-Decision decide(const Policy& policy, const SystemInfo& system, const Request& request,
-                bool just_evaluate, bool assume_yes_for_ask);
+Decision decide(const Policy& policy, const SystemInfo& system, const Request& request, bool just_evaluate,
+                bool assume_yes_for_ask);
 
 }  // namespace aerie::policy
