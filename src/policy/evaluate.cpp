@@ -10,7 +10,7 @@
 // wrote. A name and "uuid:<its uuid>" match each other through the system
 // info, but a target keeps the spelling it was given all the way to the
 // answer ("target=uuid:..."), and the loopback check compares spellings.
-// This file reproduces those rules; docs/qrexec-policy.md lists them.
+// This file reproduces those rules; docs/policy.md lists them.
 
 namespace aerie::policy {
 

@@ -105,6 +105,17 @@ TEST_F(PolicyAnswer, RelayedSourceAddsPolicySource) {
               "policy_source=remote-a\n");
 }
 
+// Qubes' answer for dom0 has no policy_source line, also for a relayed call.
+TEST_F(PolicyAnswer, RelayedCallToDom0HasNoPolicySource) {
+    Policy to_dom0 = test::parse("svc * remote-a @adminvm allow\n");
+    EXPECT_EQ(render_answer(eval(to_dom0, sys, "svc", "relay", "dom0", "remote-a")),
+              "user=DEFAULT\n"
+              "result=allow\n"
+              "target=dom0\n"
+              "autostart=True\n"
+              "requested_target=dom0\n");
+}
+
 TEST_F(PolicyAnswer, UserAndAutostartFromTheRule) {
     EXPECT_EQ(render_answer(eval(p, sys, "svc", "work", "")),
               "user=alice\n"

@@ -144,6 +144,41 @@ TEST_F(PolicyAsk, SourceAndInternalQubesAreRemoved) {
     EXPECT_EQ(std::count(d.ask_targets.begin(), d.ask_targets.end(), "dom0"), 0);
 }
 
+// A target= is no collected candidate: neither the source nor an internal
+// qube is removed from it (as in Qubes).
+TEST_F(PolicyAsk, TargetParameterIsNotFiltered) {
+    Policy p = test::parse("svc +a work @default ask target=work\nsvc +b work @default ask target=internal-q\n");
+    EXPECT_EQ(ask(p, "work", "", "svc+a").ask_targets, Targets{"work"});
+    EXPECT_EQ(ask(p, "work", "", "svc+b").ask_targets, Targets{"internal-q"});
+    // Chosen, the call to the source itself is refused when run.
+    Decision self = answer_ask(p, sys, ask(p, "work", "", "svc+a"), std::string("work"));
+    EXPECT_EQ(self.refusal, "loopback qrexec connection not supported");
+}
+
+// A deny rule removes the spelling it expands to: "@adminvm" and "dom0" are
+// two entries until the walk ends, then "@adminvm" becomes "dom0".
+TEST_F(PolicyAsk, AdminVmSpellingsInTheWalk) {
+    Policy a = test::parse("svc * work dom0 deny\nsvc * work @adminvm allow\nsvc * work @default ask\n");
+    EXPECT_EQ(ask(a).ask_targets, Targets{"dom0"});
+    Policy b = test::parse("svc * work @adminvm deny\nsvc * work dom0 allow\nsvc * work @default ask\n");
+    EXPECT_EQ(ask(b).ask_targets, Targets{"dom0"});
+    Policy c = test::parse("svc * work dom0 deny\nsvc * work dom0 allow\nsvc * work @default ask\n");
+    EXPECT_EQ(eval(c, sys, "svc", "work", "").verdict, Verdict::Deny);
+}
+
+// Where Qubes' engine stops with an internal error while collecting (a
+// @dispvm:X rule naming no qube, a source absent from the system info), the
+// ask denies.
+TEST_F(PolicyAsk, EngineErrorsWhileCollectingDeny) {
+    Policy ghost_dvm = test::parse("svc * @anyvm @dispvm:ghost allow\nsvc * @anyvm @default ask\n");
+    EXPECT_EQ(eval(ghost_dvm, sys, "svc", "work", "").reason, "policy evaluation error: no such qube: ghost");
+    Policy p = test::parse("svc * @anyvm work allow\nsvc * @anyvm @default ask\n");
+    EXPECT_EQ(eval(p, sys, "svc", "ghost", "").reason, "policy evaluation error: no such qube: ghost");
+    // With a target= nothing is collected: the ask stands.
+    Policy redirect = test::parse("svc * @anyvm @default ask target=work\n");
+    EXPECT_EQ(eval(redirect, sys, "svc", "ghost", "").verdict, Verdict::Ask);
+}
+
 TEST_F(PolicyAsk, AutostartNoKeepsOnlyRunningQubes) {
     Policy p = test::parse("svc * work * ask autostart=no\n");
     Decision d = ask(p);
