@@ -78,12 +78,12 @@ Token parse_token(std::string_view raw, Column column) {
     for (const auto& exact : kExacts) {
         if (token == exact.text) {
             if (!allowed(exact.kind, column)) break;
-            return Token{exact.kind, std::string(token), {}};
+            return Token{exact.kind, std::string(token), {}, std::string(raw)};
         }
     }
 
     if (token[0] != '@' && token != "*") {
-        return Token{TokenKind::Name, std::string(token), std::string(token)};
+        return Token{TokenKind::Name, std::string(token), std::string(token), std::string(raw)};
     }
 
     for (const auto& prefix : kPrefixes) {
@@ -95,7 +95,7 @@ Token parse_token(std::string_view raw, Column column) {
                              text::py_repr(token));
         }
         if (value[0] == '@') continue;
-        return Token{prefix.kind, std::string(token), std::string(value)};
+        return Token{prefix.kind, std::string(token), std::string(value), std::string(raw)};
     }
 
     throw TokenError("invalid " + std::string(column_name(column)) + " token: " +

@@ -31,9 +31,10 @@ inline constexpr std::string_view kDom0Uuid = "00000000-0000-0000-0000-000000000
 
 struct Token {
     TokenKind kind = TokenKind::Name;
-    std::string text;   // normalised text: "@adminvm" for dom0, "@tag:x", "work"
-    std::string value;  // the part after the prefix (@type:, @tag:, @dispvm:, ...);
-                        // the name itself for Name
+    std::string text;     // normalised text: "@adminvm" for dom0, "@tag:x", "work"
+    std::string value;    // the part after the prefix (@type:, @tag:, @dispvm:, ...);
+                          // the name itself for Name
+    std::string written;  // as the policy wrote it ("dom0", "uuid:0000...", "@adminvm")
 
     bool is_keyword() const { return !text.empty() && text[0] == '@'; }
     bool operator==(const Token& other) const { return kind == other.kind && text == other.text; }

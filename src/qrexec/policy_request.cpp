@@ -133,21 +133,24 @@ std::string answer_policy_request(const policy::Policy& pol, const policy::Syste
         if (request.requested_source && !request.requested_source->empty())
             req.requested_source = *request.requested_source;
         policy::Decision decision = policy::evaluate(pol, system, req);
-        if (decision.verdict == policy::Verdict::Ask) {
+        if (decision.verdict == policy::Verdict::Ask && !request.assume_yes_for_ask) {
             if (request.just_evaluate) return deny("ask is not an allow when only evaluating");
-            if (!request.assume_yes_for_ask) {
-                // A relay's call for a remote qube (Qubes Air): no one on this
-                // host started it, so no prompt here can vouch for it.
-                if (req.requested_source)
-                    return deny("denied: ask for a call from the remote qube " + *req.requested_source +
-                                " (through " + request.source + "): no prompt answers for another zone's qubes");
-                return deny("denied for non-interactive ask");
-            }
-            decision = policy::answer_ask(pol, system, decision,
-                                          policy::assumed_ask_choice(system, decision));
+            // A relay's call for a remote qube (Qubes Air): no one on this
+            // host started it, so no prompt here can vouch for it.
+            if (req.requested_source)
+                return deny("denied: ask for a call from the remote qube " + *req.requested_source +
+                            " (through " + request.source + "): no prompt answers for another zone's qubes");
+            return deny("denied for non-interactive ask");
         }
-        if (decision.verdict != policy::Verdict::Allow) return deny(decision.reason);
-        return policy::render_answer(decision, request.just_evaluate);
+        // Under assume_yes_for_ask an ask is answered with the requested
+        // target, also when only evaluating (as Qubes' daemon does).
+        if (decision.verdict == policy::Verdict::Ask)
+            decision = policy::answer_ask(pol, system, decision, policy::assumed_ask_choice(system, decision));
+        if (!policy::answer_allows(decision, request.just_evaluate))
+            return deny(decision.refusal ? *decision.refusal : decision.reason);
+        std::string text = policy::render_answer(decision, request.just_evaluate);
+        text.pop_back();  // Qubes' daemon sends the lines without the last newline
+        return text;
     } catch (const std::exception& e) {
         return deny(std::string("error evaluating policy: ") + e.what());
     }

@@ -16,7 +16,8 @@ namespace aerie::qrexec {
 inline constexpr const char* kDefaultPolicySocket = "/run/qubes/policy.sock";
 // A request (terminating empty line included) may not be longer.
 inline constexpr size_t kMaxPolicyRequestBytes = 65536;
-inline constexpr std::string_view kPolicyDenyReply = "result=deny\n";
+// Qubes' daemon ends its answer without a newline.
+inline constexpr std::string_view kPolicyDenyReply = "result=deny";
 
 struct PolicyRequest {
     std::string source;
@@ -47,9 +48,10 @@ std::optional<size_t> policy_request_end(std::string_view buffer);
 std::optional<PolicyRequest> parse_policy_request(std::string_view text,
                                                   std::string* error = nullptr);
 
-// The reply text for a request, exactly as qrexec-policy-exec prints it.
-// An ask is a deny under just_evaluate, is answered with the requested target
-// under assume_yes_for_ask, and otherwise is a deny (no one to ask). An empty
+// The reply text for a request, exactly as Qubes' policy daemon sends it:
+// qrexec-policy-exec's output without its last newline. An ask is answered
+// with the requested target under assume_yes_for_ask (also with
+// just_evaluate), else it is a deny (no one to ask). An empty
 // requested_source counts as none. For a deny, *deny_reason (if given) says
 // why, for the log.
 std::string answer_policy_request(const policy::Policy& policy, const policy::SystemInfo& system,

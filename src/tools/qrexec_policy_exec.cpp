@@ -59,15 +59,9 @@ int main(int argc, char** argv) {
 
     auto request = policy::Request::from_service_and_arg(service_and_arg, source, target);
     if (!requested_source.empty()) request.requested_source = requested_source;
-    policy::Decision decision = policy::evaluate(pol, system, request);
-
-    if (decision.verdict == policy::Verdict::Ask) {
-        if (just_evaluate) return deny("ask is not an allow when only evaluating");
-        if (!assume_yes) return deny("denied for non-interactive ask");
-        decision = policy::answer_ask(pol, system, decision,
-                                      policy::assumed_ask_choice(system, decision));
-    }
-    if (decision.verdict != policy::Verdict::Allow) return deny(decision.reason);
+    policy::Decision decision = policy::decide(pol, system, request, just_evaluate, assume_yes);
+    if (!policy::answer_allows(decision, just_evaluate))
+        return deny(decision.refusal ? *decision.refusal : decision.reason);
 
     std::fputs(policy::render_answer(decision, just_evaluate).c_str(), stdout);
     return 0;

@@ -66,10 +66,14 @@ inline const policy::SystemInfo& system_info() {
 // line, an allow is key=value lines, each key known and given once.
 inline void check_answer(const policy::Decision& d) {
     std::string text = policy::render_answer(d);
-    if (d.verdict != policy::Verdict::Allow) {
+    if (!policy::answer_allows(d)) {
         if (text != "result=deny\n") violated("a non-allow renders as result=deny", text);
-        if (policy::render_answer(d, true) != "result=deny\n")
-            violated("a non-allow renders as result=deny (just_evaluate)", text);
+        // An allow refused when run (loopback, a RemoteVM without relay) is
+        // still an allow to a caller that only evaluates, and says why.
+        bool allowed = d.verdict == policy::Verdict::Allow;
+        if (allowed && (!d.refusal || d.refusal->empty())) violated("a refused allow says why", text);
+        if (policy::render_answer(d, true) != (allowed ? "result=allow\n" : "result=deny\n"))
+            violated("just_evaluate shows the policy's verdict", text);
         return;
     }
     if (policy::render_answer(d, true) != "result=allow\n")

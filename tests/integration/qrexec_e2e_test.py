@@ -22,6 +22,7 @@ GIB = 1 << 30
 POLICY = """
 test.Echo        *       work   vault  allow
 test.Echo        *       vault  work   allow
+test.Self        *       vault  vault  allow
 test.Denied      *       @anyvm @anyvm deny
 test.Ask         *       @anyvm @anyvm ask
 test.Missing     *       @anyvm @anyvm allow
@@ -56,6 +57,7 @@ class QrexecEndToEnd(unittest.TestCase):
         vault = w.qubes["vault"]
         vault.add_service("test.Echo", '#!/bin/sh\necho "svc=$QREXEC_SERVICE_FULL_NAME src=$QREXEC_REMOTE_DOMAIN '
                                        'arg=$1 argenv=$QREXEC_SERVICE_ARGUMENT"\ncat\nexit 3\n')
+        vault.add_service("test.Self", '#!/bin/sh\necho "self from $QREXEC_REMOTE_DOMAIN"\n')
         vault.add_service("test.Stream+up", "#!/bin/sh\nexec sha256sum\n")
         vault.add_service("test.Stream+down", "#!/bin/sh\nexec head -c %d /dev/zero\n" % GIB)
         vault.add_service("test.HalfClose", "#!/bin/sh\nexec wc -c\n")
@@ -190,7 +192,10 @@ class QrexecEndToEnd(unittest.TestCase):
         self.assertCall(self.call("work", "vault", "test.Missing"), 127, b"")
 
     def test_call_to_dom0_runs_locally_on_the_admin_side(self):
-        self.assertCall(self.call("work", "dom0", "test.Dom0"), 0, b"dom0 got work keyword adminvm\n")
+        # The requested target reaches dom0's service as the caller spelled it
+        # (Qubes' policy answers requested_target=dom0 for "dom0").
+        self.assertCall(self.call("work", "@adminvm", "test.Dom0"), 0, b"dom0 got work keyword adminvm\n")
+        self.assertCall(self.call("work", "dom0", "test.Dom0"), 0, b"dom0 got work name \n")
 
     def test_relay_speaks_for_its_remote_qube(self):
         r = self.call("relay", "vault", "test.Echo", b"relayed\n", extra=["--source-qube=remote"])
@@ -297,6 +302,13 @@ class QrexecEndToEnd(unittest.TestCase):
                             "DEFAULT:echo as $(id -un); cat; exit 4"], input=b"in\n", capture_output=True,
                            timeout=30)
         self.assertCall(r, 4, b"as %s\nin\n" % self.world.user.encode())
+
+    def test_call_to_itself_by_uuid(self):
+        # As Qubes' policy: a call to the caller's own name is refused
+        # (loopback), the same qube spelled by uuid is allowed and runs.
+        vault = self.world.qubes["vault"]
+        self.assertCall(self.call("vault", "vault", "test.Self"), 126, b"")
+        self.assertCall(self.call("vault", "uuid:" + vault.uuid, "test.Self"), 0, b"self from vault\n")
 
     def test_qrexec_client_reaches_a_qube_by_uuid(self):
         vault = self.world.qubes["vault"]

@@ -137,15 +137,14 @@ start_daemon() {
     exit 1
 }
 
+# Replies are qrexec-policy-exec's text without its last newline, as Qubes' daemon sends them.
 ALLOW_VAULT="user=DEFAULT
 result=allow
 target=vault
 target_uuid=uuid:0b5d6f3a-9c2e-4d71-8e44-7a2b1c9d0e53
 autostart=True
-requested_target=vault
-"
-DENY="result=deny
-"
+requested_target=vault"
+DENY="result=deny"
 REQ_VAULT='source=work\nintended_target=vault\nservice_and_arg=qubes.Filecopy+\n'
 REQ_ASK='source=work\nintended_target=personal\nservice_and_arg=qubes.Filecopy+\n'
 REQ_BACKUP='intended_target=work\nservice_and_arg=qubes.Backup+\nrequested_source=remote-vault\n'
@@ -170,31 +169,29 @@ result=allow
 target=personal
 target_uuid=uuid:9e7f2c1b-5a4d-4e3f-8b2a-1d0c9e8f7a65
 autostart=True
-requested_target=personal
-" "${REQ_ASK}assume_yes_for_ask=yes\n\n"
+requested_target=personal" "${REQ_ASK}assume_yes_for_ask=yes\n\n"
 
 check_reply "assume_yes_for_ask=no" "$DENY" "${REQ_ASK}assume_yes_for_ask=no\n\n"
 
-check_reply "just_evaluate allow" "result=allow
-" "${REQ_VAULT}just_evaluate=yes\n\n"
+check_reply "just_evaluate allow" "result=allow" "${REQ_VAULT}just_evaluate=yes\n\n"
 
-check_reply "just_evaluate ask" "$DENY" \
+check_reply "just_evaluate ask" "$DENY" "${REQ_ASK}just_evaluate=yes\n\n"
+# Under assume_yes_for_ask the ask is answered yes, and only evaluating shows an allow.
+check_reply "just_evaluate assumed ask" "result=allow" \
     "${REQ_ASK}just_evaluate=yes\nassume_yes_for_ask=yes\n\n"
 
 check_reply "allow to dom0" "user=DEFAULT
 result=allow
 target=dom0
 autostart=True
-requested_target=@adminvm
-" 'source=work\nintended_target=dom0\nservice_and_arg=qubes.GetDate\n\n'
+requested_target=dom0" 'source=work\nintended_target=dom0\nservice_and_arg=qubes.GetDate\n\n'
 
 check_reply "@default redirected" "user=DEFAULT
 result=allow
 target=@dispvm:default-dvm
 target_uuid=@dispvm:uuid:4c2b8a7e-1f3d-4b6a-9e5c-8d7f6a5b4c32
 autostart=True
-requested_target=@default
-" 'source=work\nintended_target=\nservice_and_arg=qubes.OpenInVM+\n\n'
+requested_target=@default" 'source=work\nintended_target=\nservice_and_arg=qubes.OpenInVM+\n\n'
 
 check_reply "requested_source from its relay" "user=DEFAULT
 result=allow
@@ -202,8 +199,7 @@ target=work
 target_uuid=uuid:6f1c0d4e-2a7b-4c38-9a51-3c1e8f0b7d21
 autostart=True
 requested_target=work
-policy_source=remote-vault
-" "source=sys-relay\n$REQ_BACKUP\n"
+policy_source=remote-vault" "source=sys-relay\n$REQ_BACKUP\n"
 
 check_reply "requested_source from a non-relay" "$DENY" "source=work\n$REQ_BACKUP\n"
 check_log "non-relay reason logged" "work is not a relay for remote-vault"

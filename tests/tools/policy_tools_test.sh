@@ -54,7 +54,12 @@ check "allow to dom0" 0 "user=DEFAULT
 result=allow
 target=dom0
 autostart=True
-requested_target=@adminvm" -- exec_policy work dom0 qubes.GetDate
+requested_target=dom0" -- exec_policy work dom0 qubes.GetDate
+check "allow to @adminvm" 0 "user=DEFAULT
+result=allow
+target=dom0
+autostart=True
+requested_target=@adminvm" -- exec_policy work @adminvm qubes.GetDate
 
 check "allow to @dispvm" 0 "user=DEFAULT
 result=allow
@@ -114,10 +119,17 @@ autostart=True
 requested_target=work" -- exec_policy --assume-yes-for-ask personal work qubes.Filecopy
 check "ask with --just-evaluate" 1 "result=deny" -- exec_policy --just-evaluate personal work qubes.Filecopy
 check "allow with --just-evaluate" 0 "result=allow" -- exec_policy --just-evaluate work vault qubes.Filecopy+
+# Both flags: the ask is answered yes, and only evaluating prints the allow.
+check "ask with --just-evaluate --assume-yes-for-ask" 0 "result=allow" -- exec_policy --just-evaluate --assume-yes-for-ask personal work qubes.Filecopy
+# The yes is the requested target as spelled: a uuid is no candidate of the ask.
+check "assumed yes to a uuid" 1 "result=deny" -- exec_policy --assume-yes-for-ask personal uuid:6f1c0d4e-2a7b-4c38-9a51-3c1e8f0b7d21 qubes.Filecopy
+# A qube is no candidate of its own ask.
+check "ask to itself, assumed yes" 1 "result=deny" -- exec_policy --just-evaluate --assume-yes-for-ask personal personal qubes.Filecopy
 check "no matching rule" 1 "result=deny" -- exec_policy work vault no.Such.Service
+# The target keeps the caller's spelling, as Qubes' answer does.
 check "uuid target" 0 "user=DEFAULT
 result=allow
-target=vault
+target=uuid:0b5d6f3a-9c2e-4d71-8e44-7a2b1c9d0e53
 target_uuid=uuid:0b5d6f3a-9c2e-4d71-8e44-7a2b1c9d0e53
 autostart=True
 requested_target=uuid:0b5d6f3a-9c2e-4d71-8e44-7a2b1c9d0e53" -- exec_policy work uuid:0b5d6f3a-9c2e-4d71-8e44-7a2b1c9d0e53 qubes.Filecopy

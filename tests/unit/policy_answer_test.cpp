@@ -39,7 +39,7 @@ TEST_F(PolicyAnswer, RequestedByUuid) {
     EXPECT_EQ(render_answer(eval(p, sys, "svc", "work", "uuid:22222222-2222-4222-8222-222222222222")),
               "user=DEFAULT\n"
               "result=allow\n"
-              "target=personal\n"
+              "target=uuid:22222222-2222-4222-8222-222222222222\n"
               "target_uuid=uuid:22222222-2222-4222-8222-222222222222\n"
               "autostart=True\n"
               "requested_target=uuid:22222222-2222-4222-8222-222222222222\n");
@@ -51,7 +51,19 @@ TEST_F(PolicyAnswer, Dom0HasNoUuidLine) {
               "result=allow\n"
               "target=dom0\n"
               "autostart=True\n"
+              "requested_target=dom0\n");
+    EXPECT_EQ(render_answer(eval(p, sys, "svc", "work", "@adminvm")),
+              "user=DEFAULT\n"
+              "result=allow\n"
+              "target=dom0\n"
+              "autostart=True\n"
               "requested_target=@adminvm\n");
+    EXPECT_EQ(render_answer(eval(p, sys, "svc", "work", std::string("uuid:") + test::kAdminUuid)),
+              "user=DEFAULT\n"
+              "result=allow\n"
+              "target=dom0\n"
+              "autostart=True\n"
+              "requested_target=uuid:00000000-0000-0000-0000-000000000000\n");
 }
 
 TEST_F(PolicyAnswer, Disposable) {
@@ -91,6 +103,17 @@ TEST_F(PolicyAnswer, RelayedSourceAddsPolicySource) {
               "autostart=True\n"
               "requested_target=personal\n"
               "policy_source=remote-a\n");
+}
+
+// Qubes' answer for dom0 has no policy_source line, also for a relayed call.
+TEST_F(PolicyAnswer, RelayedCallToDom0HasNoPolicySource) {
+    Policy to_dom0 = test::parse("svc * remote-a @adminvm allow\n");
+    EXPECT_EQ(render_answer(eval(to_dom0, sys, "svc", "relay", "dom0", "remote-a")),
+              "user=DEFAULT\n"
+              "result=allow\n"
+              "target=dom0\n"
+              "autostart=True\n"
+              "requested_target=dom0\n");
 }
 
 TEST_F(PolicyAnswer, UserAndAutostartFromTheRule) {

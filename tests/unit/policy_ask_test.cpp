@@ -104,11 +104,12 @@ TEST_F(PolicyAsk, KeywordsBecomeConcreteQubes) {
                   "personal")
                   .ask_targets,
               Targets{"@dispvm:other-dvm"});
-    // ...and nothing when it has none, or has no valid one.
+    // ...and nothing when it has none; the property is taken as it is, as
+    // Qubes does, also when it names no disposable template.
     Policy q = test::parse("svc * @anyvm @dispvm allow\nsvc * @anyvm @default ask\n");
     EXPECT_EQ(eval(q, sys, "svc", "nodvm", "").reason,
               "policy define 'ask' action at " + at(2) + " but no target is available to choose from");
-    EXPECT_EQ(eval(q, sys, "svc", "bad-dvm-user", "").verdict, Verdict::Deny);
+    EXPECT_EQ(eval(q, sys, "svc", "bad-dvm-user", "").ask_targets, Targets{"@dispvm:fedora"});
 }
 
 TEST_F(PolicyAsk, PatternExpansions) {
@@ -143,6 +144,41 @@ TEST_F(PolicyAsk, SourceAndInternalQubesAreRemoved) {
     EXPECT_EQ(std::count(d.ask_targets.begin(), d.ask_targets.end(), "dom0"), 0);
 }
 
+// A target= is no collected candidate: neither the source nor an internal
+// qube is removed from it (as in Qubes).
+TEST_F(PolicyAsk, TargetParameterIsNotFiltered) {
+    Policy p = test::parse("svc +a work @default ask target=work\nsvc +b work @default ask target=internal-q\n");
+    EXPECT_EQ(ask(p, "work", "", "svc+a").ask_targets, Targets{"work"});
+    EXPECT_EQ(ask(p, "work", "", "svc+b").ask_targets, Targets{"internal-q"});
+    // Chosen, the call to the source itself is refused when run.
+    Decision self = answer_ask(p, sys, ask(p, "work", "", "svc+a"), std::string("work"));
+    EXPECT_EQ(self.refusal, "loopback qrexec connection not supported");
+}
+
+// A deny rule removes the spelling it expands to: "@adminvm" and "dom0" are
+// two entries until the walk ends, then "@adminvm" becomes "dom0".
+TEST_F(PolicyAsk, AdminVmSpellingsInTheWalk) {
+    Policy a = test::parse("svc * work dom0 deny\nsvc * work @adminvm allow\nsvc * work @default ask\n");
+    EXPECT_EQ(ask(a).ask_targets, Targets{"dom0"});
+    Policy b = test::parse("svc * work @adminvm deny\nsvc * work dom0 allow\nsvc * work @default ask\n");
+    EXPECT_EQ(ask(b).ask_targets, Targets{"dom0"});
+    Policy c = test::parse("svc * work dom0 deny\nsvc * work dom0 allow\nsvc * work @default ask\n");
+    EXPECT_EQ(eval(c, sys, "svc", "work", "").verdict, Verdict::Deny);
+}
+
+// Where Qubes' engine stops with an internal error while collecting (a
+// @dispvm:X rule naming no qube, a source absent from the system info), the
+// ask denies.
+TEST_F(PolicyAsk, EngineErrorsWhileCollectingDeny) {
+    Policy ghost_dvm = test::parse("svc * @anyvm @dispvm:ghost allow\nsvc * @anyvm @default ask\n");
+    EXPECT_EQ(eval(ghost_dvm, sys, "svc", "work", "").reason, "policy evaluation error: no such qube: ghost");
+    Policy p = test::parse("svc * @anyvm work allow\nsvc * @anyvm @default ask\n");
+    EXPECT_EQ(eval(p, sys, "svc", "ghost", "").reason, "policy evaluation error: no such qube: ghost");
+    // With a target= nothing is collected: the ask stands.
+    Policy redirect = test::parse("svc * @anyvm @default ask target=work\n");
+    EXPECT_EQ(eval(redirect, sys, "svc", "ghost", "").verdict, Verdict::Ask);
+}
+
 TEST_F(PolicyAsk, AutostartNoKeepsOnlyRunningQubes) {
     Policy p = test::parse("svc * work * ask autostart=no\n");
     Decision d = ask(p);
@@ -173,11 +209,14 @@ TEST_F(PolicyAsk, TargetParameterIsTheOnlyCandidate) {
         "svc +d work @default ask target=uuid:22222222-2222-4222-8222-222222222222\n"
         "svc +e work @default ask target=@dispvm:uuid:44444444-4444-4444-8444-444444444444\n");
     EXPECT_EQ(ask(p, "work", "", "svc+a").ask_targets, Targets{"personal"});
-    EXPECT_EQ(ask(p, "work", "", "svc+b").ask_targets, Targets{"@dispvm:default-dvm"});
+    // A target= is offered as written (Qubes neither expands @dispvm nor
+    // turns a uuid into a name there); only dom0's spellings become "dom0".
+    EXPECT_EQ(ask(p, "work", "", "svc+b").ask_targets, Targets{"@dispvm"});
     EXPECT_EQ(ask(p, "work", "", "svc+c").ask_targets, Targets{"dom0"});
-    EXPECT_EQ(ask(p, "work", "", "svc+d").ask_targets, Targets{"personal"});
-    // Qubes are offered by name, whichever way the policy designates them.
-    EXPECT_EQ(ask(p, "work", "", "svc+e").ask_targets, Targets{"@dispvm:other-dvm"});
+    EXPECT_EQ(ask(p, "work", "", "svc+d").ask_targets,
+              Targets{"uuid:22222222-2222-4222-8222-222222222222"});
+    EXPECT_EQ(ask(p, "work", "", "svc+e").ask_targets,
+              Targets{"@dispvm:uuid:44444444-4444-4444-8444-444444444444"});
 }
 
 TEST_F(PolicyAsk, DefaultTarget) {
@@ -199,9 +238,10 @@ TEST_F(PolicyAsk, DefaultTarget) {
     Decision d = ask(p, "work", "", "svc+d");
     EXPECT_FALSE(d.default_target.has_value());
     EXPECT_EQ(d.ask_targets, (Targets{"@dispvm:default-dvm", "dom0", "personal"}));
-    EXPECT_EQ(ask(p, "work", "", "svc+e").default_target, "personal");
+    // Compared as written with the collected names: a uuid never is among them.
+    EXPECT_FALSE(ask(p, "work", "", "svc+e").default_target.has_value());
     EXPECT_FALSE(ask(p, "work", "", "svc+f").default_target.has_value());
-    EXPECT_EQ(ask(p, "work", "", "svc+g").default_target, "@dispvm:default-dvm");
+    EXPECT_FALSE(ask(p, "work", "", "svc+g").default_target.has_value());
 }
 
 TEST_F(PolicyAsk, UserAndNotifyOfTheAskRule) {
@@ -293,24 +333,33 @@ TEST_F(PolicyAnswerAsk, AssumedChoiceIsTheRequestedTarget) {
     auto choice = [&](const std::string& target) {
         return assumed_ask_choice(sys, ask(any, "work", target));
     };
+    // The requested target as checked, spelled as the caller spelled it.
     EXPECT_EQ(choice("personal"), "personal");
-    EXPECT_EQ(choice(std::string("uuid:") + test::kPersonalUuid), "personal");
+    EXPECT_EQ(choice(std::string("uuid:") + test::kPersonalUuid), std::string("uuid:") + test::kPersonalUuid);
     EXPECT_EQ(choice("dom0"), "dom0");
-    EXPECT_EQ(choice("@adminvm"), "dom0");
-    EXPECT_EQ(choice("@dispvm"), "@dispvm:default-dvm");
+    EXPECT_EQ(choice("@adminvm"), "@adminvm");
+    EXPECT_EQ(choice("@dispvm"), "@dispvm");
     EXPECT_EQ(choice("@dispvm:other-dvm"), "@dispvm:other-dvm");
-    EXPECT_EQ(choice(std::string("@dispvm:uuid:") + test::kOtherDvmUuid), "@dispvm:other-dvm");
     EXPECT_EQ(choice(""), "@default");
+    EXPECT_EQ(choice("ghost"), "@default");
 
-    // Resolved like an allow to that target; @default is no valid choice.
-    Decision q = ask(any, "work", "@dispvm");
+    // Resolved like an allow to that target when the list spells it the same way.
+    Decision q = ask(any, "work", "@dispvm:other-dvm");
     Decision yes = answer_ask(any, sys, q, assumed_ask_choice(sys, q));
     EXPECT_EQ(yes.verdict, Verdict::Allow);
-    EXPECT_EQ(yes.target, "@dispvm:default-dvm");
-    EXPECT_EQ(yes.requested_target, "@dispvm");
-    Decision def = ask(any, "work", "");
-    EXPECT_EQ(answer_ask(any, sys, def, assumed_ask_choice(sys, def)).reason,
-              "target @default is not a valid choice");
+    EXPECT_EQ(yes.target, "@dispvm:other-dvm");
+    EXPECT_EQ(yes.requested_target, "@dispvm:other-dvm");
+    // The list holds names, "dom0" and "@dispvm:TPL": a keyword, a uuid or
+    // @default asked for is no valid choice (Qubes' --assume-yes-for-ask denies).
+    for (std::string asked : {std::string(""), std::string("@dispvm"), std::string("@adminvm"),
+                              std::string("uuid:") + test::kPersonalUuid,
+                              std::string("@dispvm:uuid:") + test::kOtherDvmUuid}) {
+        Decision a = ask(any, "work", asked);
+        ASSERT_EQ(a.verdict, Verdict::Ask) << asked;
+        std::string chosen = assumed_ask_choice(sys, a);
+        EXPECT_EQ(answer_ask(any, sys, a, chosen).reason, "target " + chosen + " is not a valid choice")
+            << asked;
+    }
 }
 
 }  // namespace

@@ -53,9 +53,10 @@ TEST_F(PolicyEvaluate, AllowToRequestedTarget) {
     EXPECT_EQ(d.source, "work");
     EXPECT_EQ(d.service_name, "svc");
     EXPECT_EQ(d.argument, "+");
-    // Asked by uuid: the answer names the qube.
+    // Asked by uuid: the answer keeps that spelling, as Qubes'.
     Decision u = eval(p, sys, "svc", "work", std::string("uuid:") + test::kPersonalUuid);
-    EXPECT_EQ(u.target, "personal");
+    EXPECT_EQ(u.target, std::string("uuid:") + test::kPersonalUuid);
+    EXPECT_EQ(u.target_uuid, std::string("uuid:") + test::kPersonalUuid);
 }
 
 TEST_F(PolicyEvaluate, RedirectWins) {
@@ -66,7 +67,7 @@ TEST_F(PolicyEvaluate, RedirectWins) {
     EXPECT_EQ(d.target, "other-dvm");
     EXPECT_EQ(d.requested_target, "personal");
     Decision by_uuid = eval(p, sys, "svc", "work", "");
-    EXPECT_EQ(by_uuid.target, "personal");
+    EXPECT_EQ(by_uuid.target, std::string("uuid:") + test::kPersonalUuid);
     EXPECT_EQ(by_uuid.target_uuid, std::string("uuid:") + test::kPersonalUuid);
 }
 
@@ -91,9 +92,12 @@ TEST_F(PolicyEvaluate, AllowToDispVmUsesTheSourcesDefault) {
     EXPECT_EQ(none.verdict, Verdict::Deny);
     EXPECT_EQ(none.reason, "policy define 'allow' action to @dispvm at " + at(1) +
                                " but no DispVM base is set for this VM");
+    // The property is taken as it is (as Qubes' engine does); the admin
+    // daemon refuses to create a disposable from a qube that is no template.
     Decision bad = eval(p, sys, "svc", "bad-dvm-user", "@dispvm");
-    EXPECT_EQ(bad.verdict, Verdict::Deny);
-    EXPECT_EQ(bad.reason, "not a template for dispvm: fedora");
+    EXPECT_EQ(bad.verdict, Verdict::Allow) << bad.reason;
+    EXPECT_EQ(bad.target, "@dispvm:fedora");
+    EXPECT_EQ(bad.target_uuid, std::string("@dispvm:uuid:") + test::kFedoraUuid);
 }
 
 TEST_F(PolicyEvaluate, RedirectToDispVmAndTemplates) {
@@ -146,19 +150,33 @@ TEST_F(PolicyEvaluate, AutostartNo) {
     EXPECT_TRUE(eval(yes, sys, "svc", "work", "personal").autostart);
 }
 
+// The loopback check belongs to running the call, not to the policy: the
+// policy allows, the answer is a deny, except to a caller that only
+// evaluates. As Qubes', it compares the spellings of source and target.
 TEST_F(PolicyEvaluate, Loopback) {
     Policy p = test::parse("svc * * * allow\n");
-    for (const char* target : {"work", "uuid:11111111-1111-4111-8111-111111111111"}) {
-        Decision d = eval(p, sys, "svc", "work", target);
-        EXPECT_EQ(d.verdict, Verdict::Deny) << target;
-        EXPECT_EQ(d.reason, "loopback qrexec connection not supported");
-    }
-    EXPECT_EQ(eval(p, sys, "svc", "dom0", "dom0").reason, "loopback qrexec connection not supported");
-    EXPECT_EQ(eval(p, sys, "svc", "dom0", "@adminvm").reason,
-              "loopback qrexec connection not supported");
+    auto refused = [&](const std::string& source, const std::string& target) {
+        Decision d = eval(p, sys, "svc", source, target);
+        EXPECT_EQ(d.verdict, Verdict::Allow) << source << " -> " << target << ": " << d.reason;
+        EXPECT_FALSE(answer_allows(d)) << source << " -> " << target;
+        EXPECT_EQ(render_answer(d), "result=deny\n");
+        EXPECT_TRUE(answer_allows(d, /*just_evaluate=*/true));
+        EXPECT_EQ(render_answer(d, true), "result=allow\n");
+        return d.refusal.value_or("");
+    };
+    EXPECT_EQ(refused("work", "work"), "loopback qrexec connection not supported");
+    EXPECT_EQ(refused("dom0", "dom0"), "loopback qrexec connection not supported");
+    EXPECT_EQ(refused("dom0", "@adminvm"), "loopback qrexec connection not supported");
     Policy redirect = test::parse("svc * work @default allow target=work\n");
-    EXPECT_EQ(eval(redirect, sys, "svc", "work", "").reason,
-              "loopback qrexec connection not supported");
+    EXPECT_EQ(eval(redirect, sys, "svc", "work", "").refusal, "loopback qrexec connection not supported");
+
+    // Another spelling of the same qube is no loopback to Qubes' engine.
+    Decision by_uuid = eval(p, sys, "svc", "work", std::string("uuid:") + test::kWorkUuid);
+    EXPECT_TRUE(answer_allows(by_uuid)) << by_uuid.refusal.value_or("");
+    EXPECT_EQ(by_uuid.target, std::string("uuid:") + test::kWorkUuid);
+    Decision dom0_uuid = eval(p, sys, "svc", "dom0", std::string("uuid:") + test::kAdminUuid);
+    EXPECT_TRUE(answer_allows(dom0_uuid));
+    EXPECT_EQ(dom0_uuid.target, "dom0");
 }
 
 TEST_F(PolicyEvaluate, DisposableOfItselfIsNoLoopback) {
@@ -192,9 +210,32 @@ TEST_F(PolicyEvaluate, RemoteTargetGoesThroughItsRelay) {
     EXPECT_EQ(d.service, "qubesair.SSHProxy+remote-a+svc+arg");
     EXPECT_EQ(d.requested_target, "remote-a");
     EXPECT_EQ(eval(p, sys, "svc", "work", "remote-a").service, "qubesair.SSHProxy+remote-a+svc+");
-    // The relay cannot be sent back to itself.
-    EXPECT_EQ(eval(p, sys, "svc", "relay", "remote-a").reason,
-              "loopback qrexec connection not supported");
+    // The relay itself may call through itself (Qubes checks only source == target).
+    Decision own = eval(p, sys, "svc", "relay", "remote-a");
+    EXPECT_TRUE(answer_allows(own)) << own.refusal.value_or(own.reason);
+    EXPECT_EQ(own.target, "relay");
+    // But a call the relay brought in for a remote qube may not leave
+    // through it again (Aerie's rule; Qubes' engine would allow it).
+    Policy from_remote = test::parse("svc * remote-a remote-a allow\nsvc * remote-a @anyvm allow\n");
+    Decision back = eval(from_remote, sys, "svc", "relay", "remote-a", "remote-a");
+    EXPECT_EQ(back.verdict, Verdict::Allow) << back.reason;
+    EXPECT_EQ(back.refusal, "loopback qrexec connection not supported");  // source == target first
+    auto other_remote = test::make_domain("remote-b", "RemoteVM", "cccccccc-cccc-4ccc-8ccc-cccccccccccc");
+    other_remote.relayvm = "relay";
+    other_remote.transport_rpc = "qubesair.SSHProxy";
+    sys.add(other_remote);
+    Decision out = eval(from_remote, sys, "svc", "relay", "remote-b", "remote-a");
+    EXPECT_EQ(out.verdict, Verdict::Allow) << out.reason;
+    EXPECT_EQ(out.refusal, "a call from the remote qube remote-a may not leave through its relay relay again");
+    EXPECT_EQ(render_answer(out), "result=deny\n");
+    // The remote qube in the transport's argument is the requested target as
+    // the caller spelled it (Qubes' answer), also when a target= chose the RemoteVM.
+    std::string by_uuid = std::string("uuid:") + test::kRemoteUuid;
+    EXPECT_EQ(eval(p, sys, "svc", "work", by_uuid).service, "qubesair.SSHProxy+" + by_uuid + "+svc+");
+    Policy redirect = test::parse("svc * work @default allow target=remote-a\n");
+    Decision r = eval(redirect, sys, "svc+x", "work", "");
+    EXPECT_EQ(r.target, "relay");
+    EXPECT_EQ(r.service, "qubesair.SSHProxy+@default+svc+x");
 }
 
 TEST_F(PolicyEvaluate, RemoteTargetNeedsRelayAndTransport) {
@@ -205,20 +246,27 @@ TEST_F(PolicyEvaluate, RemoteTargetNeedsRelayAndTransport) {
     auto mute = test::make_domain("remote-mute", "RemoteVM", "dddddddd-dddd-4ddd-8ddd-dddddddddddd");
     mute.relayvm = "relay";
     sys.add(mute);
+    auto lone = test::make_domain("remote-lone", "RemoteVM", "eeeeeeee-eeee-4eee-8eee-eeeeeeeeeeee");
+    lone.transport_rpc = "qubesair.SSHProxy";
+    sys.add(lone);
     Policy p = test::parse("svc * @anyvm @anyvm allow\n");
+    // Allowed by the policy, refused when run (only evaluating, it is an allow).
     Decision a = eval(p, sys, "svc", "work", "remote-lost");
-    EXPECT_EQ(a.verdict, Verdict::Deny);
-    EXPECT_EQ(a.reason, "RemoteVM remote-lost has no existing relayvm");
-    Decision b = eval(p, sys, "svc", "work", "remote-mute");
-    EXPECT_EQ(b.verdict, Verdict::Deny);
-    EXPECT_EQ(b.reason, "RemoteVM remote-mute has no transport_rpc");
+    EXPECT_EQ(a.verdict, Verdict::Allow);
+    EXPECT_EQ(a.refusal, "policy evaluation error: no such qube: ghost");
+    EXPECT_EQ(render_answer(a), "result=deny\n");
+    EXPECT_EQ(render_answer(a, true), "result=allow\n");
+    EXPECT_EQ(eval(p, sys, "svc", "work", "remote-mute").refusal, "remote-mute: transport RPC is not set");
+    EXPECT_EQ(eval(p, sys, "svc", "work", "remote-lone").refusal, "remote-lone: relayvm is not set");
 }
 
 TEST_F(PolicyEvaluate, RedirectToUnknownQubeIsDenied) {
     Policy p = test::parse("svc * work @default allow target=ghost\n");
     Decision d = eval(p, sys, "svc", "work", "");
     EXPECT_EQ(d.verdict, Verdict::Deny);
-    EXPECT_EQ(d.reason, "invalid target: 'ghost'");
+    // A target= naming no qube is @default, as a caller's would be.
+    EXPECT_EQ(d.reason, "policy define 'allow' action at " + at(1) +
+                            " but no target is specified by caller or policy");
 }
 
 TEST_F(PolicyEvaluate, DenialsKeepTheRequestedTarget) {

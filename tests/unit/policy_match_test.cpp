@@ -121,11 +121,13 @@ TEST_F(PolicyMatch, TypeNeedsAnExistingQube) {
     EXPECT_FALSE(target_matches("@type:AppVM", "@dispvm:default-dvm"));
     EXPECT_TRUE(source_matches("@type:AppVM", "work"));
     EXPECT_FALSE(source_matches("@type:TemplateVM", "work"));
-    // dom0 as a source is a qube of type AdminVM; the requested target
-    // @adminvm (dom0 included) is a keyword, not a qube of the system info.
+    // dom0 (as a source, or a target spelled by name or uuid) is a qube of
+    // type AdminVM; the requested target @adminvm is a keyword, not a qube of
+    // the system info.
     EXPECT_TRUE(source_matches("@type:AdminVM", "dom0"));
     EXPECT_FALSE(target_matches("@type:AdminVM", "@adminvm"));
-    EXPECT_FALSE(target_matches("@type:AdminVM", "dom0"));
+    EXPECT_TRUE(target_matches("@type:AdminVM", "dom0"));
+    EXPECT_TRUE(target_matches("@type:AdminVM", std::string("uuid:") + test::kAdminUuid));
 }
 
 TEST_F(PolicyMatch, TagNeedsAnExistingQube) {
@@ -162,14 +164,30 @@ TEST_F(PolicyMatch, DispVmTemplateMatchesItselfAndTheSourcesDefault) {
     EXPECT_TRUE(target_matches("@dispvm:" + kDvmByUuid, "@dispvm:default-dvm"));
     EXPECT_FALSE(target_matches("@dispvm:default-dvm", "@dispvm:other-dvm"));
     EXPECT_FALSE(target_matches("@dispvm:default-dvm", "default-dvm"));
-    // @dispvm matches through the source's default_dispvm...
+    // @dispvm matches through the source's default_dispvm, compared by name
+    // as the property holds it (a rule naming the template by uuid does not
+    // match @dispvm)...
     EXPECT_TRUE(target_matches("@dispvm:default-dvm", "@dispvm", "work"));
-    EXPECT_TRUE(target_matches("@dispvm:" + kDvmByUuid, "@dispvm", "work"));
+    EXPECT_FALSE(target_matches("@dispvm:" + kDvmByUuid, "@dispvm", "work"));
     EXPECT_TRUE(target_matches("@dispvm:other-dvm", "@dispvm", "personal"));
     // ...and only through it.
     EXPECT_FALSE(target_matches("@dispvm:default-dvm", "@dispvm", "personal"));
-    EXPECT_FALSE(target_matches("@dispvm:default-dvm", "@dispvm", "nodvm"));
-    EXPECT_FALSE(target_matches("@dispvm:default-dvm", "@dispvm", "ghost"));
+}
+
+// A @dispvm:X rule meeting @dispvm from a source without default_dispvm (or
+// absent from the system info) stops Qubes' engine with an error, so its
+// daemon answers nothing: a deny, whatever rules follow.
+TEST_F(PolicyMatch, DispVmTemplateRuleAndNoDefaultDispVmDenies) {
+    Policy p = test::parse(
+        "svc * @anyvm @dispvm:default-dvm deny\n"
+        "svc * @anyvm * allow target=personal\n");
+    for (const char* source : {"nodvm", "ghost"}) {
+        Decision d = eval(p, sys, "svc", source, "@dispvm");
+        EXPECT_EQ(d.verdict, Verdict::Deny) << source;
+        EXPECT_EQ(d.reason, std::string("policy evaluation error: @dispvm asked by ") + source +
+                                ", which has no default_dispvm");
+    }
+    EXPECT_EQ(eval(p, sys, "svc", "nodvm", "work").verdict, Verdict::Allow);
 }
 
 TEST_F(PolicyMatch, DispVmTagMatchesTaggedDisposableTemplates) {

@@ -95,9 +95,19 @@ TEST_F(PolicyRequest, CallerMayRequestNamesAndKeywords) {
     }
 }
 
+// requested_target echoes what the caller asked, as checked: an absent qube
+// is @default; every other spelling (dom0 by name or uuid, a qube by uuid) stays.
 TEST_F(PolicyRequest, RequestedTargetIsNormalised) {
     Policy p = test::parse("svc * work * allow\n");
-    EXPECT_EQ(eval(p, sys, "svc", "work", "dom0").requested_target, "@adminvm");
+    EXPECT_EQ(eval(p, sys, "svc", "work", "dom0").requested_target, "dom0");
+    EXPECT_EQ(eval(p, sys, "svc", "work", "@adminvm").requested_target, "@adminvm");
+    EXPECT_EQ(eval(p, sys, "svc", "work", std::string("uuid:") + test::kAdminUuid).requested_target,
+              std::string("uuid:") + test::kAdminUuid);
+    EXPECT_EQ(eval(p, sys, "svc", "work", std::string("uuid:") + test::kPersonalUuid).requested_target,
+              std::string("uuid:") + test::kPersonalUuid);
+    Policy redirect = test::parse("svc * work @default allow target=personal\n");
+    EXPECT_EQ(eval(redirect, sys, "svc", "work", "ghost").requested_target, "@default");
+    EXPECT_EQ(eval(redirect, sys, "svc", "work", "").requested_target, "@default");
     EXPECT_EQ(eval(p, sys, "svc", "work", "@dispvm").requested_target, "@dispvm");
     EXPECT_EQ(eval(p, sys, "svc", "work", "@dispvm:other-dvm").requested_target,
               "@dispvm:other-dvm");
@@ -115,13 +125,13 @@ protected:
 TEST_F(PolicyRequestedSource, UnknownQube) {
     Decision d = eval(p, sys, "svc", "relay", "personal", "ghost");
     EXPECT_EQ(d.verdict, Verdict::Deny);
-    EXPECT_EQ(d.reason, "unknown requested source qube");
+    EXPECT_EQ(d.reason, "unknown requested source qube 'ghost'");
 }
 
 TEST_F(PolicyRequestedSource, OnlyRemoteVms) {
     Decision d = eval(p, sys, "svc", "relay", "personal", "work");
     EXPECT_EQ(d.verdict, Verdict::Deny);
-    EXPECT_EQ(d.reason, "requested source is only authorized for RemoteVM");
+    EXPECT_EQ(d.reason, "work: requested source is only authorized for RemoteVM");
 }
 
 TEST_F(PolicyRequestedSource, OnlyFromItsRelay) {
@@ -141,11 +151,17 @@ TEST_F(PolicyRequestedSource, TheRemoteVmBecomesTheSource) {
     EXPECT_EQ(d.source, "remote-a");
     EXPECT_EQ(d.caller, "relay");
     EXPECT_EQ(d.policy_source, "remote-a");
-    // The relay may also be named by uuid.
+    // The caller must be the relay as the RemoteVM's relayvm spells it (Qubes
+    // compares the strings): the relay's uuid is not its name.
     Decision by_uuid =
         eval(p, sys, "svc", std::string("uuid:") + test::kRelayUuid, "personal", "remote-a");
-    EXPECT_EQ(by_uuid.verdict, Verdict::Allow);
-    EXPECT_EQ(by_uuid.policy_source, "remote-a");
+    EXPECT_EQ(by_uuid.verdict, Verdict::Deny);
+    EXPECT_EQ(by_uuid.reason, std::string("uuid:") + test::kRelayUuid + " is not a relay for remote-a");
+    // The remote qube may be named by uuid; the policy judges that spelling.
+    std::string remote_uuid = std::string("uuid:") + test::kRemoteUuid;
+    Decision remote_by_uuid = eval(p, sys, "svc", "relay", "personal", remote_uuid);
+    EXPECT_EQ(remote_by_uuid.verdict, Verdict::Allow);
+    EXPECT_EQ(remote_by_uuid.policy_source, remote_uuid);
 }
 
 TEST_F(PolicyRequestedSource, EmptyMeansNone) {
@@ -159,11 +175,11 @@ TEST_F(PolicyRequest, SourceSpellings) {
     for (const char* dom0 : {"dom0", "@adminvm", "uuid:00000000-0000-0000-0000-000000000000"}) {
         Decision d = eval(p, sys, "svc", dom0, "work");
         EXPECT_EQ(d.verdict, Verdict::Allow) << dom0;
-        EXPECT_EQ(d.source, "dom0") << dom0;
+        EXPECT_EQ(d.source, dom0) << dom0;  // judged as spelled
     }
     Decision by_uuid = eval(p, sys, "svc", std::string("uuid:") + test::kWorkUuid, "personal");
     EXPECT_EQ(by_uuid.verdict, Verdict::Allow);
-    EXPECT_EQ(by_uuid.source, "work");
+    EXPECT_EQ(by_uuid.source, std::string("uuid:") + test::kWorkUuid);
     // Keywords other than @adminvm are no source.
     EXPECT_EQ(eval(p, sys, "svc", "@anyvm", "work").verdict, Verdict::Deny);
     EXPECT_EQ(eval(p, sys, "svc", "", "work").verdict, Verdict::Deny);
