@@ -104,16 +104,40 @@ private:
         return options_.name_flags & (kAllowUnsafeCharacters | kAllowNonCanonicalSymlinks | kAllowUnsafeSymlinks);
     }
 
-    // The directory that will hold `name` (its parent, resolved beneath the
-    // incoming directory with no symlink or mount crossing) and its last
-    // component. `name` has been validated: no "..", ".", empty component.
+    // The directory that will hold `name` and its last component. The
+    // parent is walked one component at a time, each resolved beneath the
+    // previous one's descriptor with no symlink or mount crossing, so a
+    // failure names the component as Qubes' receiver does (a symlink or a
+    // file on the way is ENOTDIR). `name` has been validated: no "..", ".",
+    // or empty component.
     std::pair<UniqueFd, std::string> parent_of(const std::string& name) {
-        auto slash = name.rfind('/');
-        std::string parent = slash == std::string::npos ? "." : name.substr(0, slash);
-        std::string last = slash == std::string::npos ? name : name.substr(slash + 1);
-        int fd = base::open_beneath_errno(dirfd_, parent.c_str(), O_PATH | O_DIRECTORY, base::FileKind::Directory);
-        if (fd < 0) throw Stop{static_cast<std::uint32_t>(-fd), name};
-        return {UniqueFd(fd), last};
+        UniqueFd current;
+        int at = dirfd_;
+        std::size_t start = 0;
+        for (;;) {
+            std::size_t slash = name.find('/', start);
+            if (slash == std::string::npos) {
+                if (!current) {
+                    int fd = base::open_beneath_errno(dirfd_, ".", O_PATH | O_DIRECTORY, base::FileKind::Directory);
+                    if (fd < 0) throw Stop{static_cast<std::uint32_t>(-fd), name};
+                    current.reset(fd);
+                }
+                return {std::move(current), name.substr(start)};
+            }
+            std::string component = name.substr(start, slash - start);
+            int fd = open_directory(at, component, O_PATH);
+            if (fd < 0) throw Stop{static_cast<std::uint32_t>(-fd), component};
+            current.reset(fd);
+            at = current.get();
+            start = slash + 1;
+        }
+    }
+
+    // One component beneath `at` as a directory; -errno on failure, a
+    // symlink refused as ENOTDIR (what O_DIRECTORY | O_NOFOLLOW says).
+    static int open_directory(int at, const std::string& component, int flags) {
+        int fd = base::open_beneath_errno(at, component.c_str(), flags | O_DIRECTORY, base::FileKind::Directory);
+        return fd == -ELOOP ? -ENOTDIR : fd;
     }
 
     static timespec checked_time(std::uint32_t sec, std::uint32_t nsec, const std::string& name) {
@@ -185,8 +209,7 @@ private:
         // sent again after its contents.
         if (::mkdirat(parent.get(), last.c_str(), 0700) == 0) return;
         if (errno != EEXIST) throw Stop{static_cast<std::uint32_t>(errno), name};
-        int fd = base::open_beneath_errno(parent.get(), last.c_str(), O_RDONLY | O_DIRECTORY,
-                                          base::FileKind::Directory);
+        int fd = open_directory(parent.get(), last, O_RDONLY);
         if (fd < 0) throw Stop{static_cast<std::uint32_t>(-fd), name};
         UniqueFd dir(fd);
         struct stat st {};
