@@ -7,10 +7,18 @@
 // target (@default: the policy picks it, or asks) through qrexec-client-vm
 // with qfile-agent on its end. The move variants remove the files once the
 // receiver confirmed them.
+// In dom0 (where no qrexec agent socket exists), as Qubes' dom0 tools:
+// qvm-copy-to-vm and qvm-move-to-vm send through "qvm-run --no-gui
+// --pass-io --service -- QUBE qubes.Filecopy" (the files arrive in
+// ~/QubesIncoming/dom0), qvm-copy and qvm-move are refused.
 #include <limits.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -65,6 +73,58 @@ std::string own_dir() {
     return std::filesystem::path(std::string(buf, static_cast<std::size_t>(n))).parent_path().string();
 }
 
+bool in_dom0() {
+    struct stat st {};
+    return ::stat("/var/run/qubes/qrexec-agent", &st) != 0 || !S_ISSOCK(st.st_mode);
+}
+
+int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
+
+pid_t spawn(std::vector<std::string> args, int in_fd, int out_fd) {
+    std::vector<char*> cargs;
+    for (auto& a : args) cargs.push_back(a.data());
+    cargs.push_back(nullptr);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        if ((in_fd >= 0 && ::dup2(in_fd, 0) < 0) || (out_fd >= 0 && ::dup2(out_fd, 1) < 0)) _exit(127);
+        ::execv(cargs[0], cargs.data());
+        std::perror(cargs[0]);
+        _exit(127);
+    }
+    return pid;
+}
+
+int wait_for(pid_t pid) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return 1;
+    return exit_code(status);
+}
+
+// dom0: qfile-agent's stdout into qvm-run's stdin and back, as Qubes'
+// dom0 script pipes them. The exit code is qvm-run's if it failed, else
+// qfile-agent's.
+int send_from_dom0(const std::string& dir, const std::string& target, const std::string& service,
+                   const std::vector<std::string>& files, bool ignore_symlinks) {
+    int to_run[2], to_agent[2];
+    if (::pipe2(to_run, O_CLOEXEC) != 0 || ::pipe2(to_agent, O_CLOEXEC) != 0) {
+        std::perror("pipe");
+        return 1;
+    }
+    std::vector<std::string> agent_args = {dir + "/qfile-agent"};
+    if (ignore_symlinks) agent_args.push_back("--ignore-symlinks");
+    agent_args.push_back("--");
+    agent_args.insert(agent_args.end(), files.begin(), files.end());
+    pid_t agent = spawn(agent_args, to_agent[0], to_run[1]);
+    pid_t run = spawn({dir + "/qvm-run", "--no-gui", "--pass-io", "--service", "--", target, service},
+                      to_run[0], to_agent[1]);
+    for (int fd : {to_run[0], to_run[1], to_agent[0], to_agent[1]}) ::close(fd);
+    if (agent < 0 || run < 0) return 1;
+    int agent_rc = wait_for(agent);
+    int run_rc = wait_for(run);
+    return run_rc != 0 ? run_rc : agent_rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -84,7 +144,12 @@ int main(int argc, char** argv) {
         return 1;
     }
 
-    bool progress = true, ignore_symlinks = false;
+    const bool dom0 = in_dom0();
+    if (dom0 && !mode.to_vm) {
+        std::printf("%s is not supported in dom0; use %s-to-vm instead.\n", name.c_str(), name.c_str());
+        return 1;
+    }
+    bool progress = !dom0, ignore_symlinks = false;
     int i = 1;
     for (; i < argc; ++i) {
         std::string a = argv[i];
@@ -111,7 +176,8 @@ int main(int argc, char** argv) {
 
     std::string target = "@default";
     if (mode.to_vm) {
-        std::fprintf(stderr,
+        if (!dom0)
+            std::fprintf(stderr,
                      "In order to avoid typing target qube name twice, use qvm-copy/qvm-move instead of "
                      "qvm-copy-to-vm/qvm-move-to-vm.\n");
         target = rest.front();
@@ -138,30 +204,23 @@ int main(int argc, char** argv) {
     }
 
     std::string dir = own_dir();
-    std::string client = dir + "/qrexec-client-vm";
-    std::string agent = dir + "/qfile-agent";
-    std::vector<std::string> args = {client, "--filter-escape-chars-stderr", "--", target, service, agent};
-    if (ignore_symlinks) args.push_back("--ignore-symlinks");
-    args.push_back("--");
-    args.insert(args.end(), rest.begin(), rest.end());
-    std::vector<char*> cargs;
-    for (auto& a : args) cargs.push_back(a.data());
-    cargs.push_back(nullptr);
-
-    pid_t pid = ::fork();
-    if (pid < 0) {
-        std::perror("fork");
-        return 1;
+    int code;
+    if (dom0) {
+        ::setenv("PROGRESS_TYPE", "none", 1);
+        code = send_from_dom0(dir, target, service, rest, ignore_symlinks);
+    } else {
+        std::vector<std::string> args = {dir + "/qrexec-client-vm", "--filter-escape-chars-stderr", "--",
+                                         target, service, dir + "/qfile-agent"};
+        if (ignore_symlinks) args.push_back("--ignore-symlinks");
+        args.push_back("--");
+        args.insert(args.end(), rest.begin(), rest.end());
+        pid_t pid = spawn(args, -1, -1);
+        if (pid < 0) {
+            std::perror("fork");
+            return 1;
+        }
+        code = wait_for(pid);
     }
-    if (pid == 0) {
-        ::execv(client.c_str(), cargs.data());
-        std::perror(client.c_str());
-        _exit(127);
-    }
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) return 1;
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     if (code != 0) return code;
     if (mode.move) {
         for (const auto& s : rest) {

@@ -4,14 +4,17 @@ the policy), qvm-copy-to-vm and qvm-move from one qube into
 ~/QubesIncoming/<source> of another, compared by checksums (a tree with a
 subfolder, a symlink, an empty file, a large file, times and modes); names
 that need allow-all-names; a refused call; an existing name refused with
-Qubes' message and a move that then keeps its source. Needs root."""
+Qubes' message and a move that then keeps its source; qvm-copy-to-vm and
+qvm-move-to-vm from dom0 (into ~/QubesIncoming/dom0). Needs root."""
 
+import hashlib
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from aerie_world import PREFIX, WorldTest, run_tests  # noqa: E402
+from aerie_world import PREFIX, WorldTest, bin_path, run_tests  # noqa: E402
 
 # The files in the sending qube, made in its home.
 MAKE_TREE = r"""set -e
@@ -116,6 +119,29 @@ class QfileTest(WorldTest):
         self.assertEqual(rc, 0, err)
         self.assertEqual(self.listing(v, "~/QubesIncoming/" + w, "odd"), self.listing(w, "~", "odd"))
         self.assertIn("caf\u00e9", self.w.run(v, "ls ~/QubesIncoming/%s/odd" % w)[1])
+
+    def test_05_from_dom0(self):
+        v = self.vault
+        src = os.path.join(self.w.root, "dom0-files")
+        os.makedirs(os.path.join(src, "tree", "sub"))
+        with open(os.path.join(src, "tree", "sub", "data"), "wb") as f:
+            f.write(os.urandom(200000))
+        with open(os.path.join(src, "moved"), "w") as f:
+            f.write("moved\n")
+        r = subprocess.run([bin_path("qvm-copy-to-vm"), v, "tree"], cwd=src, env=self.w.env,
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual((r.returncode, r.stdout, r.stderr), (0, "", ""))
+        with open(os.path.join(src, "tree", "sub", "data"), "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        self.assertEqual(self.w.run(v, "sha256sum ~/QubesIncoming/dom0/tree/sub/data")[1].split()[0], digest)
+        r = subprocess.run([bin_path("qvm-move-to-vm"), v, "moved"], cwd=src, env=self.w.env,
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(src, "moved")))
+        self.assertEqual(self.w.run(v, "cat ~/QubesIncoming/dom0/moved")[1], "moved\n")
+        # qvm-copy needs a target in dom0, as Qubes' dom0 tool says.
+        r = subprocess.run([bin_path("qvm-copy"), "tree"], cwd=src, env=self.w.env, capture_output=True, text=True)
+        self.assertEqual((r.returncode, r.stdout), (1, "qvm-copy is not supported in dom0; use qvm-copy-to-vm instead.\n"))
 
 
 def main():
