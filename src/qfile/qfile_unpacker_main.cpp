@@ -21,7 +21,6 @@
 
 #include "base/safe_dir.hpp"
 #include "qfile/incoming.hpp"
-#include "qfile/packer.hpp"
 #include "qfile/unpacker.hpp"
 
 using namespace aerie;
@@ -101,11 +100,8 @@ int main(int argc, char** argv) {
         fatal(std::string("incoming directory: ") + e.what());
     }
     qfile::Unpacker unpacker(incoming.get(), options);
+    // The answer tells the sender why (its stderr reaches the caller too:
+    // it stays quiet, as Qubes' receiver does, not to say it twice).
     auto result = unpacker.run(0, 1);
-    if (result.error_code != 0)
-        std::fprintf(stderr, "qfile-unpacker: %s\n",
-                     qfile::describe_result(result.error_code, result.last_name.value_or(""),
-                                            result.last_name.has_value())
-                         .c_str());
     return static_cast<int>(result.error_code & 0xff);
 }
