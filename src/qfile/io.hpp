@@ -1,8 +1,9 @@
 // Whole reads and writes on a descriptor (EINTR retried).
 #pragma once
 
-#include <cstddef>
 #include <sys/types.h>
+
+#include <cstddef>
 
 namespace aerie::qfile {
 

@@ -21,7 +21,9 @@ constexpr Range kSafeRanges[] = {
 // The length of the UTF-8 sequence at `p` if it encodes a code point safe for
 // display, else 0. Overlong forms, surrogates and truncated sequences are 0.
 std::size_t safe_utf8_length(std::string_view s, std::size_t i) {
-    auto byte = [&](std::size_t k) -> unsigned { return k < s.size() ? static_cast<unsigned char>(s[k]) : 0u; };
+    auto byte = [&](std::size_t k) -> unsigned {
+        return k < s.size() ? static_cast<unsigned char>(s[k]) : 0u;
+    };
     unsigned b0 = byte(i);
     std::size_t len;
     std::uint32_t cp;

@@ -17,10 +17,10 @@
 namespace aerie::qfile {
 
 enum NameFlags : std::uint32_t {
-    kAllowUnsafeCharacters = 1u << 0,       // any bytes but NUL and "/" in components
-    kAllowNonCanonicalSymlinks = 1u << 1,   // "." and "//" inside link targets
-    kAllowUnsafeSymlinks = 1u << 2,         // link targets unchecked
-    kAllowNonCanonicalPaths = 1u << 3,      // "." and "//" in names too
+    kAllowUnsafeCharacters = 1u << 0,      // any bytes but NUL and "/" in components
+    kAllowNonCanonicalSymlinks = 1u << 1,  // "." and "//" inside link targets
+    kAllowUnsafeSymlinks = 1u << 2,        // link targets unchecked
+    kAllowNonCanonicalPaths = 1u << 3,     // "." and "//" in names too
     kAllowTrailingSlash = 1u << 4,
 };
 

@@ -30,7 +30,9 @@ std::string displayable(const std::string& name) {
     return out;
 }
 
-std::string sys_error(const std::string& what) { return what + ": " + std::strerror(errno); }
+std::string sys_error(const std::string& what) {
+    return what + ": " + std::strerror(errno);
+}
 
 }  // namespace
 
@@ -43,11 +45,13 @@ std::string describe_result(std::uint32_t code, const std::string& last_name, bo
         case EINVAL:
             return "File copy: Corrupted data from packer" + prefix + "\"" + name + "\"";
         case EILSEQ:
-            return "Forbidden character in file or link target. Name might look somewhat like \"" + name + "\"";
+            return "Forbidden character in file or link target. Name might look somewhat like \"" + name +
+                   "\"";
         case ENOLINK:
             return "Cannot verify that link at \"" + name + "\" would not be broken by copy";
         default:
-            return "File copy: \"" + std::string(std::strerror(static_cast<int>(code))) + prefix + name + "\"";
+            return "File copy: \"" + std::string(std::strerror(static_cast<int>(code))) + prefix + name +
+                   "\"";
     }
 }
 
@@ -155,7 +159,8 @@ void Packer::entry(int dirfd, const std::string& local, const std::string& wire_
             std::size_t want = left < buf.size() ? static_cast<std::size_t>(left) : buf.size();
             ssize_t n = read_some(fd.get(), buf.data(), want);
             if (n < 0) throw PackError("Copying file " + wire_name + ": Error reading");
-            if (n == 0) throw PackError("Copying file " + wire_name + ": Unexpected end of data while reading");
+            if (n == 0)
+                throw PackError("Copying file " + wire_name + ": Unexpected end of data while reading");
             write_counted(buf.data(), static_cast<std::size_t>(n));
             left -= static_cast<std::uint64_t>(n);
             if (progress_) progress_(static_cast<std::uint64_t>(n));

@@ -24,7 +24,9 @@ public:
 
 class Packer {
 public:
-    // `out_fd` carries the stream to the receiver, `in_fd` its answer.
+    // `out_fd` carries the stream to the receiver, `in_fd` its answer. The
+    // process ignores SIGPIPE (a receiver that stopped reading has answered
+    // why).
     Packer(int out_fd, int in_fd);
 
     // Called with the number of data bytes just sent.

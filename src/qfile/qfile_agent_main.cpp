@@ -44,7 +44,8 @@ public:
     void show(bool last) {
         shown_ = done_;
         if (console_) {
-            std::fprintf(stderr, "sent %llu/%llu KB\r%s", static_cast<unsigned long long>((done_ + 1023) / 1024),
+            std::fprintf(stderr, "sent %llu/%llu KB\r%s",
+                         static_cast<unsigned long long>((done_ + 1023) / 1024),
                          static_cast<unsigned long long>((total_ + 1023) / 1024), last ? "\n" : "");
             std::fflush(stderr);
         } else if (gui_fd_ >= 0) {

@@ -67,15 +67,31 @@ int main(int argc, char** argv) {
     int opt;
     while ((opt = getopt_long(argc, argv, "+vw:", longopts, nullptr)) != -1) {
         switch (opt) {
-            case kAllowAllNames: options.name_flags |= qfile::kAllowUnsafeCharacters; break;
-            case kNoAllowAllNames: options.name_flags &= ~qfile::kAllowUnsafeCharacters; break;
-            case kAllowUnsafeSymlinks: options.name_flags |= qfile::kAllowUnsafeSymlinks; break;
-            case kNoAllowUnsafeSymlinks: options.name_flags &= ~qfile::kAllowUnsafeSymlinks; break;
-            case 'v': break;  // accepted for compatibility
-            case 'w': number(optarg, "space amount"); break;  // accepted; a full disk fails with ENOSPC
-            case kMaxBytes: options.max_bytes = number(optarg, "byte limit"); break;
-            case kMaxFiles: options.max_files = number(optarg, "file limit"); break;
-            default: return 1;
+            case kAllowAllNames:
+                options.name_flags |= qfile::kAllowUnsafeCharacters;
+                break;
+            case kNoAllowAllNames:
+                options.name_flags &= ~qfile::kAllowUnsafeCharacters;
+                break;
+            case kAllowUnsafeSymlinks:
+                options.name_flags |= qfile::kAllowUnsafeSymlinks;
+                break;
+            case kNoAllowUnsafeSymlinks:
+                options.name_flags &= ~qfile::kAllowUnsafeSymlinks;
+                break;
+            case 'v':
+                break;  // accepted for compatibility
+            case 'w':
+                number(optarg, "space amount");
+                break;  // accepted; a full disk fails with ENOSPC
+            case kMaxBytes:
+                options.max_bytes = number(optarg, "byte limit");
+                break;
+            case kMaxFiles:
+                options.max_files = number(optarg, "file limit");
+                break;
+            default:
+                return 1;
         }
     }
     if (argc - optind > 2) fatal("wrong number of arguments (expected at most UID and DIR)");

@@ -11,12 +11,11 @@
 // qvm-copy-to-vm and qvm-move-to-vm send through "qvm-run --no-gui
 // --pass-io --service -- QUBE qubes.Filecopy" (the files arrive in
 // ~/QubesIncoming/dom0), qvm-copy and qvm-move are refused.
+#include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <fcntl.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -38,10 +37,12 @@ struct Mode {
 [[noreturn]] void usage(const std::string& argv0, const Mode& mode, int status) {
     std::FILE* out = stdout;
     if (mode.to_vm)
-        std::fprintf(out, "usage: %s [--without-progress] [--ignore-symlinks] destination_qube_name FILE [FILE ...]\n",
-                     argv0.c_str());
+        std::fprintf(
+            out, "usage: %s [--without-progress] [--ignore-symlinks] destination_qube_name FILE [FILE ...]\n",
+            argv0.c_str());
     else
-        std::fprintf(out, "usage: %s [--without-progress] [--ignore-symlinks] FILE [FILE ...]\n", argv0.c_str());
+        std::fprintf(out, "usage: %s [--without-progress] [--ignore-symlinks] FILE [FILE ...]\n",
+                     argv0.c_str());
     std::fprintf(out,
                  "Options:\n"
                  "    --no-ignore-symlinks   Do not ignore symbolic links (default).\n"
@@ -78,7 +79,9 @@ bool in_dom0() {
     return ::stat("/var/run/qubes/qrexec-agent", &st) != 0 || !S_ISSOCK(st.st_mode);
 }
 
-int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
+int exit_code(int status) {
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
 
 pid_t spawn(std::vector<std::string> args, int in_fd, int out_fd) {
     std::vector<char*> cargs;
@@ -140,7 +143,8 @@ int main(int argc, char** argv) {
     else if (name == "qvm-move-to-vm")
         mode = {true, true};
     else {
-        std::printf("Invoked with unrecognized name %s, cannot determine operation to perform\n", argv0.c_str());
+        std::printf("Invoked with unrecognized name %s, cannot determine operation to perform\n",
+                    argv0.c_str());
         return 1;
     }
 
@@ -178,8 +182,8 @@ int main(int argc, char** argv) {
     if (mode.to_vm) {
         if (!dom0)
             std::fprintf(stderr,
-                     "In order to avoid typing target qube name twice, use qvm-copy/qvm-move instead of "
-                     "qvm-copy-to-vm/qvm-move-to-vm.\n");
+                         "In order to avoid typing target qube name twice, use qvm-copy/qvm-move instead of "
+                         "qvm-copy-to-vm/qvm-move-to-vm.\n");
         target = rest.front();
         rest.erase(rest.begin());
     }
@@ -209,8 +213,9 @@ int main(int argc, char** argv) {
         ::setenv("PROGRESS_TYPE", "none", 1);
         code = send_from_dom0(dir, target, service, rest, ignore_symlinks);
     } else {
-        std::vector<std::string> args = {dir + "/qrexec-client-vm", "--filter-escape-chars-stderr", "--",
-                                         target, service, dir + "/qfile-agent"};
+        std::vector<std::string> args = {
+            dir + "/qrexec-client-vm", "--filter-escape-chars-stderr", "--", target, service,
+            dir + "/qfile-agent"};
         if (ignore_symlinks) args.push_back("--ignore-symlinks");
         args.push_back("--");
         args.insert(args.end(), rest.begin(), rest.end());

@@ -24,7 +24,8 @@ public:
 
     void entry(int dirfd, const std::string& local, const std::string& name) {
         struct stat st {};
-        if (::fstatat(dirfd, local.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) fail("fstatat(" + quoted(name) + ")");
+        if (::fstatat(dirfd, local.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
+            fail("fstatat(" + quoted(name) + ")");
         if (S_ISLNK(st.st_mode) && ignore_symlinks_) return;
         if (!S_ISLNK(st.st_mode) && !S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) return;  // not sent
         if (!safe_for_display(local)) result.all_names_safe = false;
@@ -43,7 +44,8 @@ public:
             }
             return;
         }
-        if (__builtin_add_overflow(result.total_bytes, static_cast<std::uint64_t>(st.st_size), &result.total_bytes))
+        if (__builtin_add_overflow(result.total_bytes, static_cast<std::uint64_t>(st.st_size),
+                                   &result.total_bytes))
             throw TreeCheckError("Refusing to copy over 2**64 bytes");
         if (!S_ISLNK(st.st_mode)) return;
         std::string target(static_cast<std::size_t>(st.st_size) + 1, '\0');
@@ -95,7 +97,8 @@ TreeCheck check_trees(const std::vector<std::string>& paths, bool ignore_symlink
     Walker walker(ignore_symlinks);
     for (std::size_t i = 0; i < paths.size(); ++i) {
         const std::string& p = paths[i];
-        if (p.empty()) throw TreeCheckError("Empty string (argument " + std::to_string(i + 1) + ") is not a valid path");
+        if (p.empty())
+            throw TreeCheckError("Empty string (argument " + std::to_string(i + 1) + ") is not a valid path");
         if (p == "." || p == "..")
             throw TreeCheckError("Argument " + std::to_string(i + 1) + " is \"" + p +
                                  "\", which is not allowed.  Try operating from the parent directory.");
@@ -105,7 +108,8 @@ TreeCheck check_trees(const std::vector<std::string>& paths, bool ignore_symlink
         auto slash = trimmed.rfind('/');
         std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : trimmed.substr(0, slash));
         std::string base = slash == std::string::npos ? trimmed : trimmed.substr(slash + 1);
-        if (base == "." || base == "..") throw TreeCheckError("Refusing to copy path with basename empty, ., or ..");
+        if (base == "." || base == "..")
+            throw TreeCheckError("Refusing to copy path with basename empty, ., or ..");
         UniqueFd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOCTTY));
         if (!dirfd) throw TreeCheckError("open(" + quoted(p) + "): " + std::strerror(errno));
         walker.entry(dirfd.get(), base, base);

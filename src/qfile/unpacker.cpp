@@ -32,7 +32,8 @@ constexpr mode_t kKeptModeBits = 01777;
 
 class Session {
 public:
-    Session(int dirfd, const UnpackOptions& options, int in_fd) : dirfd_(dirfd), options_(options), in_(in_fd) {
+    Session(int dirfd, const UnpackOptions& options, int in_fd)
+        : dirfd_(dirfd), options_(options), in_(in_fd) {
         // O_TMPFILE keeps a file invisible until it is complete; linking it
         // needs its /proc/self/fd entry. Without /proc, files are made
         // under their name at once.
@@ -101,7 +102,8 @@ private:
 
     std::uint32_t name_flags() const {
         // Names always come canonical from a sender's file system walk.
-        return options_.name_flags & (kAllowUnsafeCharacters | kAllowNonCanonicalSymlinks | kAllowUnsafeSymlinks);
+        return options_.name_flags &
+               (kAllowUnsafeCharacters | kAllowNonCanonicalSymlinks | kAllowUnsafeSymlinks);
     }
 
     // The directory that will hold `name` and its last component. The
@@ -118,7 +120,8 @@ private:
             std::size_t slash = name.find('/', start);
             if (slash == std::string::npos) {
                 if (!current) {
-                    int fd = base::open_beneath_errno(dirfd_, ".", O_PATH | O_DIRECTORY, base::FileKind::Directory);
+                    int fd = base::open_beneath_errno(dirfd_, ".", O_PATH | O_DIRECTORY,
+                                                      base::FileKind::Directory);
                     if (fd < 0) throw Stop{static_cast<std::uint32_t>(-fd), name};
                     current.reset(fd);
                 }
@@ -136,7 +139,8 @@ private:
     // One component beneath `at` as a directory; -errno on failure, a
     // symlink refused as ENOTDIR (what O_DIRECTORY | O_NOFOLLOW says).
     static int open_directory(int at, const std::string& component, int flags) {
-        int fd = base::open_beneath_errno(at, component.c_str(), flags | O_DIRECTORY, base::FileKind::Directory);
+        int fd =
+            base::open_beneath_errno(at, component.c_str(), flags | O_DIRECTORY, base::FileKind::Directory);
         return fd == -ELOOP ? -ENOTDIR : fd;
     }
 

@@ -105,7 +105,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         bool marker = false;
         // A success means a complete stream ending with a zero name length.
         for (size_t off = 0; off + kFileHeaderSize <= size;) {
-            FileHeader h = decode_file_header(std::span<const uint8_t, kFileHeaderSize>(data + off, kFileHeaderSize));
+            FileHeader h =
+                decode_file_header(std::span<const uint8_t, kFileHeaderSize>(data + off, kFileHeaderSize));
             off += kFileHeaderSize;
             if (h.namelen == 0) {
                 marker = true;
@@ -116,10 +117,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
         if (!marker) violated("success only with the end marker");
     }
-    for (auto it = fs::recursive_directory_iterator(root / "outside"); it != fs::recursive_directory_iterator(); ++it)
+    for (auto it = fs::recursive_directory_iterator(root / "outside");
+         it != fs::recursive_directory_iterator(); ++it)
         violated("nothing is created outside the incoming folder");
     for (auto& e : fs::directory_iterator(root))
-        if (e.path().filename() != "in" && e.path().filename() != "outside") violated("nothing lands beside it");
+        if (e.path().filename() != "in" && e.path().filename() != "outside")
+            violated("nothing lands beside it");
     remove_tree(root);
     return 0;
 }

@@ -27,7 +27,9 @@ struct Case {
     UnpackOptions options = {};
 };
 
-std::string outside_path(const Sandbox& box) { return (box.root / "outside").string(); }
+std::string outside_path(const Sandbox& box) {
+    return (box.root / "outside").string();
+}
 
 class QfileHostile : public ::testing::Test {
 protected:
@@ -60,7 +62,8 @@ TEST_F(QfileHostile, TraversalInNamesIsRefused) {
     for (const Case& c : {
              Case{"dot-dot", entry("../escape", kReg, "x") + end_marker(), EILSEQ, "../escape"},
              Case{"absolute", entry(abs, kReg, "x") + end_marker(), EILSEQ, abs},
-             Case{"inner dot-dot", entry("a/../../escape", kReg, "x") + end_marker(), EILSEQ, "a/../../escape"},
+             Case{"inner dot-dot", entry("a/../../escape", kReg, "x") + end_marker(), EILSEQ,
+                  "a/../../escape"},
              Case{"directory dot-dot", entry("../d", kDir) + end_marker(), EILSEQ, "../d"},
              // A refused link reports its target, as Qubes does.
              Case{"symlink named dot-dot", entry("../l", kLink, "x") + end_marker(), EILSEQ, "x"},
@@ -75,12 +78,13 @@ TEST_F(QfileHostile, TraversalInNamesIsRefused) {
 TEST_F(QfileHostile, SymlinksLeavingTheirTopDirectoryAreRefused) {
     std::string abs = outside_path(box);
     for (const Case& c : {
-             Case{"absolute target", entry("d", kDir) + entry("d/l", kLink, abs) + end_marker(), ENOLINK, abs},
+             Case{"absolute target", entry("d", kDir) + entry("d/l", kLink, abs) + end_marker(), ENOLINK,
+                  abs},
              Case{"climbing target", entry("e", kDir) + entry("e/l", kLink, "../../outside") + end_marker(),
                   ENOLINK, "../../outside"},
              Case{"top-level link", entry("l", kLink, "x") + end_marker(), ENOLINK, "x"},
-             Case{"climbing through a name", entry("f", kDir) + entry("f/l", kLink, "x/../../y") + end_marker(),
-                  ENOLINK, "x/../../y"},
+             Case{"climbing through a name",
+                  entry("f", kDir) + entry("f/l", kLink, "x/../../y") + end_marker(), ENOLINK, "x/../../y"},
          }) {
         check(c);
     }
@@ -107,8 +111,8 @@ TEST_F(QfileHostile, PlantedLinksAreNotFollowed) {
         fs::create_directories(root / "in" / "d");
         fs::create_symlink(root / "outside", root / "in" / "d" / "l");
     };
-    check({"a parent that is a planted link", entry("planted/x", kReg, "x") + end_marker(), ENOTDIR, "planted",
-           plant});
+    check({"a parent that is a planted link", entry("planted/x", kReg, "x") + end_marker(), ENOTDIR,
+           "planted", plant});
     check({"a deeper parent that is a planted link", entry("d/l/x", kReg, "x") + end_marker(), ENOTDIR, "l"});
     check({"a file over a planted link", entry("victim", kReg, "evil") + end_marker(), EEXIST, "victim"});
     check({"a directory over a planted link", entry("planted", kDir) + entry("planted", kDir) + end_marker(),
@@ -126,7 +130,8 @@ TEST_F(QfileHostile, ExistingNamesAreNotOverwritten) {
     std::ifstream a(box.root / "in" / "a");
     std::string content((std::istreambuf_iterator<char>(a)), {});
     EXPECT_EQ(content, "mine");
-    check({"a file over a directory sent before", entry("b", kReg) + entry("b", kDir) + end_marker(), ENOTDIR, "b"});
+    check({"a file over a directory sent before", entry("b", kReg) + entry("b", kDir) + end_marker(), ENOTDIR,
+           "b"});
 }
 
 TEST_F(QfileHostile, OtherTypesAndBadModesAreRefused) {
@@ -151,18 +156,18 @@ TEST_F(QfileHostile, SetuidAndSetgidBitsAreDropped) {
 }
 
 TEST_F(QfileHostile, BadTimestampsAreRefused) {
-    check({"nanoseconds past a second", header(2, kReg, 1, 1000000000u) + "a" + std::string(1, '\0') + "x" +
-                                            end_marker(),
-           EINVAL, "a"});
+    check({"nanoseconds past a second",
+           header(2, kReg, 1, 1000000000u) + "a" + std::string(1, '\0') + "x" + end_marker(), EINVAL, "a"});
 }
 
 TEST_F(QfileHostile, TruncatedStreamsAreReported) {
-    auto r = check({"inside a file's data", header(2, kReg, 10) + "a" + std::string(1, '\0') + "xy", kLegalEof, "a"});
+    auto r = check(
+        {"inside a file's data", header(2, kReg, 10) + "a" + std::string(1, '\0') + "xy", kLegalEof, "a"});
     EXPECT_FALSE(exists_in("a")) << "an incomplete file stays invisible";
     r = check({"inside a name", header(10, kReg, 0) + "abc", kLegalEof, std::nullopt});
     EXPECT_EQ(r.answer.size(), kResultHeaderSize);
-    check({"inside a link target", entry("d", kDir) + header(4, kLink, 5) + "d/l" + std::string(1, '\0') + "ab",
-           kLegalEof, "d/l"});
+    check({"inside a link target",
+           entry("d", kDir) + header(4, kLink, 5) + "d/l" + std::string(1, '\0') + "ab", kLegalEof, "d/l"});
     check({"inside a header", entry("b", kReg, "x") + "\1\0\0", EREMOTEIO, "b"});
     check({"without the end marker", entry("c", kReg, "x"), EREMOTEIO, "c"});
     check({"nothing at all", "", EREMOTEIO, ""});
@@ -173,36 +178,46 @@ TEST_F(QfileHostile, OversizedFieldsAreRefused) {
                     ENAMETOOLONG, std::nullopt});
     EXPECT_EQ(r.answer.size(), kResultHeaderSize);
     check({"a link target of 16384 bytes",
-           entry("d", kDir) + header(4, kLink, 16384) + "d/l" + std::string(1, '\0') + std::string(16384, 'x') +
-               end_marker(),
+           entry("d", kDir) + header(4, kLink, 16384) + "d/l" + std::string(1, '\0') +
+               std::string(16384, 'x') + end_marker(),
            ENAMETOOLONG, "d/l"});
-    check({"a file larger than a signed size", header(2, kReg, 1ull << 63) + "f" + std::string(1, '\0'), EDQUOT,
-           "f"});
+    check({"a file larger than a signed size", header(2, kReg, 1ull << 63) + "f" + std::string(1, '\0'),
+           EDQUOT, "f"});
 }
 
 TEST_F(QfileHostile, FileAndByteLimitsHold) {
     UnpackOptions files;
     files.max_files = 2;
     check({"one file too many",
-           entry("a", kReg, "1") + entry("b", kReg, "2") + entry("c", kReg, "3") + end_marker(), EDQUOT, "b", {},
+           entry("a", kReg, "1") + entry("b", kReg, "2") + entry("c", kReg, "3") + end_marker(),
+           EDQUOT,
+           "b",
+           {},
            files});
     EXPECT_TRUE(exists_in("b"));
     EXPECT_FALSE(exists_in("c"));
     UnpackOptions bytes;
     bytes.max_bytes = 1000;
-    check({"one byte too many", entry("d", kReg, std::string(600, 'x')) + entry("e", kReg, std::string(401, 'y')) +
-                                    end_marker(),
-           EDQUOT, "e", {}, bytes});
+    check({"one byte too many",
+           entry("d", kReg, std::string(600, 'x')) + entry("e", kReg, std::string(401, 'y')) + end_marker(),
+           EDQUOT,
+           "e",
+           {},
+           bytes});
     EXPECT_TRUE(exists_in("d"));
     EXPECT_FALSE(exists_in("e"));
-    check({"a link target past the limit", entry("f", kDir) + entry("f/l", kLink, std::string(1001, 'z')) +
-                                               end_marker(),
-           EDQUOT, "f/l", {}, bytes});
+    check({"a link target past the limit",
+           entry("f", kDir) + entry("f/l", kLink, std::string(1001, 'z')) + end_marker(),
+           EDQUOT,
+           "f/l",
+           {},
+           bytes});
 }
 
 TEST_F(QfileHostile, NamesEndAtTheirFirstNul) {
-    check({"a NUL hiding a traversal", header(12, kReg, 1) + "a" + std::string(1, '\0') + "../../x" +
-                                           std::string(3, '\0') + "x" + end_marker(),
+    check({"a NUL hiding a traversal",
+           header(12, kReg, 1) + "a" + std::string(1, '\0') + "../../x" + std::string(3, '\0') + "x" +
+               end_marker(),
            0, "a"});
     EXPECT_TRUE(exists_in("a"));
 }
@@ -212,7 +227,12 @@ TEST_F(QfileHostile, UnsafeCharactersOnlyWithAllowAllNames) {
     UnpackOptions all;
     all.name_flags |= kAllowUnsafeCharacters;
     check({"a newline, allowed", entry("a\nb", kReg, "x") + end_marker(), 0, "a\nb", {}, all});
-    check({"traversal, all names allowed", entry("../\xff", kReg, "x") + end_marker(), EILSEQ, "../\xff", {}, all});
+    check({"traversal, all names allowed",
+           entry("../\xff", kReg, "x") + end_marker(),
+           EILSEQ,
+           "../\xff",
+           {},
+           all});
 }
 
 }  // namespace

@@ -12,24 +12,26 @@ namespace {
 constexpr std::uint32_t kDefault = kAllowNonCanonicalSymlinks;  // what qubes.Filecopy uses
 
 TEST(QfileNames, AcceptsCanonicalRelativeNames) {
-    for (const char* ok : {"a", "a/b", "a.b/c d", "..a", "a..", ".hidden", "a/...", "caf\xc3\xa9", "\xe6\x97\xa5"})
+    for (const char* ok :
+         {"a", "a/b", "a.b/c d", "..a", "a..", ".hidden", "a/...", "caf\xc3\xa9", "\xe6\x97\xa5"})
         EXPECT_EQ(validate_file_name(ok, kDefault), 0) << ok;
 }
 
 TEST(QfileNames, RefusesTraversalAndNonCanonicalNames) {
-    for (const char* bad : {"", "/", "/etc/passwd", "..", "../a", "a/..", "a/../b", ".", "./a", "a/.", "a//b",
-                            "a/", "a/b/"})
+    for (const char* bad :
+         {"", "/", "/etc/passwd", "..", "../a", "a/..", "a/../b", ".", "./a", "a/.", "a//b", "a/", "a/b/"})
         EXPECT_EQ(validate_file_name(bad, kDefault), EILSEQ) << bad;
 }
 
 TEST(QfileNames, RefusesControlAndUnsafeCharactersUnlessAllowed) {
     for (const char* bad : {"a\nb", "a\x7f", "a\x01", "\xff", "\xc3", "\xc0\xaf",  // overlong "/"
                             "\xe0\x80\xaf", "\xed\xa0\x80",                        // overlong, surrogate
-                            "a\xe2\x80\xae" "b",                                   // right-to-left override
-                            "\xd7\x90",                                            // Hebrew alef (RTL)
-                            "\xe2\x80\x8b",                                        // zero width space
-                            "\xcc\x81",                                            // combining acute
-                            "\xf0\x9f\x98\x80"})                                   // emoji (other symbol)
+                            "a\xe2\x80\xae"
+                            "b",                  // right-to-left override
+                            "\xd7\x90",           // Hebrew alef (RTL)
+                            "\xe2\x80\x8b",       // zero width space
+                            "\xcc\x81",           // combining acute
+                            "\xf0\x9f\x98\x80"})  // emoji (other symbol)
     {
         EXPECT_EQ(validate_file_name(bad, kDefault), EILSEQ) << bad;
         EXPECT_FALSE(safe_for_display(bad)) << bad;
@@ -73,7 +75,9 @@ TEST(QfileNames, UnsafeSymlinksOnlyNeedAName) {
 
 TEST(QfileNames, DisplaySafety) {
     EXPECT_TRUE(safe_for_display("plain name.txt"));
-    EXPECT_TRUE(safe_for_display("Gr\xc3\xbc\xc3\x9f" "e"));   // Grüße
+    EXPECT_TRUE(
+        safe_for_display("Gr\xc3\xbc\xc3\x9f"
+                         "e"));                                 // Grüße
     EXPECT_TRUE(safe_for_display("\xd0\x9c\xd0\xb8\xd1\x80"));  // Мир
     EXPECT_TRUE(code_point_safe_for_display(0x00e9));
     EXPECT_FALSE(code_point_safe_for_display(0x202e));

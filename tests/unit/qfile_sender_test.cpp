@@ -1,6 +1,7 @@
 // The sending side: qvm-copy's checks before a call (tree_check.hpp) and the
 // sender against a real receiver (a round trip, an error answered mid-way).
 #include <fcntl.h>
+#include <signal.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,6 +21,9 @@ namespace {
 class QfileSender : public ::testing::Test {
 protected:
     void SetUp() override {
+        // As in qfile-agent: a receiver that stopped reading is an error
+        // answer to read, not a signal.
+        ::signal(SIGPIPE, SIG_IGN);
         src = box.root / "src";
         fs::create_directories(src / "t" / "sub");
         std::ofstream(src / "t" / "f") << std::string(1000, 'x');
@@ -72,7 +76,10 @@ TEST_F(QfileSender, CountsBytesAndChecksNames) {
     EXPECT_EQ(c.total_bytes, 1000u + 2u + 4u);  // the link counts its target's length
     EXPECT_TRUE(c.all_names_safe);
     EXPECT_EQ(check_trees({(src / "t").string()}, true).total_bytes, 1002u);
-    std::ofstream(src / "t" / "a\xe2\x80\xae" "b") << "";
+    std::ofstream(src / "t" /
+                  "a\xe2\x80\xae"
+                  "b")
+        << "";
     EXPECT_FALSE(check_trees({(src / "t").string()}, false).all_names_safe);
 }
 
@@ -83,7 +90,8 @@ TEST_F(QfileSender, RefusesWhatTheReceiverWould) {
     fs::create_symlink("../../etc", src / "t" / "sub" / "out");
     EXPECT_EQ(message({(src / "t").string()}), "Refusing to copy unsafe symbolic link \"t/sub/out\"");
     EXPECT_EQ(message({""}), "Empty string (argument 1) is not a valid path");
-    EXPECT_EQ(message({".."}), "Argument 1 is \"..\", which is not allowed.  Try operating from the parent directory.");
+    EXPECT_EQ(message({".."}),
+              "Argument 1 is \"..\", which is not allowed.  Try operating from the parent directory.");
     EXPECT_EQ(message({"/"}), "Refusing to copy root directory");
     EXPECT_EQ(message({(src / "t" / "..").string()}), "Refusing to copy path with basename empty, ., or ..");
 }

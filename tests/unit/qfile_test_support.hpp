@@ -3,6 +3,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <signal.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -33,11 +34,13 @@ inline std::string header(std::uint32_t namelen, std::uint32_t mode, std::uint64
 
 // One entry as a sender writes it: the name with its NUL, then the body.
 inline std::string entry(const std::string& name, std::uint32_t mode, const std::string& body = "") {
-    return header(static_cast<std::uint32_t>(name.size() + 1), mode, body.size()) + name + std::string(1, '\0') +
-           body;
+    return header(static_cast<std::uint32_t>(name.size() + 1), mode, body.size()) + name +
+           std::string(1, '\0') + body;
 }
 
-inline std::string end_marker() { return std::string(kFileHeaderSize, '\0'); }
+inline std::string end_marker() {
+    return std::string(kFileHeaderSize, '\0');
+}
 
 // A scratch folder: root/in is the incoming folder, root/outside must stay
 // as it is whatever the stream says.
@@ -64,7 +67,8 @@ public:
     // Everything under root but in/, as "path type" lines.
     std::set<std::string> outside_listing() const {
         std::set<std::string> out;
-        for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it) {
+        for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator();
+             ++it) {
             auto rel = fs::relative(it->path(), root).string();
             if (rel == "in" || rel.rfind("in/", 0) == 0) {
                 if (rel == "in") it.disable_recursion_pending();
@@ -77,8 +81,8 @@ public:
 
     std::set<std::string> incoming_listing() const {
         std::set<std::string> out;
-        for (auto it = fs::recursive_directory_iterator(root / "in"); it != fs::recursive_directory_iterator();
-             ++it)
+        for (auto it = fs::recursive_directory_iterator(root / "in");
+             it != fs::recursive_directory_iterator(); ++it)
             out.insert(fs::relative(it->path(), root / "in").string());
         return out;
     }
@@ -94,6 +98,7 @@ struct Received {
 // Runs the receiver on `stream` (from a pipe that then reaches EOF) beneath
 // `dir`, collecting its answer.
 inline Received receive(const fs::path& dir, const std::string& stream, UnpackOptions options = {}) {
+    ::signal(SIGPIPE, SIG_IGN);  // the feeder writes into a receiver that may stop reading
     int in[2], out[2];
     if (::pipe(in) != 0 || ::pipe(out) != 0) throw std::runtime_error("pipe");
     std::thread feeder([fd = in[1], stream] {

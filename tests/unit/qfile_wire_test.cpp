@@ -2,6 +2,7 @@
 // from Qubes' format (file header fields, little-endian; the name with its
 // NUL; directories sent twice; the end marker) and the receiver's answer.
 #include <fcntl.h>
+#include <signal.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@ using namespace aerie::qfile::test;
 
 namespace {
 
+// clang-format off
 // A file "a" ("hi\n", 0644), a directory "d" (0755) holding a symlink "d/l"
 // to "x", then "d" again, then the end; every entry with atime
 // 1000000000.000000005 and mtime 1234567890.999999999.
@@ -40,9 +42,11 @@ const std::string kGolden = hex_bytes(
 
 // error 0 | padding | CRC-32 of all 174 bytes above (64-bit) | last name length 1 | "d"
 const std::string kGoldenAnswer = hex_bytes("00 00 00 00  00 00 00 00  8e 57 99 6f 00 00 00 00  01 00 00 00  64");
+// clang-format on
 
 TEST(QfileWire, HeaderFieldsAreLittleEndianAtFixedOffsets) {
-    FileHeader h{0x04030201, 0x08070605, 0x100f0e0d0c0b0a09ull, 0x14131211, 0x18171615, 0x1c1b1a19, 0x201f1e1d};
+    FileHeader h{0x04030201, 0x08070605, 0x100f0e0d0c0b0a09ull, 0x14131211, 0x18171615,
+                 0x1c1b1a19, 0x201f1e1d};
     auto b = encode_file_header(h);
     for (std::size_t i = 0; i < b.size(); ++i) EXPECT_EQ(b[i], i + 1) << "byte " << i;
     EXPECT_EQ(decode_file_header(b), h);
@@ -51,7 +55,8 @@ TEST(QfileWire, HeaderFieldsAreLittleEndianAtFixedOffsets) {
 TEST(QfileWire, ResultHeaderHasPaddingAndA64BitChecksum) {
     EXPECT_EQ(encode_result(17, 0xdeadbeef, std::string("ab")),
               hex_bytes("11 00 00 00 00 00 00 00 ef be ad de 00 00 00 00 02 00 00 00 61 62"));
-    EXPECT_EQ(encode_result(36, 1, std::nullopt), hex_bytes("24 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00"));
+    EXPECT_EQ(encode_result(36, 1, std::nullopt),
+              hex_bytes("24 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00"));
 }
 
 TEST(QfileWire, ChecksumIsGzipCrc32) {
@@ -87,6 +92,7 @@ TEST(QfileWire, ReceiverCreatesTheGoldenTreeAndAnswersItsBytes) {
 // The sender writes the golden stream for the same tree, and accepts the
 // golden answer.
 TEST(QfileWire, SenderWritesTheGoldenStream) {
+    ::signal(SIGPIPE, SIG_IGN);  // as qfile-agent does
     Sandbox box;
     fs::path src = box.root / "src";
     fs::create_directories(src / "d");
@@ -126,6 +132,7 @@ TEST(QfileWire, SenderWritesTheGoldenStream) {
 }
 
 TEST(QfileWire, SenderRefusesAnAnswerWithAnotherChecksum) {
+    ::signal(SIGPIPE, SIG_IGN);
     int to_receiver[2], to_sender[2];
     ASSERT_EQ(::pipe(to_receiver), 0);
     ASSERT_EQ(::pipe(to_sender), 0);
@@ -153,11 +160,13 @@ TEST(QfileWire, SenderRefusesAnAnswerWithAnotherChecksum) {
 
 TEST(QfileWire, SenderShowsTheReceiversErrorsAsQubesDoes) {
     EXPECT_EQ(describe_result(EEXIST, "a", true), "A file named \"a\" already exists in QubesIncoming dir");
-    EXPECT_EQ(describe_result(EINVAL, "x\"\n", true), "File copy: Corrupted data from packer; Last file: \"x__\"");
+    EXPECT_EQ(describe_result(EINVAL, "x\"\n", true),
+              "File copy: Corrupted data from packer; Last file: \"x__\"");
     EXPECT_EQ(describe_result(EINVAL, "", false), "File copy: Corrupted data from packer\"\"");
     EXPECT_EQ(describe_result(EILSEQ, "../a", true),
               "Forbidden character in file or link target. Name might look somewhat like \"../a\"");
-    EXPECT_EQ(describe_result(ENOLINK, "/etc", true), "Cannot verify that link at \"/etc\" would not be broken by copy");
+    EXPECT_EQ(describe_result(ENOLINK, "/etc", true),
+              "Cannot verify that link at \"/etc\" would not be broken by copy");
     EXPECT_EQ(describe_result(EDQUOT, "big", true), "File copy: \"Disk quota exceeded; Last file: big\"");
 }
 
