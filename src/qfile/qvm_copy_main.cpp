@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
         else if (a == "--") {
             ++i;
             break;
-        } else if (a.size() > 1 && a[0] == '-')
+        } else if (!a.empty() && a[0] == '-')
             usage(argv0, mode, 1);
         else
             break;
