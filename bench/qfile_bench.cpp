@@ -85,7 +85,8 @@ int main(int argc, char** argv) {
     for (int d = 0; d < 50; ++d) {
         fs::create_directories(root / "src" / "small" / std::to_string(d));
         for (int f = 0; f < 100; ++f)
-            std::ofstream(root / "src" / "small" / std::to_string(d) / ("f" + std::to_string(f))) << "some text\n";
+            std::ofstream(root / "src" / "small" / std::to_string(d) / ("f" + std::to_string(f)))
+                << "some text\n";
     }
     double best_big = 1e9, best_small = 1e9;
     for (int run = 0; run < 3; ++run) {

@@ -1,8 +1,8 @@
 // The sending side: qvm-copy's checks before a call (tree_check.hpp) and the
 // sender against a real receiver (a round trip, an error answered mid-way).
 #include <fcntl.h>
-#include <signal.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 

@@ -2,8 +2,8 @@
 // from Qubes' format (file header fields, little-endian; the name with its
 // NUL; directories sent twice; the end marker) and the receiver's answer.
 #include <fcntl.h>
-#include <signal.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
