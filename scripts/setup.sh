@@ -9,6 +9,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libasio-dev
   libsqlite3-dev libssl-dev libseccomp-dev libcap-dev
+  zlib1g-dev libicu-dev
   python3 graphviz
   openssh-client openssh-server iproute2
   e2fsprogs util-linux
