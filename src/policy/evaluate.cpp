@@ -243,7 +243,13 @@ void complete_allow(const SystemInfo& system, Decision& d) {
                       " may not leave through its relay " + d.caller + " again");
     d.target = *dom->relayvm;
     d.target_uuid = "uuid:" + relay->uuid;
-    d.service = *dom->transport_rpc + "+" + d.requested_target + "+" + d.service_name + d.argument;
+    // The remote qube as the caller spelled it, as Qubes' engine writes it,
+    // except a keyword (a `target=` chose the RemoteVM for @default, say):
+    // there Qubes' engine writes the keyword, which names no remote qube
+    // and leaves the relay nowhere to go; Aerie writes the RemoteVM's name,
+    // the form Qubes' RemoteVM documentation gives (docs/policy.md).
+    const std::string& remote = starts_with(d.requested_target, "@") ? dom->name : d.requested_target;
+    d.service = *dom->transport_rpc + "+" + remote + "+" + d.service_name + d.argument;
 }
 
 Decision make_allow(const Context& c, const Rule& rule, std::string target) {
