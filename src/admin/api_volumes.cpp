@@ -119,7 +119,8 @@ std::string AdminApi::volume_revert(Call& call) {
 
 // The payload: the new size in bytes (decimal digits, no leading zero, as
 // Qubes' validate_size). Growing works running or halted; shrinking is
-// refused with Qubes' StoragePoolException.
+// refused with Qubes' StoragePoolException. On the storage threads: an
+// online grow waits for the file system.
 std::string AdminApi::volume_resize(Call& call) {
     Call::enforce(has_volume(*pool_, *call.dest, call.arg()), "no volume " + call.arg());
     std::string text = call.payload();
@@ -128,7 +129,10 @@ std::string AdminApi::volume_resize(Call& call) {
                       std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
                       (text[0] != '0' || text == "0"),
                   "invalid size");
-    const uint64_t size = std::stoull(text);
+    // Volumes are whole 4 KiB blocks: a size between two is rounded up (as
+    // Qubes' LVM pool rounds up to its extents).
+    uint64_t size = std::stoull(text);
+    if (size % 4096 && size < UINT64_MAX - 4096) size += 4096 - size % 4096;
     on_storage(call, call.dest->uuid,
                [pool = pool_, uuid = call.dest->uuid, klass = call.dest->klass, volume = call.arg(), size] {
                    pool->resize(uuid, klass, volume, size);
