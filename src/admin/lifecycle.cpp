@@ -519,6 +519,12 @@ void Lifecycle::shutdown(Qube& qube, bool wait, bool force, Done done) {
         return done(qubes_error("QubesVMNotStartedError", "Domain is powered off: '" + qube.name + "'"));
     Running& running = *it->second;
     publish(qube, "domain-pre-shutdown", {{"force", force ? "True" : "False"}});
+    // As qubesd: a paused qube is shut down only by force (a preload aside).
+    if (qube.power_state == "Paused" && !force && model_.value_text(&qube, "is_preload") != "True") {
+        ApiError error = not_running(qube);
+        publish(qube, "domain-shutdown-failed", {{"reason", error.what()}});
+        return done(error);
+    }
     running.stopping = true;
     if (qube.power_state == "Paused") backend_.unpause(qube.name);
     qube.power_state = "Halting";
