@@ -109,6 +109,11 @@ std::string AdminApi::property_set(Call& call) {
         txn.set_global(def.name, value);
     txn.commit();
     model_.set(qube, def.name, value);
+    // qubes.vm.qubesvm's handlers of property-set:label and
+    // :template_for_dispvms (run before the event reaches the streams): the
+    // icon follows them.
+    if (qube && (def.name == "label" || def.name == "template_for_dispvms") && find_property(list_of(model_, qube), "icon"))
+        publish(qube, "property-reset:icon", {{"name", "icon"}});
     publish(qube, "property-set:" + def.name, std::move(kwargs));
     return {};
 }

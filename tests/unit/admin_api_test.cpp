@@ -576,6 +576,7 @@ TEST_F(AdminApiTest, PropertySetAndResetPublishAndPersist) {
     EXPECT_EQ(take_events(),
               (std::vector<std::string>{
                   ev("work", "property-set:autostart", {{"name", "autostart"}, {"newvalue", "True"}, {"oldvalue", "False"}}),
+                  ev("work", "property-reset:icon", {{"name", "icon"}}),
                   ev("work", "property-set:label", {{"name", "label"}, {"newvalue", "green"}, {"oldvalue", "blue"}}),
                   ev("work", "property-set:netvm", {{"name", "netvm"}, {"newvalue", "sys-net"}, {"oldvalue", "None"}}),
                   ev("work", "property-set:netvm", {{"name", "netvm"}, {"newvalue", "None"}, {"oldvalue", "sys-net"}}),
@@ -762,6 +763,12 @@ TEST_F(AdminApiTest, PreEventsAsQubesdFiresThem) {
     EXPECT_EQ(raw("admin.vm.property.Reset", "work", "template"), exc("QubesValueError", "Cannot unset template"));
     EXPECT_EQ(take_all_events(), (std::vector<std::string>{ev("work", "property-pre-reset:template",
                                                                {{"name", "template"}, {"oldvalue", "fedora"}})}));
+    // The icon follows the label (qubesvm's handler, before the streams get property-set).
+    ok("admin.vm.property.Set", "work", "label", "green");
+    const Kwargs label = {{"name", "label"}, {"newvalue", "green"}, {"oldvalue", "blue"}};
+    EXPECT_EQ(take_all_events(), (std::vector<std::string>{ev("work", "property-pre-set:label", label),
+                                                            ev("work", "property-reset:icon", {{"name", "icon"}}),
+                                                            ev("work", "property-set:label", label)}));
     ok("admin.property.Set", "dom0", "default_qrexec_timeout", "61");
     const Kwargs global = {{"name", "default_qrexec_timeout"}, {"newvalue", "61"}, {"oldvalue", "60"}};
     EXPECT_EQ(take_all_events(), (std::vector<std::string>{ev("", "property-pre-set:default_qrexec_timeout", global),
