@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "admin/import_size_line.hpp"
 #include "admin/wire.hpp"
 #include "base/unique_fd.hpp"
 
@@ -35,7 +36,6 @@ namespace {
 using aerie::base::UniqueFd;
 
 constexpr size_t kBlock = 128 * 1024;
-constexpr size_t kMaxSizeLine = 21;  // qubesd-query --single-line --max-bytes=21
 constexpr size_t kMaxReply = 1 << 20;
 
 [[noreturn]] void fail(const std::string& message) {
@@ -80,22 +80,20 @@ std::string ask(const std::string& socket_path, const aerie::admin::ApiRequest& 
     return reply;
 }
 
-// qubesd-query --single-line: printable ASCII up to a newline.
+// ImportWithSize's first line (admin/import_size_line.hpp), a byte at a time.
 std::string read_size_line() {
-    std::string line;
-    for (size_t i = 0; i < kMaxSizeLine; ++i) {
+    aerie::admin::SizeLineReader reader;
+    while (reader.state() == aerie::admin::SizeLineReader::State::More) {
         unsigned char c;
         ssize_t n = ::read(0, &c, 1);
-        if (n < 0 && errno == EINTR) {
-            --i;
-            continue;
-        }
-        if (n <= 0) fail("End of input without a newline");
-        if (c == '\n') return line;
-        if (c < 0x20 || c > 0x7e) fail("Invalid byte " + std::to_string(c) + " in input");
-        line += static_cast<char>(c);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0)
+            reader.end_of_input();
+        else
+            reader.feed(c);
     }
-    fail("No newline found in first " + std::to_string(kMaxSizeLine) + " bytes");
+    if (reader.state() == aerie::admin::SizeLineReader::State::Bad) fail(reader.error());
+    return reader.line();
 }
 
 size_t read_full(int fd, char* buf, size_t want) {
