@@ -499,6 +499,9 @@ class AdminApiSocket(unittest.TestCase):
                 b"1\0work\0property-del:vcpus\0name\0vcpus\0oldvalue\0" b"3\0\0",
                 b"1\0work\0domain-tag-delete:ev-tag\0tag\0ev-tag\0\0",
                 b"1\0\0domain-add\0vm\0ev-qube\0\0",
+                b"1\0ev-qube\0domain-tag-add:created-by-dom0\0tag\0created-by-dom0\0\0",
+                b"1\0ev-qube\0domain-create-on-disk\0\0",
+                b"1\0\0domain-pre-delete\0vm\0ev-qube\0\0",
                 b"1\0\0domain-delete\0vm\0ev-qube\0\0",
             ]
             got = [stream.next_event()[0] for _ in expected]

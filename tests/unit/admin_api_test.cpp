@@ -365,7 +365,11 @@ TEST_F(AdminApiTest, UuidDestinationsAndBadNames) {
 
 TEST_F(AdminApiTest, CreateAddsAQubeStoresItAndTellsTheStreams) {
     EXPECT_EQ(raw("admin.vm.Create.TemplateVM", "dom0", "", "name=fedora label=black"), "0\0"s);
-    EXPECT_EQ(take_events(), std::vector<std::string>{ev("", "domain-add", {{"vm", "fedora"}})});
+    EXPECT_EQ(take_events(), (std::vector<std::string>{
+                                 ev("", "domain-add", {{"vm", "fedora"}}),
+                                 ev("fedora", "domain-tag-add:created-by-dom0", {{"tag", "created-by-dom0"}}),
+                                 ev("fedora", "domain-create-on-disk"),
+                             }));
     EXPECT_EQ(raw("admin.vm.Create.AppVM", "dom0", "fedora", "label=6 name=work", "fedora"), kClose);  // label index
     EXPECT_EQ(raw("admin.vm.Create.AppVM", "dom0", "fedora", "label=blue name=work"), "0\0"s);
     const Qube& work = qube("work");
@@ -485,7 +489,8 @@ TEST_F(AdminApiTest, Remove) {
     ok("admin.vm.Create.StandaloneVM", "dom0", "", "name=solo label=green");
     events.clear();
     EXPECT_EQ(raw("admin.vm.Remove", "solo"), "0\0"s);
-    EXPECT_EQ(take_events(), std::vector<std::string>{ev("", "domain-delete", {{"vm", "solo"}})});
+    EXPECT_EQ(take_all_events(), (std::vector<std::string>{ev("", "domain-pre-delete", {{"vm", "solo"}}),
+                                                            ev("", "domain-delete", {{"vm", "solo"}})}));
     EXPECT_EQ(model.find("solo"), nullptr);
     expect_persisted("after remove");
     EXPECT_EQ(raw("admin.vm.Remove", "solo"), exc("QubesVMNotFoundError", "No such domain: 'solo'"));
