@@ -16,7 +16,8 @@ included, by an aeried with real volumes and running qubes:
   import      admin.vm.volume.Import and ImportWithSize (the rpc folder's
               program, as qubesadmin runs it in dom0): the data, its size,
               too little, too much, no ext4, refusals, a kill -9 between
-              the halves; Resize rounding up
+              the halves; Resize rounding up; an import from a management
+              qube through qrexec, granted for one qube and not another
 Needs root (skipped otherwise)."""
 import os
 import re
@@ -461,6 +462,44 @@ class AdminExactTest(WorldTest):
         self.assertEqual(self.raw("admin.vm.volume.Resize", work, "private", b"4096"),
                          exc("StoragePoolException", "For your own safety, shrinking of private is disabled. If you "
                              "really know what you are doing, use `truncate` on vm/%s/private manually." % uuid))
+
+    def test_09_volume_import_from_a_management_qube(self):
+        """Through qrexec, as a management qube's qubesadmin sends it: the
+        policy redirects the call to dom0, whose service is the rpc folder's
+        program; a qube the policy does not grant keeps its volume."""
+        self.w.daemon_args = ["--rpc-dir", os.path.join(self.w.root, "rpc")]
+        self.make_world(appvms=("work", "vault", "mgmt"))
+        work, vault, mgmt = self.work, self.vault, PREFIX + "mgmt"
+        self.w.start_policy_daemon("admin.vm.volume.ImportWithSize +private {m} {w} allow target=dom0\n"
+                                   "admin.vm.volume.ImportWithSize * @anyvm @anyvm deny\n".format(m=mgmt, w=work))
+        size = 16 << 20
+        image = os.path.join(self.w.root, "data.img")
+        subprocess.run(["truncate", "-s", str(size), image], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-d", self.marker_tree("from-mgmt"), image], check=True)
+        with open(image, "rb") as f:
+            data = f.read()
+        self.w.tool("qvm-start", mgmt)
+        self.w.run(mgmt, "cat > /tmp/data.img", input=data)
+        send = "{{ echo {size}; cat /tmp/data.img; }} | qrexec-client-vm {target} admin.vm.volume.ImportWithSize+private"
+        rc, out, _ = self.w.run(mgmt, send.format(size=size, target=work), input=b"", check=False, timeout=120)
+        self.assertEqual((rc, out), (0, ok()))
+        rc, out, _ = self.w.run(mgmt, send.format(size=size, target=vault), input=b"", check=False, timeout=120)
+        self.assertNotEqual(rc, 0)
+        self.assertEqual(out, b"")
+        self.assertEqual(self.info(work, "private")["size"], str(size))
+        self.assertNotEqual(self.info(vault, "private")["size"], str(size))
+        with self.w.halted_volume(work, "private") as v:
+            with open(os.path.join(v, "marker")) as f:
+                self.assertEqual(f.read(), "from-mgmt\n")
+        self.w.tool("qvm-shutdown", "--wait", mgmt, timeout=120)
+
+    def marker_tree(self, text):
+        """A folder holding only `marker` with `text` (for mkfs.ext4 -d)."""
+        tree = os.path.join(self.w.root, "tree-" + text)
+        os.makedirs(tree)
+        with open(os.path.join(tree, "marker"), "w") as f:
+            f.write(text + "\n")
+        return tree
 
 
 class MgmtEvents(StatsStream):
