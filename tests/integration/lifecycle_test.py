@@ -220,6 +220,10 @@ class LifecycleTest(WorldTest):
         self.assertNothingLeftOf(bad, "after the failed start")
         self.assertEqual([e for e, _ in self.events.of(bad)][0], "domain-pre-start")
         self.assertNotIn("domain-start", [e for e, _ in self.events.of(bad)])
+        # As qubesd: domain-start-failed, its reason the answer's message.
+        failed = [kw for e, kw in self.events.of(bad) if e == "domain-start-failed"]
+        self.assertEqual(len(failed), 1, self.events.of(bad))
+        self.assertIn(failed[0]["reason"], r.stderr)
 
         # An agent that never says hello: qrexec_timeout, then the qube goes.
         self.w.ok("admin.vm.property.Set", mute, "qrexec_timeout", b"2")
@@ -233,6 +237,9 @@ class LifecycleTest(WorldTest):
         wait_for(lambda: self.w.listed()[mute]["state"] == "Halted", 10, "Halted after the timeout")
         self.assertState(mute, "Halted")
         self.assertNotIn("domain-start", [e for e, _ in self.events.of(mute)])
+        self.events.wait(mute, "domain-shutdown")
+        names = [e for e, _ in self.events.of(mute)]
+        self.assertLess(names.index("domain-start-failed"), names.index("domain-stopped"), names)
         self.assertNothingLeftOf(mute, "after the start that timed out")
 
     # --- volumes ---------------------------------------------------------------------------------------
