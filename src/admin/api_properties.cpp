@@ -99,7 +99,7 @@ std::string AdminApi::property_set(Call& call) {
 
     PropertyValue old = model_.get(qube, def);
     std::vector<std::pair<std::string, std::string>> kwargs = {{"name", def.name},
-                                                                {"newvalue", event_value(def, value)}};
+                                                               {"newvalue", event_value(def, value)}};
     if (auto oldvalue = old_value(def, old)) kwargs.emplace_back("oldvalue", *oldvalue);
     publish(qube, "property-pre-set:" + def.name, kwargs);
     Store::Transaction txn(store_);
@@ -112,7 +112,8 @@ std::string AdminApi::property_set(Call& call) {
     // qubes.vm.qubesvm's handlers of property-set:label and
     // :template_for_dispvms (run before the event reaches the streams): the
     // icon follows them.
-    if (qube && (def.name == "label" || def.name == "template_for_dispvms") && find_property(list_of(model_, qube), "icon"))
+    if (qube && (def.name == "label" || def.name == "template_for_dispvms") &&
+        find_property(list_of(model_, qube), "icon"))
         publish(qube, "property-reset:icon", {{"name", "icon"}});
     publish(qube, "property-set:" + def.name, std::move(kwargs));
     return {};
@@ -158,7 +159,8 @@ std::string AdminApi::rename(Call& call, const std::string& new_name) {
     if (model_.find(new_name))
         throw property_value_error("VM named " + new_name + " already exists");
     std::string old_name = qube.name;
-    publish(&qube, "property-pre-set:name", {{"name", "name"}, {"newvalue", new_name}, {"oldvalue", old_name}});
+    publish(&qube, "property-pre-set:name",
+            {{"name", "name"}, {"newvalue", new_name}, {"oldvalue", old_name}});
     Store::Transaction txn(store_);
     txn.rename_qube(qube.uuid, new_name);
     for (const auto& [holder_qube, property] : model_.explicit_references(old_name)) {

@@ -37,8 +37,10 @@ void AdminApi::set_storage(storage::FilePool* pool) {
     methods_["admin.vm.volume.Clear"] = {&AdminApi::volume_clear, P::None, A::Optional};
     methods_["admin.vm.volume.CloneFrom"] = {&AdminApi::volume_clone_from, P::None, A::Optional};
     methods_["admin.vm.volume.CloneTo"] = {&AdminApi::volume_clone_to, P::Optional, A::Optional};
-    internal_methods_["internal.vm.volume.ImportBegin"] = {&AdminApi::volume_import_begin, P::Optional, A::Required};
-    internal_methods_["internal.vm.volume.ImportEnd"] = {&AdminApi::volume_import_end, P::Required, A::Required};
+    internal_methods_["internal.vm.volume.ImportBegin"] = {&AdminApi::volume_import_begin, P::Optional,
+                                                           A::Required};
+    internal_methods_["internal.vm.volume.ImportEnd"] = {&AdminApi::volume_import_end, P::Required,
+                                                         A::Required};
     add_pool_methods();
 }
 
@@ -60,8 +62,8 @@ void AdminApi::on_storage(Call& call, const std::string& uuid, std::function<std
         }
     };
     auto result = std::make_shared<std::string>();
-    call.later = [this, uuid, work = std::move(work), then = std::move(then), answer, result](
-                     ApiResponse::Completion done) {
+    call.later = [this, uuid, work = std::move(work), then = std::move(then), answer,
+                  result](ApiResponse::Completion done) {
         auto finish = [then, answer, result, done](std::exception_ptr error) {
             done(answer([&] {
                 if (error) std::rethrow_exception(error);
@@ -77,7 +79,8 @@ void AdminApi::on_storage(Call& call, const std::string& uuid, std::function<std
             }
             return finish(error);
         }
-        lifecycle_->storage_worker().run(uuid, [work, result] { *result = work(); }, finish);
+        lifecycle_->storage_worker().run(
+            uuid, [work, result] { *result = work(); }, finish);
     };
 }
 
@@ -206,10 +209,11 @@ std::string AdminApi::volume_clear(Call& call) {
     Call::enforce(has_volume(*pool_, *call.dest, call.arg()), "no volume " + call.arg());
     if (!call.dest->is_halted())
         throw qubes_error("QubesVMNotHaltedError", "Domain is not powered off: '" + call.dest->name + "'");
-    on_storage(call, call.dest->uuid, [pool = pool_, uuid = call.dest->uuid, klass = call.dest->klass, volume = call.arg()] {
-        pool->clear(uuid, klass, volume);
-        return std::string();
-    });
+    on_storage(call, call.dest->uuid,
+               [pool = pool_, uuid = call.dest->uuid, klass = call.dest->klass, volume = call.arg()] {
+                   pool->clear(uuid, klass, volume);
+                   return std::string();
+               });
     return {};
 }
 
@@ -278,7 +282,8 @@ std::string AdminApi::volume_import_begin(Call& call) {
         [this, name, volume](std::string body) {
             Call::enforce(body.find(' ') == body.rfind(' '), "Path contains whitespace");
             if (Qube* qube = model_.find(name))
-                publish(qube, "domain-volume-import-begin", {{"volume", volume}, {"size", body.substr(0, body.find(' '))}});
+                publish(qube, "domain-volume-import-begin",
+                        {{"volume", volume}, {"size", body.substr(0, body.find(' '))}});
             return body;
         });
     return {};
@@ -302,7 +307,8 @@ std::string AdminApi::volume_import_end(Call& call) {
         },
         [this, name, volume, success, reason](std::string) -> std::string {
             if (Qube* qube = model_.find(name))
-                publish(qube, "domain-volume-import-end", {{"volume", volume}, {"success", success ? "True" : "False"}});
+                publish(qube, "domain-volume-import-end",
+                        {{"volume", volume}, {"success", success ? "True" : "False"}});
             if (!success) throw qubes_error("QubesException", "Data import failed: " + reason);
             return {};
         });

@@ -135,7 +135,8 @@ void Lifecycle::start(Qube& qube, Done done) {
     const uid_t owner = owner_uid(qube);
     auto volumes = std::make_shared<storage::StartedVolumes>();
     storage_.run(
-        uuid, [this, volumes, uuid, klass, chain, owner] { *volumes = pool_.start(uuid, klass, chain, owner); },
+        uuid,
+        [this, volumes, uuid, klass, chain, owner] { *volumes = pool_.start(uuid, klass, chain, owner); },
         [this, name, volumes, announced, done = std::move(done)](std::exception_ptr error) mutable {
             Qube* found = model_.find(name);
             std::string failed;

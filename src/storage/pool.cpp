@@ -816,7 +816,8 @@ fs::path FilePool::begin_import(const std::string& uuid, const std::string& klas
     const Klass k = parse_klass(klass);
     if (!has_volumes(k) || !saves_on_stop(k, volume))
         throw StorageError("Can not import into save_on_stop=False volume " + volume_vid(uuid, volume));
-    if (is_started(uuid)) throw StorageError("volume " + volume_vid(uuid, volume) + " is in use: its qube runs");
+    if (is_started(uuid))
+        throw StorageError("volume " + volume_vid(uuid, volume) + " is in use: its qube runs");
     const uint64_t bytes = size ? *size : image_size(image_path(uuid, volume));
     const fs::path path = import_path(uuid, volume);
     ::unlink(path.c_str());  // an import that never ended
@@ -854,7 +855,8 @@ void FilePool::end_import(const std::string& uuid, const std::string& klass, con
     }
     try {
         replace_image(uuid, volume, [&](const fs::path& to) {
-            if (::rename(path.c_str(), to.c_str()) < 0) throw_storage_errno("renaming " + path.string(), errno);
+            if (::rename(path.c_str(), to.c_str()) < 0)
+                throw_storage_errno("renaming " + path.string(), errno);
         });
     } catch (...) {
         ::unlink(path.c_str());

@@ -175,7 +175,8 @@ public:
     // Its end: on success the written file, once e2fsck finds a clean ext4
     // file system in it, replaces the volume's image (one rename: a kill -9
     // leaves the old or the new, never neither); otherwise it is removed.
-    void end_import(const std::string& uuid, const std::string& klass, const std::string& volume, bool success);
+    void end_import(const std::string& uuid, const std::string& klass, const std::string& volume,
+                    bool success);
     std::filesystem::path import_path(const std::string& uuid, const std::string& volume) const;
     // The vid admin.vm.volume.Info reports for a qube's volume.
     static std::string volume_vid(const std::string& uuid, const std::string& volume) {

@@ -120,7 +120,8 @@ std::string copy_data(const std::string& path, uint64_t size) {
             size_t want = static_cast<size_t>(std::min<uint64_t>(kBlock, size - copied));
             size_t got = read_full(0, buf.data(), want);
             if (got == 0) break;
-            bool zeros = std::all_of(buf.begin(), buf.begin() + static_cast<long>(got), [](char c) { return c == 0; });
+            bool zeros =
+                std::all_of(buf.begin(), buf.begin() + static_cast<long>(got), [](char c) { return c == 0; });
             if (zeros) {
                 if (::lseek(out.get(), static_cast<off_t>(got), SEEK_CUR) < 0) return "error copying data";
             } else if (!write_all(out.get(), buf.data(), got)) {
@@ -134,8 +135,8 @@ std::string copy_data(const std::string& path, uint64_t size) {
         return e.what();
     }
     if (copied != size)
-        return "not enough data (copied " + std::to_string(copied) + " bytes, expected " + std::to_string(size) +
-               " bytes)";
+        return "not enough data (copied " + std::to_string(copied) + " bytes, expected " +
+               std::to_string(size) + " bytes)";
     char extra;
     if (read_full(0, &extra, 1) != 0) return "too much data (expected " + std::to_string(size) + " bytes)";
     return {};

@@ -96,8 +96,8 @@ void ensure_admin_vm_stored(Store& store, const StoredState& state) {
 // socket, which receives qubesd's header "admin.X+ARG SOURCE name dom0\0".
 // The imports, whose data does not pass through the socket, are a program
 // (aerie-volume-import, called by the method's name).
-void publish_rpc_services(const std::string& dir, const std::string& socket, const std::vector<std::string>& methods,
-                          const fs::path& bin_dir) {
+void publish_rpc_services(const std::string& dir, const std::string& socket,
+                          const std::vector<std::string>& methods, const fs::path& bin_dir) {
     fs::create_directories(dir);
     auto link = [&](const std::string& name, const fs::path& to) {
         std::error_code ec;
@@ -224,7 +224,9 @@ int main(int argc, char** argv) {
         ApiServer server(io, options.socket, [&](const ApiRequest& r) { return api.handle(r); }, &events, 0660);
         ApiServer internal(io, options.internal_socket, [&](const ApiRequest& r) { return api.handle_internal(r); },
                            nullptr, 0660);
-        if (!options.rpc_dir.empty()) publish_rpc_services(options.rpc_dir, options.socket, api.method_names(), lifecycle_config.bin_dir);
+        if (!options.rpc_dir.empty())
+            publish_rpc_services(options.rpc_dir, options.socket, api.method_names(),
+                                 lifecycle_config.bin_dir);
 
         asio::signal_set signals(io, SIGINT, SIGTERM);
         signals.async_wait([&](const asio::error_code&, int) {

@@ -490,7 +490,7 @@ TEST_F(AdminApiTest, Remove) {
     events.clear();
     EXPECT_EQ(raw("admin.vm.Remove", "solo"), "0\0"s);
     EXPECT_EQ(take_all_events(), (std::vector<std::string>{ev("", "domain-pre-delete", {{"vm", "solo"}}),
-                                                            ev("", "domain-delete", {{"vm", "solo"}})}));
+                                                           ev("", "domain-delete", {{"vm", "solo"}})}));
     EXPECT_EQ(model.find("solo"), nullptr);
     expect_persisted("after remove");
     EXPECT_EQ(raw("admin.vm.Remove", "solo"), exc("QubesVMNotFoundError", "No such domain: 'solo'"));
@@ -578,14 +578,17 @@ TEST_F(AdminApiTest, PropertySetAndResetPublishAndPersist) {
     ok("admin.vm.property.Set", "work", "label", "4");
     ok("admin.vm.property.Set", "work", "netvm", "sys-net");
     ok("admin.vm.property.Set", "work", "netvm", "");
-    EXPECT_EQ(take_events(),
-              (std::vector<std::string>{
-                  ev("work", "property-set:autostart", {{"name", "autostart"}, {"newvalue", "True"}, {"oldvalue", "False"}}),
-                  ev("work", "property-reset:icon", {{"name", "icon"}}),
-                  ev("work", "property-set:label", {{"name", "label"}, {"newvalue", "green"}, {"oldvalue", "blue"}}),
-                  ev("work", "property-set:netvm", {{"name", "netvm"}, {"newvalue", "sys-net"}, {"oldvalue", "None"}}),
-                  ev("work", "property-set:netvm", {{"name", "netvm"}, {"newvalue", "None"}, {"oldvalue", "sys-net"}}),
-              }));
+    EXPECT_EQ(take_events(), (std::vector<std::string>{
+                                 ev("work", "property-set:autostart",
+                                    {{"name", "autostart"}, {"newvalue", "True"}, {"oldvalue", "False"}}),
+                                 ev("work", "property-reset:icon", {{"name", "icon"}}),
+                                 ev("work", "property-set:label",
+                                    {{"name", "label"}, {"newvalue", "green"}, {"oldvalue", "blue"}}),
+                                 ev("work", "property-set:netvm",
+                                    {{"name", "netvm"}, {"newvalue", "sys-net"}, {"oldvalue", "None"}}),
+                                 ev("work", "property-set:netvm",
+                                    {{"name", "netvm"}, {"newvalue", "None"}, {"oldvalue", "sys-net"}}),
+                             }));
     EXPECT_EQ(qube("work").properties.at("autostart"), "True");
     EXPECT_EQ(qube("work").properties.at("label"), "green");
     EXPECT_EQ(qube("work").properties.at("netvm"), "");
@@ -754,8 +757,8 @@ TEST_F(AdminApiTest, PreEventsAsQubesdFiresThem) {
     take_all_events();
     ok("admin.vm.property.Set", "work", "memory", "512");
     const Kwargs set = {{"name", "memory"}, {"newvalue", "512"}, {"oldvalue", "400"}};
-    EXPECT_EQ(take_all_events(),
-              (std::vector<std::string>{ev("work", "property-pre-set:memory", set), ev("work", "property-set:memory", set)}));
+    EXPECT_EQ(take_all_events(), (std::vector<std::string>{ev("work", "property-pre-set:memory", set),
+                                                           ev("work", "property-set:memory", set)}));
     ok("admin.vm.property.Reset", "work", "memory");
     const Kwargs reset = {{"name", "memory"}, {"oldvalue", "512"}};
     EXPECT_EQ(take_all_events(), (std::vector<std::string>{
@@ -765,19 +768,23 @@ TEST_F(AdminApiTest, PreEventsAsQubesdFiresThem) {
                                      ev("work", "property-del:memory", reset),
                                  }));
     // A reset its pre-reset handler refuses: only the pre-reset went out.
-    EXPECT_EQ(raw("admin.vm.property.Reset", "work", "template"), exc("QubesValueError", "Cannot unset template"));
-    EXPECT_EQ(take_all_events(), (std::vector<std::string>{ev("work", "property-pre-reset:template",
-                                                               {{"name", "template"}, {"oldvalue", "fedora"}})}));
+    EXPECT_EQ(raw("admin.vm.property.Reset", "work", "template"),
+              exc("QubesValueError", "Cannot unset template"));
+    EXPECT_EQ(take_all_events(),
+              (std::vector<std::string>{ev("work", "property-pre-reset:template",
+                                           {{"name", "template"}, {"oldvalue", "fedora"}})}));
     // The icon follows the label (qubesvm's handler, before the streams get property-set).
     ok("admin.vm.property.Set", "work", "label", "green");
     const Kwargs label = {{"name", "label"}, {"newvalue", "green"}, {"oldvalue", "blue"}};
-    EXPECT_EQ(take_all_events(), (std::vector<std::string>{ev("work", "property-pre-set:label", label),
-                                                            ev("work", "property-reset:icon", {{"name", "icon"}}),
-                                                            ev("work", "property-set:label", label)}));
+    EXPECT_EQ(take_all_events(),
+              (std::vector<std::string>{ev("work", "property-pre-set:label", label),
+                                        ev("work", "property-reset:icon", {{"name", "icon"}}),
+                                        ev("work", "property-set:label", label)}));
     ok("admin.property.Set", "dom0", "default_qrexec_timeout", "61");
     const Kwargs global = {{"name", "default_qrexec_timeout"}, {"newvalue", "61"}, {"oldvalue", "60"}};
-    EXPECT_EQ(take_all_events(), (std::vector<std::string>{ev("", "property-pre-set:default_qrexec_timeout", global),
-                                                            ev("", "property-set:default_qrexec_timeout", global)}));
+    EXPECT_EQ(take_all_events(),
+              (std::vector<std::string>{ev("", "property-pre-set:default_qrexec_timeout", global),
+                                        ev("", "property-set:default_qrexec_timeout", global)}));
     ok("admin.vm.feature.Set", "work", "gui", "1");
     ok("admin.vm.feature.Set", "work", "gui", "0");
     ok("admin.vm.feature.Remove", "work", "gui");
