@@ -141,6 +141,13 @@ private:
     std::string volume_clear(Call&);
     std::string volume_clone_from(Call&);
     std::string volume_clone_to(Call&);
+    std::string volume_import_begin(Call&);
+    std::string volume_import_end(Call&);
+    // Runs `work` (pool work that takes a while) on the storage threads, in
+    // the queue of the qube `uuid`; its result, passed through `then` on the
+    // loop (which may publish events or throw), is the answer.
+    void on_storage(Call& call, const std::string& uuid, std::function<std::string()> work,
+                    std::function<std::string(std::string)> then = nullptr);
     // pools
     void add_pool_methods();
     storage::FilePool& named_pool(Call&);

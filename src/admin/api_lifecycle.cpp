@@ -37,11 +37,13 @@ void AdminApi::set_lifecycle(Lifecycle* lifecycle) {
     // Qubes' start_time: when the qube last started (lost over a restart of
     // the daemon: None until its next start).
     events_.observe([this](std::string_view subject, std::string_view event, const EventHub::Kwargs&) {
-        if (event != "domain-start" && event != "domain-shutdown") return;
+        if (event != "domain-spawn" && event != "domain-shutdown") return;
         if (Qube* qube = model_.find(subject))
-            qube->start_time = event == "domain-start"
-                                   ? std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()
-                                   : 0;
+            qube->start_time =
+                event == "domain-spawn"
+                    ? std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+                          .count()
+                    : 0;
     });
     // What a qrexec daemon asks for when the policy lets a call start its target.
     internal_methods_["internal.vm.Start"] = {&AdminApi::vm_autostart, P::None, A::None};

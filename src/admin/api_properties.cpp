@@ -98,6 +98,10 @@ std::string AdminApi::property_set(Call& call) {
         throw qubes_error("QubesVMNotHaltedError", "Cannot change template while qube is running");
 
     PropertyValue old = model_.get(qube, def);
+    std::vector<std::pair<std::string, std::string>> kwargs = {{"name", def.name},
+                                                               {"newvalue", event_value(def, value)}};
+    if (auto oldvalue = old_value(def, old)) kwargs.emplace_back("oldvalue", *oldvalue);
+    publish(qube, "property-pre-set:" + def.name, kwargs);
     Store::Transaction txn(store_);
     if (qube)
         txn.set_property(qube->uuid, def.name, value);
@@ -105,10 +109,12 @@ std::string AdminApi::property_set(Call& call) {
         txn.set_global(def.name, value);
     txn.commit();
     model_.set(qube, def.name, value);
-
-    std::vector<std::pair<std::string, std::string>> kwargs = {{"name", def.name},
-                                                                {"newvalue", event_value(def, value)}};
-    if (auto oldvalue = old_value(def, old)) kwargs.emplace_back("oldvalue", *oldvalue);
+    // qubes.vm.qubesvm's handlers of property-set:label and
+    // :template_for_dispvms (run before the event reaches the streams): the
+    // icon follows them.
+    if (qube && (def.name == "label" || def.name == "template_for_dispvms") &&
+        find_property(list_of(model_, qube), "icon"))
+        publish(qube, "property-reset:icon", {{"name", "icon"}});
     publish(qube, "property-set:" + def.name, std::move(kwargs));
     return {};
 }
@@ -117,6 +123,12 @@ std::string AdminApi::property_reset(Call& call) {
     Qube* qube = holder(call);
     const PropertyDef& def = lookup(model_, qube, call.arg());
     Call::enforce(def.writable && def.name != "name" && def.name != "label", "property " + def.name + " cannot be reset");
+    // As qubesd: property-pre-reset (whose handlers may refuse), the
+    // deprecated property-pre-del, the change, property-reset, property-del.
+    PropertyValue old = model_.get(qube, def);
+    std::vector<std::pair<std::string, std::string>> kwargs = {{"name", def.name}};
+    if (auto oldvalue = old_value(def, old)) kwargs.emplace_back("oldvalue", *oldvalue);
+    publish(qube, "property-pre-reset:" + def.name, kwargs);
     // qubes.vm.appvm / qubes.vm.dispvm: property-pre-reset:template.
     if (qube && def.name == "template") {
         std::string fallback = model_.value_text(nullptr, "default_template");
@@ -124,7 +136,7 @@ std::string AdminApi::property_reset(Call& call) {
             throw value_error("Cannot unset template. You can set it to the current default (" + fallback + ") instead");
         throw value_error("Cannot unset template");
     }
-    PropertyValue old = model_.get(qube, def);
+    publish(qube, "property-pre-del:" + def.name, kwargs);
     Store::Transaction txn(store_);
     if (qube)
         txn.reset_property(qube->uuid, def.name);
@@ -132,10 +144,8 @@ std::string AdminApi::property_reset(Call& call) {
         txn.reset_global(def.name);
     txn.commit();
     model_.reset(qube, def.name);
-
-    std::vector<std::pair<std::string, std::string>> kwargs = {{"name", def.name}};
-    if (auto oldvalue = old_value(def, old)) kwargs.emplace_back("oldvalue", *oldvalue);
-    publish(qube, "property-reset:" + def.name, std::move(kwargs));
+    publish(qube, "property-reset:" + def.name, kwargs);
+    publish(qube, "property-del:" + def.name, std::move(kwargs));
     return {};
 }
 
@@ -149,6 +159,8 @@ std::string AdminApi::rename(Call& call, const std::string& new_name) {
     if (model_.find(new_name))
         throw property_value_error("VM named " + new_name + " already exists");
     std::string old_name = qube.name;
+    publish(&qube, "property-pre-set:name",
+            {{"name", "name"}, {"newvalue", new_name}, {"oldvalue", old_name}});
     Store::Transaction txn(store_);
     txn.rename_qube(qube.uuid, new_name);
     for (const auto& [holder_qube, property] : model_.explicit_references(old_name)) {

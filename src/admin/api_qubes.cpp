@@ -128,9 +128,14 @@ std::string AdminApi::vm_create(Call& call) {
     if (qube.klass == "DispVM") {
         inherit_from_template(qube, *model_.find(qube.properties["template"]));
     }
-    qube.tags.insert("created-by-" + call.src->name);
+    const std::string tag = "created-by-" + call.src->name;
+    qube.tags.insert(tag);
 
-    registry_.add_qube(std::move(qube));
+    Qube& added = registry_.add_qube(std::move(qube));
+    // As qubesd: after domain-add, the tag its admin.vm.Create adds and the
+    // hooks of create_on_disk.
+    publish(&added, "domain-tag-add:" + tag, {{"tag", tag}});
+    publish(&added, "domain-create-on-disk");
     return {};
 }
 
@@ -141,6 +146,9 @@ std::string AdminApi::vm_remove(Call& call) {
         throw qubes_error("QubesVMNotHaltedError", "Domain is not powered off: '" + vm.name + "'");
     if (model_.value_text(&vm, "installed_by_rpm") == "True")
         throw qubes_error("QubesVMInUseError", "VM installed by package manager: " + vm.name);
+    // qubesd's domain-pre-delete goes out before its handler finds the
+    // qubes that still use this one.
+    publish(nullptr, "domain-pre-delete", {{"vm", vm.name}});
     auto users = model_.dependants(vm);
     if (!users.empty()) {
         // Named, but not endlessly: a template of a thousand qubes would say it all.

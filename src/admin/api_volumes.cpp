@@ -1,8 +1,13 @@
 // admin.vm.volume.{List,Info,ListSnapshots,Revert,Resize,Clear,CloneFrom,
-// CloneTo,Set.revisions_to_keep,Set.rw,Set.ephemeral}.
+// CloneTo,Set.revisions_to_keep,Set.rw,Set.ephemeral}, and the two halves of
+// admin.vm.volume.Import / ImportWithSize (internal.vm.volume.ImportBegin,
+// ImportEnd: aerie-volume-import writes the data in between, as Qubes'
+// script does).
 #include <random>
 
 #include "admin/api_call.hpp"
+#include "admin/lifecycle.hpp"
+#include "storage/image.hpp"
 #include "storage/pool.hpp"
 
 namespace aerie::admin {
@@ -32,7 +37,51 @@ void AdminApi::set_storage(storage::FilePool* pool) {
     methods_["admin.vm.volume.Clear"] = {&AdminApi::volume_clear, P::None, A::Optional};
     methods_["admin.vm.volume.CloneFrom"] = {&AdminApi::volume_clone_from, P::None, A::Optional};
     methods_["admin.vm.volume.CloneTo"] = {&AdminApi::volume_clone_to, P::Optional, A::Optional};
+    internal_methods_["internal.vm.volume.ImportBegin"] = {&AdminApi::volume_import_begin, P::Optional,
+                                                           A::Required};
+    internal_methods_["internal.vm.volume.ImportEnd"] = {&AdminApi::volume_import_end, P::Required,
+                                                         A::Required};
     add_pool_methods();
+}
+
+void AdminApi::on_storage(Call& call, const std::string& uuid, std::function<std::string()> work,
+                          std::function<std::string(std::string)> then) {
+    // Errors as qubesd answers them: the pool's as StoragePoolException.
+    auto answer = [this](const std::function<std::string()>& body) {
+        try {
+            return ApiResponse::reply(encode_success(body()));
+        } catch (const storage::StorageError& e) {
+            return ApiResponse::reply(encode_exception("StoragePoolException", e.what()));
+        } catch (const ApiError& e) {
+            if (!e.silent) return ApiResponse::reply(encode_exception(e.type, e.what()));
+            log("refused: " + base::log_safe(e.what(), 200));
+            return ApiResponse::close();
+        } catch (const std::exception& e) {
+            log(std::string("volume work failed: ") + e.what());
+            return ApiResponse::close();
+        }
+    };
+    auto result = std::make_shared<std::string>();
+    call.later = [this, uuid, work = std::move(work), then = std::move(then), answer,
+                  result](ApiResponse::Completion done) {
+        auto finish = [then, answer, result, done](std::exception_ptr error) {
+            done(answer([&] {
+                if (error) std::rethrow_exception(error);
+                return then ? then(*result) : *result;
+            }));
+        };
+        if (!lifecycle_) {  // no threads (tests of the API alone)
+            std::exception_ptr error;
+            try {
+                *result = work();
+            } catch (...) {
+                error = std::current_exception();
+            }
+            return finish(error);
+        }
+        lifecycle_->storage_worker().run(
+            uuid, [work, result] { *result = work(); }, finish);
+    };
 }
 
 std::string AdminApi::volume_list(Call& call) {
@@ -64,17 +113,17 @@ std::string AdminApi::volume_revert(Call& call) {
                   "no revision '" + revision + "'");
     if (!call.dest->is_halted())
         throw qubes_error("QubesVMNotHaltedError", "Domain is not powered off: '" + call.dest->name + "'");
-    try {
-        pool_->revert(call.dest->uuid, call.arg(), revision);
-    } catch (const storage::StorageError& e) {
-        throw qubes_error("StoragePoolException", e.what());
-    }
+    on_storage(call, call.dest->uuid, [pool = pool_, uuid = call.dest->uuid, volume = call.arg(), revision] {
+        pool->revert(uuid, volume, revision);
+        return std::string();
+    });
     return {};
 }
 
 // The payload: the new size in bytes (decimal digits, no leading zero, as
 // Qubes' validate_size). Growing works running or halted; shrinking is
-// refused with Qubes' StoragePoolException.
+// refused with Qubes' StoragePoolException. On the storage threads: an
+// online grow waits for the file system.
 std::string AdminApi::volume_resize(Call& call) {
     Call::enforce(has_volume(*pool_, *call.dest, call.arg()), "no volume " + call.arg());
     std::string text = call.payload();
@@ -83,12 +132,15 @@ std::string AdminApi::volume_resize(Call& call) {
                       std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
                       (text[0] != '0' || text == "0"),
                   "invalid size");
-    const uint64_t size = std::stoull(text);
-    try {
-        pool_->resize(call.dest->uuid, call.dest->klass, call.arg(), size);
-    } catch (const storage::StorageError& e) {
-        throw qubes_error("StoragePoolException", e.what());
-    }
+    // Volumes are whole 4 KiB blocks: a size between two is rounded up (as
+    // Qubes' LVM pool rounds up to its extents).
+    uint64_t size = std::stoull(text);
+    if (size % 4096 && size < UINT64_MAX - 4096) size += 4096 - size % 4096;
+    on_storage(call, call.dest->uuid,
+               [pool = pool_, uuid = call.dest->uuid, klass = call.dest->klass, volume = call.arg(), size] {
+                   pool->resize(uuid, klass, volume, size);
+                   return std::string();
+               });
     return {};
 }
 
@@ -157,11 +209,11 @@ std::string AdminApi::volume_clear(Call& call) {
     Call::enforce(has_volume(*pool_, *call.dest, call.arg()), "no volume " + call.arg());
     if (!call.dest->is_halted())
         throw qubes_error("QubesVMNotHaltedError", "Domain is not powered off: '" + call.dest->name + "'");
-    try {
-        pool_->clear(call.dest->uuid, call.dest->klass, call.arg());
-    } catch (const storage::StorageError& e) {
-        throw qubes_error("StoragePoolException", e.what());
-    }
+    on_storage(call, call.dest->uuid,
+               [pool = pool_, uuid = call.dest->uuid, klass = call.dest->klass, volume = call.arg()] {
+                   pool->clear(uuid, klass, volume);
+                   return std::string();
+               });
     return {};
 }
 
@@ -201,11 +253,65 @@ std::string AdminApi::volume_clone_to(Call& call) {
     Call::enforce(from.volume == call.arg(), "volumes of different names");
     if (!call.dest->is_halted())
         throw qubes_error("QubesVMNotHaltedError", "Domain is not powered off: '" + call.dest->name + "'");
-    try {
-        pool_->import_volume(call.dest->uuid, call.dest->klass, src->uuid, src->klass, call.arg());
-    } catch (const storage::StorageError& e) {
-        throw qubes_error("StoragePoolException", e.what());
-    }
+    on_storage(call, call.dest->uuid,
+               [pool = pool_, uuid = call.dest->uuid, klass = call.dest->klass, src_uuid = src->uuid,
+                src_klass = src->klass, volume = call.arg()] {
+                   pool->import_volume(uuid, klass, src_uuid, src_klass, volume);
+                   return std::string();
+               });
+    return {};
+}
+
+// The first half of an import: where the data goes, and how much of it.
+// Payload: empty (admin.vm.volume.Import: the volume's size) or the size
+// (ImportWithSize).
+std::string AdminApi::volume_import_begin(Call& call) {
+    Call::enforce(has_volume(*pool_, *call.dest, call.arg()), "no volume " + call.arg());
+    if (!call.dest->is_halted())
+        throw qubes_error("QubesVMNotHaltedError", "Domain is not powered off: '" + call.dest->name + "'");
+    std::optional<uint64_t> size;
+    if (!call.payload().empty()) size = static_cast<uint64_t>(validate_size(call.payload(), false));
+    std::string name = call.dest->name, volume = call.arg();
+    on_storage(
+        call, call.dest->uuid,
+        [pool = pool_, uuid = call.dest->uuid, klass = call.dest->klass, volume, size] {
+            std::string path = pool->begin_import(uuid, klass, volume, size).string();
+            uint64_t bytes = size ? *size : storage::image_size(pool->image_path(uuid, volume));
+            return std::to_string(bytes) + " " + path;
+        },
+        [this, name, volume](std::string body) {
+            Call::enforce(body.find(' ') == body.rfind(' '), "Path contains whitespace");
+            if (Qube* qube = model_.find(name))
+                publish(qube, "domain-volume-import-begin",
+                        {{"volume", volume}, {"size", body.substr(0, body.find(' '))}});
+            return body;
+        });
+    return {};
+}
+
+// The second half: "ok", or "fail\nREASON" from the writer; the answer
+// goes to the caller of admin.vm.volume.Import.
+std::string AdminApi::volume_import_end(Call& call) {
+    Call::enforce(has_volume(*pool_, *call.dest, call.arg()), "no volume " + call.arg());
+    const std::string& payload = call.payload();
+    const bool success = payload == "ok";
+    for (unsigned char c : payload) Call::enforce(c < 0x80, "the import's status is not ASCII");
+    std::string reason;
+    if (size_t nl = payload.find('\n'); nl != std::string::npos) reason = payload.substr(nl + 1);
+    std::string name = call.dest->name, volume = call.arg();
+    on_storage(
+        call, call.dest->uuid,
+        [pool = pool_, uuid = call.dest->uuid, klass = call.dest->klass, volume, success] {
+            pool->end_import(uuid, klass, volume, success);
+            return std::string();
+        },
+        [this, name, volume, success, reason](std::string) -> std::string {
+            if (Qube* qube = model_.find(name))
+                publish(qube, "domain-volume-import-end",
+                        {{"volume", volume}, {"success", success ? "True" : "False"}});
+            if (!success) throw qubes_error("QubesException", "Data import failed: " + reason);
+            return {};
+        });
     return {};
 }
 

@@ -116,8 +116,18 @@ void Lifecycle::start(Qube& qube, Done done) {
         const Qube* tpl = model_.find(model_.value_text(&qube, "template"));
         if (!tpl) return done(qubes_error("QubesNoTemplateError", "Template for the domain '" + qube.name + "' not found"));
     }
-    publish(qube, "domain-pre-start");
+    // As qubesd's admin.vm.Start: start(start_guid=True, mem_required=None).
+    publish(qube, "domain-pre-start", {{"start_guid", "True"}, {"mem_required", "None"}});
     qube.power_state = "Transient";
+    // A failed start is announced (domain-start-failed) before its answer,
+    // and before the domain-stopped of a qube that had spawned.
+    auto announced = std::make_shared<bool>(false);
+    done = [this, name = qube.name, announced, done = std::move(done)](std::optional<ApiError> error) {
+        if (error && !*announced)
+            if (const Qube* failed = model_.find(name))
+                publish(*failed, "domain-start-failed", {{"reason", error->what()}});
+        done(std::move(error));
+    };
     // The volumes are made ready on a storage thread (a start may wait for
     // the revision its last stop keeps, mount images, make fresh layers):
     // meanwhile the loop answers everyone else.
@@ -126,8 +136,9 @@ void Lifecycle::start(Qube& qube, Done done) {
     const uid_t owner = owner_uid(qube);
     auto volumes = std::make_shared<storage::StartedVolumes>();
     storage_.run(
-        uuid, [this, volumes, uuid, klass, chain, owner] { *volumes = pool_.start(uuid, klass, chain, owner); },
-        [this, name, volumes, done = std::move(done)](std::exception_ptr error) mutable {
+        uuid,
+        [this, volumes, uuid, klass, chain, owner] { *volumes = pool_.start(uuid, klass, chain, owner); },
+        [this, name, volumes, announced, done = std::move(done)](std::exception_ptr error) mutable {
             Qube* found = model_.find(name);
             std::string failed;
             try {
@@ -140,6 +151,9 @@ void Lifecycle::start(Qube& qube, Done done) {
             if (!failed.empty()) {
                 // Answered once the qube is Halted again, as qubesd does.
                 auto error_reply = qubes_error("QubesException", "Start failed: " + failed);
+                if (Qube* announcing = model_.find(name))
+                    publish(*announcing, "domain-start-failed", {{"reason", error_reply.what()}});
+                *announced = true;
                 return finish_stop(name, false, [done = std::move(done), error_reply](std::optional<ApiError>) {
                     done(error_reply);
                 });
@@ -217,6 +231,7 @@ void Lifecycle::launch(Qube& qube, const storage::StartedVolumes& volumes) {
     // The daemon first: it loads while the qube is made, and is woken when
     // the agent's socket appears.
     spawn_qrexec_daemon(qube, *running);
+    publish(qube, "domain-pre-spawn", {{"start_guid", "True"}});
     backend::RunningQube started;
     try {
         started = backend_.start(spec);
@@ -228,6 +243,12 @@ void Lifecycle::launch(Qube& qube, const storage::StartedVolumes& volumes) {
     write_text(runtime / "init.pid", std::to_string(started.init_pid));
     running_[qube.name] = std::move(running);
     watch_exit(qube.name);
+    // What qubesd fires once libvirt made the domain (paused) and it resumes it.
+    for (const char* property : {"xid", "stubdom_xid", "start_time"})
+        publish(qube, std::string("property-reset:") + property, {{"name", property}});
+    publish(qube, "domain-spawn", {{"start_guid", "True"}});
+    publish(qube, "domain-pre-unpaused");
+    publish(qube, "domain-unpaused");
 }
 
 // Only the qrexec daemon we started for this qube: the pid file could name a
@@ -302,8 +323,8 @@ void Lifecycle::watch_qrexec_daemon(const std::string& name, Running& running) {
 }
 
 // The daemon gave up on the agent (qrexec_timeout passed without it), or was
-// killed: no caller could reach the qube any more, so it is stopped (its
-// domain-shutdown says "crashed"); during a start, the start fails.
+// killed: no caller could reach the qube any more, so it is stopped (the
+// daemon's log says it crashed); during a start, the start fails.
 void Lifecycle::qrexec_daemon_exited(const std::string& name, pid_t pid) {
     auto it = running_.find(name);
     if (it == running_.end() || it->second->daemon_pid != pid || it->second->stopping) return;
@@ -352,7 +373,7 @@ void Lifecycle::wait_ready(const std::string& name, std::chrono::steady_clock::t
         Qube* qube = model_.find(name);
         if (qube) {
             qube->power_state = "Running";
-            publish(*qube, "domain-start");
+            publish(*qube, "domain-start", {{"start_guid", "True"}});
         }
         Done done = std::move(running.starting);
         running.starting = nullptr;
@@ -495,7 +516,13 @@ void Lifecycle::complete_stop(const std::string& name, bool crashed, std::vector
     if (qube) fs::remove(config_.qrexec_socket_dir / ("qrexec." + std::to_string(qube->qid)), ec);
     if (qube && qube->power_state != "Halted") {
         qube->power_state = "Halted";
-        publish(*qube, "domain-shutdown", {{"reason", crashed ? "crashed" : "shutdown"}});
+        // As qubesd: domain-stopped, whose handler resets the run's
+        // properties, then domain-shutdown (a crash is only in the log).
+        if (crashed) std::fprintf(stderr, "aeried: %s crashed\n", name.c_str());
+        publish(*qube, "domain-stopped");
+        for (const char* property : {"xid", "stubdom_xid", "start_time"})
+            publish(*qube, std::string("property-reset:") + property, {{"name", property}});
+        publish(*qube, "domain-shutdown");
     }
     for (auto& done : waiters) done(std::nullopt);
 }
@@ -510,6 +537,12 @@ void Lifecycle::shutdown(Qube& qube, bool wait, bool force, Done done) {
         return done(qubes_error("QubesVMNotStartedError", "Domain is powered off: '" + qube.name + "'"));
     Running& running = *it->second;
     publish(qube, "domain-pre-shutdown", {{"force", force ? "True" : "False"}});
+    // As qubesd: a paused qube is shut down only by force (a preload aside).
+    if (qube.power_state == "Paused" && !force && model_.value_text(&qube, "is_preload") != "True") {
+        ApiError error = not_running(qube);
+        publish(qube, "domain-shutdown-failed", {{"reason", error.what()}});
+        return done(error);
+    }
     running.stopping = true;
     if (qube.power_state == "Paused") backend_.unpause(qube.name);
     qube.power_state = "Halting";
@@ -547,6 +580,7 @@ void Lifecycle::kill(Qube& qube, Done done) {
 
 void Lifecycle::pause(Qube& qube) {
     if (qube.power_state != "Running") throw not_running(qube);
+    publish(qube, "domain-pre-paused");
     backend_.pause(qube.name);
     qube.power_state = "Paused";
     publish(qube, "domain-paused");
@@ -555,6 +589,7 @@ void Lifecycle::pause(Qube& qube) {
 void Lifecycle::unpause(Qube& qube) {
     if (qube.power_state != "Paused")
         throw qubes_error("QubesVMNotPausedError", "Domain is not paused: '" + qube.name + "'");
+    publish(qube, "domain-pre-unpaused");
     backend_.unpause(qube.name);
     qube.power_state = "Running";
     publish(qube, "domain-unpaused");

@@ -49,6 +49,9 @@ public:
     ~Lifecycle();
 
     void start(Qube& qube, Done done);
+    // The threads of the pool's work, per qube in order (other long volume
+    // work joins the queue of its qube's starts and stops).
+    StorageWorker& storage_worker() { return storage_; }
     // wait: answer once halted; force: kill after shutdown_timeout.
     void shutdown(Qube& qube, bool wait, bool force, Done done);
     void kill(Qube& qube, Done done);

@@ -27,9 +27,11 @@ void Registry::apply_features(const std::vector<FeatureChange>& changes) {
             std::vector<std::pair<std::string, std::string>> kwargs = {{"feature", change.key},
                                                                         {"value", *change.value}};
             if (old != qube.features.end()) kwargs.emplace_back("oldvalue", old->second);
+            events_.publish(qube.name, "domain-feature-pre-set:" + change.key, kwargs);
             qube.features[change.key] = *change.value;
             events_.publish(qube.name, "domain-feature-set:" + change.key, kwargs);
         } else if (old != qube.features.end()) {
+            events_.publish(qube.name, "domain-feature-pre-delete:" + change.key, {{"feature", change.key}});
             qube.features.erase(old);
             events_.publish(qube.name, "domain-feature-delete:" + change.key, {{"feature", change.key}});
         }

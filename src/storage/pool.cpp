@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "base/safe_dir.hpp"
+#include "base/unique_fd.hpp"
 #include "storage/debootstrap.hpp"
 #include "storage/image.hpp"
 #include "storage/mounts.hpp"
@@ -461,6 +462,24 @@ void FilePool::discard(const fs::path& path) const {
     start_worker();
 }
 
+void FilePool::discard_link(const fs::path& path) const {
+    std::string name;
+    {
+        std::lock_guard lock(bg_mutex_);
+        struct timespec now;
+        ::clock_gettime(CLOCK_REALTIME, &now);
+        name = std::to_string(now.tv_sec) + "." + std::to_string(now.tv_nsec) + "-" +
+               std::to_string(++trash_seq_);
+    }
+    if (::link(path.c_str(), (dir_ / "trash" / name).c_str()) < 0) {
+        if (errno == ENOENT) return;
+        throw_storage_errno("discarding " + path.string(), errno);
+    }
+    std::lock_guard lock(bg_mutex_);
+    bg_trash_ = true;
+    start_worker();
+}
+
 void FilePool::discard_entries(const fs::path& dir) const {
     std::error_code ec;
     std::vector<fs::path> entries;
@@ -737,7 +756,9 @@ void FilePool::replace_image(const std::string& uuid, const std::string& volume,
         ::unlink(tmp.c_str());
         throw StorageError("volume " + volume_vid(uuid, volume) + " is in use");
     }
-    discard(image);
+    // The old image gets a second name in the trash first, then the new one
+    // takes its place in one rename: a kill -9 leaves one or the other.
+    discard_link(image);
     if (::rename(tmp.c_str(), image.c_str()) < 0) throw_storage_errno("replacing " + image.string(), errno);
     if (volume == "root") bump_stamp(vm_dir(uuid) / "root.changed");
 }
@@ -782,6 +803,66 @@ void FilePool::clear(const std::string& uuid, const std::string& klass, const st
     if (volume == "private") {
         make_empty_home(uuid);
     }
+}
+
+fs::path FilePool::import_path(const std::string& uuid, const std::string& volume) const {
+    check_volume(volume);
+    return vm_dir(uuid) / (volume + "-import.img");
+}
+
+fs::path FilePool::begin_import(const std::string& uuid, const std::string& klass, const std::string& volume,
+                                std::optional<uint64_t> size) {
+    check_volume(volume);
+    const Klass k = parse_klass(klass);
+    if (!has_volumes(k) || !saves_on_stop(k, volume))
+        throw StorageError("Can not import into save_on_stop=False volume " + volume_vid(uuid, volume));
+    if (is_started(uuid))
+        throw StorageError("volume " + volume_vid(uuid, volume) + " is in use: its qube runs");
+    const uint64_t bytes = size ? *size : image_size(image_path(uuid, volume));
+    const fs::path path = import_path(uuid, volume);
+    ::unlink(path.c_str());  // an import that never ended
+    base::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd) throw_storage_errno("creating " + path.string(), errno);
+    if (::ftruncate(fd.get(), static_cast<off_t>(bytes)) < 0) {
+        int err = errno;
+        ::unlink(path.c_str());
+        throw_storage_errno("creating " + path.string() + " of " + std::to_string(bytes) + " bytes", err);
+    }
+    return path;
+}
+
+void FilePool::end_import(const std::string& uuid, const std::string& klass, const std::string& volume,
+                          bool success) {
+    check_volume(volume);
+    const fs::path path = import_path(uuid, volume);
+    if (!present(path)) throw StorageError("no import of volume " + volume_vid(uuid, volume) + " was begun");
+    if (!success) {
+        ::unlink(path.c_str());
+        return;
+    }
+    const Klass k = parse_klass(klass);
+    if (!has_volumes(k) || !saves_on_stop(k, volume)) {
+        ::unlink(path.c_str());
+        throw StorageError("Can not import into save_on_stop=False volume " + volume_vid(uuid, volume));
+    }
+    // The host mounts its volumes: whatever came must be an ext4 file system
+    // e2fsck finds clean (read-only check) before it is ever mounted.
+    try {
+        run_e2fsprogs("e2fsck", {"-f", "-n", "--", path.string()});
+    } catch (const StorageError&) {
+        ::unlink(path.c_str());
+        throw StorageError("the data is not an ext4 file system without errors (e2fsck -fn found problems)");
+    }
+    try {
+        replace_image(uuid, volume, [&](const fs::path& to) {
+            if (::rename(path.c_str(), to.c_str()) < 0)
+                throw_storage_errno("renaming " + path.string(), errno);
+        });
+    } catch (...) {
+        ::unlink(path.c_str());
+        throw;
+    }
+    if (volume == "root") ::unlink((vm_dir(uuid) / "root.host-usr").c_str());
 }
 
 void FilePool::teardown(const std::string& uuid) {

@@ -165,6 +165,19 @@ public:
     // system of the same size (a private one with an empty home/, as made).
     // The qube must not be started, nor the volume held.
     void clear(const std::string& uuid, const std::string& klass, const std::string& volume);
+    // admin.vm.volume.Import / ImportWithSize (Qubes' import_data): a new
+    // sparse file of `size` bytes (the volume's size when not given) beside
+    // the volume's image, for the caller to write the data into; its path.
+    // Only a save_on_stop volume of a qube that is not started takes data.
+    // An earlier import of the volume that never ended is thrown away.
+    std::filesystem::path begin_import(const std::string& uuid, const std::string& klass,
+                                       const std::string& volume, std::optional<uint64_t> size);
+    // Its end: on success the written file, once e2fsck finds a clean ext4
+    // file system in it, replaces the volume's image (one rename: a kill -9
+    // leaves the old or the new, never neither); otherwise it is removed.
+    void end_import(const std::string& uuid, const std::string& klass, const std::string& volume,
+                    bool success);
+    std::filesystem::path import_path(const std::string& uuid, const std::string& volume) const;
     // The vid admin.vm.volume.Info reports for a qube's volume.
     static std::string volume_vid(const std::string& uuid, const std::string& volume) {
         return "vm/" + uuid + "/" + volume;
@@ -260,6 +273,8 @@ private:
     void cancel(const std::string& uuid);
     void teardown(const std::string& uuid);
     void discard(const std::filesystem::path& path) const;
+    // Like discard, but the file keeps its name too (a second link in the trash).
+    void discard_link(const std::filesystem::path& path) const;
     void discard_entries(const std::filesystem::path& dir) const;
     void start_worker() const;  // with bg_mutex_ held
     void worker() const;

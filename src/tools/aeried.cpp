@@ -94,14 +94,19 @@ void ensure_admin_vm_stored(Store& store, const StoredState& state) {
 
 // One symlink per method: a qrexec call of admin.X to dom0 connects to the
 // socket, which receives qubesd's header "admin.X+ARG SOURCE name dom0\0".
-void publish_rpc_services(const std::string& dir, const std::string& socket, const std::vector<std::string>& methods) {
+// The imports, whose data does not pass through the socket, are a program
+// (aerie-volume-import, called by the method's name).
+void publish_rpc_services(const std::string& dir, const std::string& socket,
+                          const std::vector<std::string>& methods, const fs::path& bin_dir) {
     fs::create_directories(dir);
-    for (const auto& method : methods) {
-        fs::path link = fs::path(dir) / method;
+    auto link = [&](const std::string& name, const fs::path& to) {
         std::error_code ec;
-        fs::remove(link, ec);
-        fs::create_symlink(fs::absolute(socket), link);
-    }
+        fs::remove(fs::path(dir) / name, ec);
+        fs::create_symlink(fs::absolute(to), fs::path(dir) / name);
+    };
+    for (const auto& method : methods) link(method, socket);
+    for (const char* method : {"admin.vm.volume.Import", "admin.vm.volume.ImportWithSize"})
+        link(method, bin_dir / "aerie-volume-import");
 }
 
 }  // namespace
@@ -219,7 +224,9 @@ int main(int argc, char** argv) {
         ApiServer server(io, options.socket, [&](const ApiRequest& r) { return api.handle(r); }, &events, 0660);
         ApiServer internal(io, options.internal_socket, [&](const ApiRequest& r) { return api.handle_internal(r); },
                            nullptr, 0660);
-        if (!options.rpc_dir.empty()) publish_rpc_services(options.rpc_dir, options.socket, api.method_names());
+        if (!options.rpc_dir.empty())
+            publish_rpc_services(options.rpc_dir, options.socket, api.method_names(),
+                                 lifecycle_config.bin_dir);
 
         asio::signal_set signals(io, SIGINT, SIGTERM);
         signals.async_wait([&](const asio::error_code&, int) {

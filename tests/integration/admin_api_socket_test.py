@@ -487,28 +487,38 @@ class AdminApiSocket(unittest.TestCase):
             expected = [
                 b"1\0net\0domain-tag-add:ev-tag\0tag\0ev-tag\0\0",
                 b"1\0work\0domain-tag-add:ev-tag\0tag\0ev-tag\0\0",
+                b"1\0work\0domain-feature-pre-set:ev-f\0feature\0ev-f\0value\0" b"1\0\0",
                 b"1\0work\0domain-feature-set:ev-f\0feature\0ev-f\0value\0" b"1\0\0",
+                b"1\0work\0domain-feature-pre-delete:ev-f\0feature\0ev-f\0\0",
                 b"1\0work\0domain-feature-delete:ev-f\0feature\0ev-f\0\0",
+                b"1\0work\0property-pre-set:vcpus\0name\0vcpus\0newvalue\0" b"3\0oldvalue\0" + vcpus + b"\0\0",
                 b"1\0work\0property-set:vcpus\0name\0vcpus\0newvalue\0" b"3\0oldvalue\0" + vcpus + b"\0\0",
+                b"1\0work\0property-pre-reset:vcpus\0name\0vcpus\0oldvalue\0" b"3\0\0",
+                b"1\0work\0property-pre-del:vcpus\0name\0vcpus\0oldvalue\0" b"3\0\0",
                 b"1\0work\0property-reset:vcpus\0name\0vcpus\0oldvalue\0" b"3\0\0",
+                b"1\0work\0property-del:vcpus\0name\0vcpus\0oldvalue\0" b"3\0\0",
                 b"1\0work\0domain-tag-delete:ev-tag\0tag\0ev-tag\0\0",
                 b"1\0\0domain-add\0vm\0ev-qube\0\0",
+                b"1\0ev-qube\0domain-tag-add:created-by-dom0\0tag\0created-by-dom0\0\0",
+                b"1\0ev-qube\0domain-create-on-disk\0\0",
+                b"1\0\0domain-pre-delete\0vm\0ev-qube\0\0",
                 b"1\0\0domain-delete\0vm\0ev-qube\0\0",
             ]
             got = [stream.next_event()[0] for _ in expected]
             self.assertEqual(got, expected)
             # The stream about "work" has work's events only.
-            self.assertEqual([one.next_event()[0] for _ in range(6)], [e for e in expected if e[2:6] == b"work"])
+            self.assertEqual([one.next_event()[0] for _ in range(12)], [e for e in expected if e[2:6] == b"work"])
             self.assertTrue(stream.nothing_pending())
             self.assertTrue(one.nothing_pending())
             # A global property: the subject is empty.
             self.ok("admin.property.Set", arg="default_kernel", payload=b"k2")
             self.ok("admin.property.Reset", arg="default_kernel")
-            self.assertEqual(stream.next_event()[1:], ("", "property-set:default_kernel",
-                                                        {"name": "default_kernel", "newvalue": "k2",
-                                                         "oldvalue": "aerie-ns"}))
-            self.assertEqual(stream.next_event()[1:], ("", "property-reset:default_kernel",
-                                                        {"name": "default_kernel", "oldvalue": "k2"}))
+            for event in ("property-pre-set:default_kernel", "property-set:default_kernel"):
+                self.assertEqual(stream.next_event()[1:], ("", event, {"name": "default_kernel", "newvalue": "k2",
+                                                                       "oldvalue": "aerie-ns"}))
+            for event in ("property-pre-reset:", "property-pre-del:", "property-reset:", "property-del:"):
+                self.assertEqual(stream.next_event()[1:], ("", event + "default_kernel",
+                                                            {"name": "default_kernel", "oldvalue": "k2"}))
             self.assertTrue(one.nothing_pending())
         finally:
             stream.close()

@@ -11,10 +11,19 @@ included, by an aeried with real volumes and running qubes:
               admin.vm.{Suspend,Resume}, the start_time property
   firewall    admin.vm.firewall.{Get,Set,Reload} (the default accept-all
               rule list) and admin.deviceclass.List
+  events      a start, pauses and a shutdown: every event qubesd fires, in
+              its order, with its arguments
+  import      admin.vm.volume.Import and ImportWithSize (the rpc folder's
+              program, as qubesadmin runs it in dom0): the data, its size,
+              too little, too much, no ext4, refusals, a kill -9 between
+              the halves; Resize rounding up; an import from a management
+              qube through qrexec, granted for one qube and not another
 Needs root (skipped otherwise)."""
 import os
 import re
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -319,11 +328,178 @@ class AdminExactTest(WorldTest):
             self.assertEqual(self.raw("admin.vm.feature.Set", work, "last", b"1"), ok())
             stream.wait(work, "domain-feature-set:last")
             seen = [(s, e) for s, e, _ in list(stream.events)]
-            self.assertEqual(seen, [("", "connection-established"), (work, "domain-feature-set:seen"),
-                                    ("", "property-set:default_qrexec_timeout"), (work, "domain-feature-set:last")])
+            self.assertEqual(seen, [("", "connection-established"), (work, "domain-feature-pre-set:seen"),
+                                    (work, "domain-feature-set:seen"), ("", "property-set:default_qrexec_timeout"),
+                                    (work, "domain-feature-pre-set:last"), (work, "domain-feature-set:last")])
         finally:
             stream.close()
         self.w.tool("qvm-remove", "-f", PREFIX + "-new")
+
+    def test_07_lifecycle_events_as_qubesd_fires_them(self):
+        self.make_world()
+        work = self.work
+        mark = len(self.events.events)
+        self.w.tool("qvm-start", work)
+        self.assertEqual(self.raw("admin.vm.Pause", work), ok())
+        self.assertEqual(self.raw("admin.vm.Unpause", work), ok())
+        self.assertEqual(self.raw("admin.vm.Pause", work), ok())
+        # A paused qube's shutdown: qubesd refuses it without force.
+        self.assertEqual(self.raw("admin.vm.Shutdown", work), exc("QubesVMNotRunningError",
+                         "Domain not running (either powered off or paused): '%s'" % work))
+        self.assertEqual(self.raw("admin.vm.Unpause", work), ok())
+        self.w.tool("qvm-shutdown", "--wait", work, timeout=120)
+        self.events.wait(work, "domain-shutdown")
+        guid = [("start_guid", "True")]
+        resets = [("property-reset:" + p, [("name", p)]) for p in ("xid", "stubdom_xid", "start_time")]
+        want = ([("domain-pre-start", guid + [("mem_required", "None")]), ("domain-pre-spawn", guid)] + resets +
+                [("domain-spawn", guid), ("domain-pre-unpaused", []), ("domain-unpaused", []),
+                 ("domain-start", guid),
+                 ("domain-pre-paused", []), ("domain-paused", []), ("domain-pre-unpaused", []), ("domain-unpaused", []),
+                 ("domain-pre-paused", []), ("domain-paused", []),
+                 ("domain-pre-shutdown", [("force", "False")]),
+                 ("domain-shutdown-failed", [("reason", "Domain not running (either powered off or paused): '%s'"
+                                              % work)]),
+                 ("domain-pre-unpaused", []), ("domain-unpaused", []),
+                 ("domain-pre-shutdown", [("force", "False")]), ("domain-stopped", [])] + resets +
+                [("domain-shutdown", [])])
+        got = [(e, list(kw.items())) for s, e, kw in list(self.events.events)[mark:] if s == work]
+        self.assertEqual(got, want)
+        # A halted qube cannot pause.
+        self.assertEqual(self.raw("admin.vm.Pause", work),
+                         exc("QubesVMNotRunningError", "Domain not running (either powered off or paused): '%s'"
+                             % work))
+        self.assertEqual(self.raw("admin.vm.Unpause", work),
+                         exc("QubesVMNotPausedError", "Domain is not paused: '%s'" % work))
+
+    def import_program(self, method, qube, volume, data, size_line=None):
+        """Runs the rpc folder's admin.vm.volume.Import[WithSize] as qubesadmin's
+        QubesLocal does (QREXEC_REMOTE_DOMAIN=dom0): (exit code, answer)."""
+        env = dict(os.environ, QREXEC_REMOTE_DOMAIN="dom0", QREXEC_REQUESTED_TARGET=qube,
+                   QUBESD_INTERNAL_SOCKET=self.w.internal)
+        stdin = (size_line if size_line is not None else b"") + data
+        r = subprocess.run([os.path.join(self.w.root, "rpc", method), volume], input=stdin, env=env,
+                           capture_output=True, timeout=120)
+        return r.returncode, r.stdout
+
+    def test_08_volume_import(self):
+        self.w.daemon_args = ["--rpc-dir", os.path.join(self.w.root, "rpc")]
+        self.make_world()
+        work = self.work
+        uuid = self.w.uuid(work)
+        size = 32 << 20
+        image = os.path.join(self.w.root, "data.img")
+        subprocess.run(["truncate", "-s", str(size), image], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+        view = os.path.join(self.w.root, "data-view")
+        os.mkdir(view)
+        subprocess.run(["mount", "-o", "loop", image, view], check=True)
+        with open(os.path.join(view, "marker"), "w") as f:
+            f.write("imported\n")
+        subprocess.run(["umount", view], check=True)
+        with open(image, "rb") as f:
+            data = f.read()
+        old_size = int(self.info(work, "private")["size"])
+        mark = len(self.events.events)
+
+        # ImportWithSize: the volume takes the data and its size.
+        self.assertEqual(self.import_program("admin.vm.volume.ImportWithSize", work, "private", data,
+                                             b"%d\n" % size), (0, ok()))
+        self.assertEqual(self.info(work, "private")["size"], str(size))
+        with self.w.halted_volume(work, "private") as v:
+            with open(os.path.join(v, "marker")) as f:
+                self.assertEqual(f.read(), "imported\n")
+        got = [(e, list(kw.items())) for s, e, kw in list(self.events.events)[mark:] if s == work]
+        self.assertEqual(got, [("domain-volume-import-begin", [("volume", "private"), ("size", str(size))]),
+                               ("domain-volume-import-end", [("volume", "private"), ("success", "True")])])
+        # Import: the volume's size of data, no more, no less; the volume is
+        # replaced only when all of it came.
+        self.assertEqual(self.import_program("admin.vm.volume.Import", work, "private", data), (0, ok()))
+        self.assertEqual(self.import_program("admin.vm.volume.Import", work, "private", data[:1000]),
+                         (0, exc("QubesException", "Data import failed: not enough data (copied 1000 bytes, "
+                                                   "expected %d bytes)" % size)))
+        self.assertEqual(self.import_program("admin.vm.volume.Import", work, "private", data + b"x"),
+                         (0, exc("QubesException", "Data import failed: too much data (expected %d bytes)" % size)))
+        # Data that is no clean ext4 file system never reaches the host's mounts.
+        self.assertEqual(self.import_program("admin.vm.volume.ImportWithSize", work, "private", b"\1" * 8192,
+                                             b"8192\n"),
+                         (0, exc("StoragePoolException", "the data is not an ext4 file system without errors "
+                                                         "(e2fsck -fn found problems)")))
+        with self.w.halted_volume(work, "private") as v:
+            self.assertTrue(os.path.exists(os.path.join(v, "marker")))
+        self.assertEqual(self.info(work, "private")["size"], str(size))
+        self.assertFalse(os.path.exists(os.path.join(self.w.state, "pool", "vm", uuid, "private-import.img")))
+        # Refusals of the first half are the caller's answer (exit code 1).
+        self.assertEqual(self.import_program("admin.vm.volume.Import", work, "root", data),
+                         (1, exc("StoragePoolException",
+                                 "Can not import into save_on_stop=False volume vm/%s/root" % uuid)))
+        for line in (b"12x\n", b"012\n", b"1" * 20 + b"\n"):
+            self.assertEqual(self.import_program("admin.vm.volume.ImportWithSize", work, "private", data, line),
+                             (1, CLOSED), line)
+        self.assertEqual(self.import_program("admin.vm.volume.Import", work, "nosuch", data), (1, CLOSED))
+        self.assertEqual(self.import_program("admin.vm.volume.ImportWithSize", work, "private", data, b"1" * 30)[0],
+                         1)  # no newline in the first 21 bytes
+        self.w.tool("qvm-start", work)
+        self.assertEqual(self.import_program("admin.vm.volume.Import", work, "private", data),
+                         (1, exc("QubesVMNotHaltedError", "Domain is not powered off: '%s'" % work)))
+        self.w.tool("qvm-shutdown", "--wait", work, timeout=120)
+        # The internal halves take their arguments as qubesd's.
+        internal = lambda method, arg, payload=b"": exchange(self.w.internal, encode(method, work, arg, payload))
+        self.assertEqual(internal("internal.vm.volume.ImportBegin", "nosuch"), CLOSED)
+        self.assertEqual(internal("internal.vm.volume.ImportEnd", "private"), CLOSED)  # no status
+        # A kill -9 between the halves: the volume is the old one.
+        begun = internal("internal.vm.volume.ImportBegin", "private", b"8192")
+        self.assertRegex(begun, rb"\A0\x008192 /\S+/private-import\.img\Z")
+        self.w.stop_daemon(signal.SIGKILL)
+        self.w.start_daemon()
+        self.assertEqual(self.info(work, "private")["size"], str(size))
+        self.assertEqual(internal("internal.vm.volume.ImportEnd", "private", b"fail\nthe caller gave up"),
+                         exc("QubesException", "Data import failed: the caller gave up"))
+        self.assertEqual(self.info(work, "private")["size"], str(size))
+        # Resize: whole 4 KiB blocks (rounded up), never smaller.
+        self.assertEqual(self.raw("admin.vm.volume.Resize", work, "private", b"%d" % (size + 1)), ok())
+        self.assertEqual(self.info(work, "private")["size"], str(size + 4096))
+        self.assertEqual(self.raw("admin.vm.volume.Resize", work, "private", b"%d" % old_size), ok())
+        self.assertEqual(self.raw("admin.vm.volume.Resize", work, "private", b"4096"),
+                         exc("StoragePoolException", "For your own safety, shrinking of private is disabled. If you "
+                             "really know what you are doing, use `truncate` on vm/%s/private manually." % uuid))
+
+    def test_09_volume_import_from_a_management_qube(self):
+        """Through qrexec, as a management qube's qubesadmin sends it: the
+        policy redirects the call to dom0, whose service is the rpc folder's
+        program; a qube the policy does not grant keeps its volume."""
+        self.w.daemon_args = ["--rpc-dir", os.path.join(self.w.root, "rpc")]
+        self.make_world(appvms=("work", "vault", "mgmt"))
+        work, vault, mgmt = self.work, self.vault, PREFIX + "mgmt"
+        self.w.start_policy_daemon("admin.vm.volume.ImportWithSize +private {m} {w} allow target=dom0\n"
+                                   "admin.vm.volume.ImportWithSize * @anyvm @anyvm deny\n".format(m=mgmt, w=work))
+        size = 16 << 20
+        image = os.path.join(self.w.root, "data.img")
+        subprocess.run(["truncate", "-s", str(size), image], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-d", self.marker_tree("from-mgmt"), image], check=True)
+        with open(image, "rb") as f:
+            data = f.read()
+        self.w.tool("qvm-start", mgmt)
+        self.w.run(mgmt, "cat > /tmp/data.img", input=data)
+        send = "{{ echo {size}; cat /tmp/data.img; }} | qrexec-client-vm {target} admin.vm.volume.ImportWithSize+private"
+        rc, out, _ = self.w.run(mgmt, send.format(size=size, target=work), input=b"", check=False, timeout=120)
+        self.assertEqual((rc, out), (0, ok()))
+        rc, out, _ = self.w.run(mgmt, send.format(size=size, target=vault), input=b"", check=False, timeout=120)
+        self.assertNotEqual(rc, 0)
+        self.assertEqual(out, b"")
+        self.assertEqual(self.info(work, "private")["size"], str(size))
+        self.assertNotEqual(self.info(vault, "private")["size"], str(size))
+        with self.w.halted_volume(work, "private") as v:
+            with open(os.path.join(v, "marker")) as f:
+                self.assertEqual(f.read(), "from-mgmt\n")
+        self.w.tool("qvm-shutdown", "--wait", mgmt, timeout=120)
+
+    def marker_tree(self, text):
+        """A folder holding only `marker` with `text` (for mkfs.ext4 -d)."""
+        tree = os.path.join(self.w.root, "tree-" + text)
+        os.makedirs(tree)
+        with open(os.path.join(tree, "marker"), "w") as f:
+            f.write(text + "\n")
+        return tree
 
 
 class MgmtEvents(StatsStream):
@@ -342,4 +518,4 @@ class MgmtEvents(StatsStream):
 
 
 if __name__ == "__main__":
-    sys.exit(run_tests(sys.argv, more=("qvm-clone",)))
+    sys.exit(run_tests(sys.argv, more=("qvm-clone", "aerie-volume-import")))

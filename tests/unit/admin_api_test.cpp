@@ -101,7 +101,20 @@ protected:
         for (char c : bytes) out += c == '\0' ? std::string("\\0") : std::string(1, c);
         return out;
     }
-    std::vector<std::string> take_events() { return std::exchange(events, {}); }
+    // The events since the last call, without the pre-events and the
+    // deprecated property-del:* that accompany the changes (every event:
+    // take_all_events; PreEventsAsQubesdFiresThem checks those).
+    std::vector<std::string> take_events() {
+        std::vector<std::string> out;
+        for (auto& e : take_all_events()) {
+            std::string name = e.substr(e.find('\0', 2) + 1);
+            name = name.substr(0, name.find('\0'));
+            if (name.find("-pre-") == std::string::npos && name.rfind("property-del:", 0) != 0)
+                out.push_back(std::move(e));
+        }
+        return out;
+    }
+    std::vector<std::string> take_all_events() { return std::exchange(events, {}); }
     static std::string ev(const std::string& subject, const std::string& event, const Kwargs& kwargs = {}) {
         return encode_event(subject, event, kwargs);
     }
@@ -352,7 +365,11 @@ TEST_F(AdminApiTest, UuidDestinationsAndBadNames) {
 
 TEST_F(AdminApiTest, CreateAddsAQubeStoresItAndTellsTheStreams) {
     EXPECT_EQ(raw("admin.vm.Create.TemplateVM", "dom0", "", "name=fedora label=black"), "0\0"s);
-    EXPECT_EQ(take_events(), std::vector<std::string>{ev("", "domain-add", {{"vm", "fedora"}})});
+    EXPECT_EQ(take_events(), (std::vector<std::string>{
+                                 ev("", "domain-add", {{"vm", "fedora"}}),
+                                 ev("fedora", "domain-tag-add:created-by-dom0", {{"tag", "created-by-dom0"}}),
+                                 ev("fedora", "domain-create-on-disk"),
+                             }));
     EXPECT_EQ(raw("admin.vm.Create.AppVM", "dom0", "fedora", "label=6 name=work", "fedora"), kClose);  // label index
     EXPECT_EQ(raw("admin.vm.Create.AppVM", "dom0", "fedora", "label=blue name=work"), "0\0"s);
     const Qube& work = qube("work");
@@ -472,7 +489,8 @@ TEST_F(AdminApiTest, Remove) {
     ok("admin.vm.Create.StandaloneVM", "dom0", "", "name=solo label=green");
     events.clear();
     EXPECT_EQ(raw("admin.vm.Remove", "solo"), "0\0"s);
-    EXPECT_EQ(take_events(), std::vector<std::string>{ev("", "domain-delete", {{"vm", "solo"}})});
+    EXPECT_EQ(take_all_events(), (std::vector<std::string>{ev("", "domain-pre-delete", {{"vm", "solo"}}),
+                                                           ev("", "domain-delete", {{"vm", "solo"}})}));
     EXPECT_EQ(model.find("solo"), nullptr);
     expect_persisted("after remove");
     EXPECT_EQ(raw("admin.vm.Remove", "solo"), exc("QubesVMNotFoundError", "No such domain: 'solo'"));
@@ -560,13 +578,17 @@ TEST_F(AdminApiTest, PropertySetAndResetPublishAndPersist) {
     ok("admin.vm.property.Set", "work", "label", "4");
     ok("admin.vm.property.Set", "work", "netvm", "sys-net");
     ok("admin.vm.property.Set", "work", "netvm", "");
-    EXPECT_EQ(take_events(),
-              (std::vector<std::string>{
-                  ev("work", "property-set:autostart", {{"name", "autostart"}, {"newvalue", "True"}, {"oldvalue", "False"}}),
-                  ev("work", "property-set:label", {{"name", "label"}, {"newvalue", "green"}, {"oldvalue", "blue"}}),
-                  ev("work", "property-set:netvm", {{"name", "netvm"}, {"newvalue", "sys-net"}, {"oldvalue", "None"}}),
-                  ev("work", "property-set:netvm", {{"name", "netvm"}, {"newvalue", "None"}, {"oldvalue", "sys-net"}}),
-              }));
+    EXPECT_EQ(take_events(), (std::vector<std::string>{
+                                 ev("work", "property-set:autostart",
+                                    {{"name", "autostart"}, {"newvalue", "True"}, {"oldvalue", "False"}}),
+                                 ev("work", "property-reset:icon", {{"name", "icon"}}),
+                                 ev("work", "property-set:label",
+                                    {{"name", "label"}, {"newvalue", "green"}, {"oldvalue", "blue"}}),
+                                 ev("work", "property-set:netvm",
+                                    {{"name", "netvm"}, {"newvalue", "sys-net"}, {"oldvalue", "None"}}),
+                                 ev("work", "property-set:netvm",
+                                    {{"name", "netvm"}, {"newvalue", "None"}, {"oldvalue", "sys-net"}}),
+                             }));
     EXPECT_EQ(qube("work").properties.at("autostart"), "True");
     EXPECT_EQ(qube("work").properties.at("label"), "green");
     EXPECT_EQ(qube("work").properties.at("netvm"), "");
@@ -726,6 +748,56 @@ TEST_F(AdminApiTest, RenameRewritesReferencesAndPersists) {
     // The same name again: nothing to do.
     EXPECT_EQ(raw("admin.vm.property.Set", "net", "name", "net"), "0\0"s);
     EXPECT_TRUE(take_events().empty());
+}
+
+// As qubesd (qubes/__init__.py, qubes/features.py): each change comes with
+// its pre-event first, a reset also with the deprecated -del pair.
+TEST_F(AdminApiTest, PreEventsAsQubesdFiresThem) {
+    seed();
+    take_all_events();
+    ok("admin.vm.property.Set", "work", "memory", "512");
+    const Kwargs set = {{"name", "memory"}, {"newvalue", "512"}, {"oldvalue", "400"}};
+    EXPECT_EQ(take_all_events(), (std::vector<std::string>{ev("work", "property-pre-set:memory", set),
+                                                           ev("work", "property-set:memory", set)}));
+    ok("admin.vm.property.Reset", "work", "memory");
+    const Kwargs reset = {{"name", "memory"}, {"oldvalue", "512"}};
+    EXPECT_EQ(take_all_events(), (std::vector<std::string>{
+                                     ev("work", "property-pre-reset:memory", reset),
+                                     ev("work", "property-pre-del:memory", reset),
+                                     ev("work", "property-reset:memory", reset),
+                                     ev("work", "property-del:memory", reset),
+                                 }));
+    // A reset its pre-reset handler refuses: only the pre-reset went out.
+    EXPECT_EQ(raw("admin.vm.property.Reset", "work", "template"),
+              exc("QubesValueError", "Cannot unset template"));
+    EXPECT_EQ(take_all_events(),
+              (std::vector<std::string>{ev("work", "property-pre-reset:template",
+                                           {{"name", "template"}, {"oldvalue", "fedora"}})}));
+    // The icon follows the label (qubesvm's handler, before the streams get property-set).
+    ok("admin.vm.property.Set", "work", "label", "green");
+    const Kwargs label = {{"name", "label"}, {"newvalue", "green"}, {"oldvalue", "blue"}};
+    EXPECT_EQ(take_all_events(),
+              (std::vector<std::string>{ev("work", "property-pre-set:label", label),
+                                        ev("work", "property-reset:icon", {{"name", "icon"}}),
+                                        ev("work", "property-set:label", label)}));
+    ok("admin.property.Set", "dom0", "default_qrexec_timeout", "61");
+    const Kwargs global = {{"name", "default_qrexec_timeout"}, {"newvalue", "61"}, {"oldvalue", "60"}};
+    EXPECT_EQ(take_all_events(),
+              (std::vector<std::string>{ev("", "property-pre-set:default_qrexec_timeout", global),
+                                        ev("", "property-set:default_qrexec_timeout", global)}));
+    ok("admin.vm.feature.Set", "work", "gui", "1");
+    ok("admin.vm.feature.Set", "work", "gui", "0");
+    ok("admin.vm.feature.Remove", "work", "gui");
+    const Kwargs first = {{"feature", "gui"}, {"value", "1"}};
+    const Kwargs second = {{"feature", "gui"}, {"value", "0"}, {"oldvalue", "1"}};
+    EXPECT_EQ(take_all_events(), (std::vector<std::string>{
+                                     ev("work", "domain-feature-pre-set:gui", first),
+                                     ev("work", "domain-feature-set:gui", first),
+                                     ev("work", "domain-feature-pre-set:gui", second),
+                                     ev("work", "domain-feature-set:gui", second),
+                                     ev("work", "domain-feature-pre-delete:gui", {{"feature", "gui"}}),
+                                     ev("work", "domain-feature-delete:gui", {{"feature", "gui"}}),
+                                 }));
 }
 
 // --- features, tags, notes ---------------------------------------------------------------
