@@ -443,17 +443,19 @@ void FilePool::start_worker() const {
     bg_cv_.notify_all();
 }
 
-void FilePool::discard(const fs::path& path) const {
-    if (!present(path)) return;
-    std::string name;
-    {
-        std::lock_guard lock(bg_mutex_);
-        struct timespec now;
-        ::clock_gettime(CLOCK_REALTIME, &now);
-        name = std::to_string(now.tv_sec) + "." + std::to_string(now.tv_nsec) + "-" +
-               std::to_string(++trash_seq_);
-    }
-    if (::rename(path.c_str(), (dir_ / "trash" / name).c_str()) < 0) {
+// A fresh name in the trash (time and a sequence number: never reused).
+fs::path FilePool::trash_name() const {
+    std::lock_guard lock(bg_mutex_);
+    struct timespec now;
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    return dir_ / "trash" /
+           (std::to_string(now.tv_sec) + "." + std::to_string(now.tv_nsec) + "-" + std::to_string(++trash_seq_));
+}
+
+// Moved (or, by `link_only`, hard-linked) into the trash, which the worker empties.
+void FilePool::to_trash(const fs::path& path, bool link_only) const {
+    const fs::path name = trash_name();
+    if ((link_only ? ::link(path.c_str(), name.c_str()) : ::rename(path.c_str(), name.c_str())) < 0) {
         if (errno == ENOENT) return;
         throw_storage_errno("discarding " + path.string(), errno);
     }
@@ -462,23 +464,11 @@ void FilePool::discard(const fs::path& path) const {
     start_worker();
 }
 
-void FilePool::discard_link(const fs::path& path) const {
-    std::string name;
-    {
-        std::lock_guard lock(bg_mutex_);
-        struct timespec now;
-        ::clock_gettime(CLOCK_REALTIME, &now);
-        name = std::to_string(now.tv_sec) + "." + std::to_string(now.tv_nsec) + "-" +
-               std::to_string(++trash_seq_);
-    }
-    if (::link(path.c_str(), (dir_ / "trash" / name).c_str()) < 0) {
-        if (errno == ENOENT) return;
-        throw_storage_errno("discarding " + path.string(), errno);
-    }
-    std::lock_guard lock(bg_mutex_);
-    bg_trash_ = true;
-    start_worker();
+void FilePool::discard(const fs::path& path) const {
+    if (present(path)) to_trash(path, false);
 }
+
+void FilePool::discard_link(const fs::path& path) const { to_trash(path, true); }
 
 void FilePool::discard_entries(const fs::path& dir) const {
     std::error_code ec;

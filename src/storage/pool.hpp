@@ -272,6 +272,8 @@ private:
     void settle(const std::string& uuid) const;
     void cancel(const std::string& uuid);
     void teardown(const std::string& uuid);
+    std::filesystem::path trash_name() const;
+    void to_trash(const std::filesystem::path& path, bool link_only) const;
     void discard(const std::filesystem::path& path) const;
     // Like discard, but the file keeps its name too (a second link in the trash).
     void discard_link(const std::filesystem::path& path) const;

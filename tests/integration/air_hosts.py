@@ -7,6 +7,7 @@ daemon, template, qubes and a relay. Pairing goes through `qvm-air export` /
 import os
 import subprocess
 import tempfile
+import unittest
 
 from aerie_world import ECHO_SERVICE, PREFIX, World
 
@@ -143,3 +144,27 @@ def pair_hosts(a, b, a_exports, b_exports, transport="qubesair.TLSProxy"):
     zb = b.export(b_exports, transport)
     a.pair(zb)
     b.pair(za)
+
+
+class TwoHostsTest(unittest.TestCase):
+    """Each test: hosts a and b on a network of their own; at the end every
+    qube of both is shut down and nothing may be left on either."""
+
+    def setUp(self):
+        self.net = Network("ab")
+        self.a = Host("a", self.net)
+        self.b = Host("b", self.net)
+
+    def tearDown(self):
+        problems = []
+        try:
+            for host in (self.a, self.b):
+                try:
+                    problems += ["%s: %s" % (host.letter, p) for p in host.w.stop_everything()]
+                except Exception as e:  # the other host is still stopped
+                    problems.append("%s: stopping: %r" % (host.letter, e))
+            for host in (self.a, self.b):
+                problems += ["%s: %s" % (host.letter, p) for p in host.w.verify_clean()]
+        finally:
+            self.net.close()
+        self.assertEqual(problems, [])

@@ -29,10 +29,9 @@ import os
 import subprocess
 import sys
 import time
-import unittest
 
 from aerie_world import bin_path, run_tests, wait_for
-from air_hosts import Host, Network, pair_hosts
+from air_hosts import TwoHostsTest, pair_hosts
 
 # A deterministic pseudo-random stream of N MiB, made inside a qube.
 STREAM = ("python3 -c \"import hashlib,sys\nb=hashlib.sha256(b'aerie').digest()*2048\n"
@@ -47,23 +46,7 @@ def expected_digest(mib):
     return h.hexdigest()
 
 
-class AirHostsTest(unittest.TestCase):
-
-    def setUp(self):
-        self.net = Network("ab")
-        self.a = Host("a", self.net)
-        self.b = Host("b", self.net)
-
-    def tearDown(self):
-        problems = []
-        try:
-            for host in (self.a, self.b):
-                problems += ["%s: %s" % (host.letter, p) for p in host.w.stop_everything()]
-            for host in (self.a, self.b):
-                problems += ["%s: %s" % (host.letter, p) for p in host.w.verify_clean()]
-        finally:
-            self.net.close()
-        self.assertEqual(problems, [])
+class AirHostsTest(TwoHostsTest):
 
     def make(self, transport="qubesair.TLSProxy", b_policy=None):
         a, b = self.a, self.b

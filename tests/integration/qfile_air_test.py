@@ -9,12 +9,11 @@ Run: python3 qfile_air_test.py BUILD_DIR"""
 
 import os
 import sys
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from aerie_world import run_tests  # noqa: E402
-from air_hosts import Host, Network, pair_hosts  # noqa: E402
+from air_hosts import TwoHostsTest, pair_hosts  # noqa: E402
 
 MAKE_TREE = r"""set -e
 cd ~
@@ -30,23 +29,7 @@ LISTING = (r"cd %s && find %s ! -type l -printf '%%p %%y %%m %%s %%T@\n' | sort 
            r"find %s -type l -printf '%%p -> %%l\n' | sort && find %s -type f -exec sha256sum {} + | sort")
 
 
-class QfileAirTest(unittest.TestCase):
-
-    def setUp(self):
-        self.net = Network("ab")
-        self.a = Host("a", self.net)
-        self.b = Host("b", self.net)
-
-    def tearDown(self):
-        problems = []
-        try:
-            for host in (self.a, self.b):
-                problems += ["%s: %s" % (host.letter, p) for p in host.w.stop_everything()]
-            for host in (self.a, self.b):
-                problems += ["%s: %s" % (host.letter, p) for p in host.w.verify_clean()]
-        finally:
-            self.net.close()
-        self.assertEqual(problems, [])
+class QfileAirTest(TwoHostsTest):
 
     def listing(self, host, qube, folder, names):
         return host.w.run(qube, LISTING % (folder, names, names, names))[1]

@@ -8,9 +8,8 @@ Run: python3 services_air_test.py BUILD_DIR"""
 
 import shlex
 import sys
-import unittest
 
-from air_hosts import Host, Network, pair_hosts
+from air_hosts import TwoHostsTest, pair_hosts
 from aerie_world import run_tests
 
 OPEN_HANDLER = """#!/bin/sh
@@ -42,23 +41,7 @@ print(got.decode())
 """
 
 
-class ServicesAirTest(unittest.TestCase):
-    def setUp(self):
-        self.net = Network("ab")
-        self.a = Host("a", self.net)
-        self.b = Host("b", self.net)
-
-    def tearDown(self):
-        problems = []
-        try:
-            for host in (self.a, self.b):
-                problems += ["%s: %s" % (host.letter, p) for p in host.w.stop_everything()]
-            for host in (self.a, self.b):
-                problems += ["%s: %s" % (host.letter, p) for p in host.w.verify_clean()]
-        finally:
-            self.net.close()
-        self.assertEqual(problems, [])
-
+class ServicesAirTest(TwoHostsTest):
     def test_open_and_connect_tcp_across_hosts(self):
         a, b = self.a, self.b
         a.build(("work",), services={})
