@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstddef>
 
+#include "base/write_all.hpp"
+
 namespace aerie::services {
 
 // Reads until `size` bytes or EOF; returns the count, -1 on error.
@@ -21,16 +23,7 @@ inline ssize_t read_full(int fd, char* buf, size_t size) {
     return static_cast<ssize_t>(got);
 }
 
-inline bool write_full(int fd, const char* buf, size_t size) {
-    while (size > 0) {
-        ssize_t n = ::write(fd, buf, size);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return false;
-        buf += n;
-        size -= static_cast<size_t>(n);
-    }
-    return true;
-}
+inline bool write_full(int fd, const char* buf, size_t size) { return base::write_all(fd, buf, size); }
 
 // Copies `from` to EOF into `to`.
 inline bool copy_to_eof(int from, int to) {

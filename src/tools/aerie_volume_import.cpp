@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "base/write_all.hpp"
 #include "admin/import_size_line.hpp"
 #include "admin/wire.hpp"
 #include "base/unique_fd.hpp"
@@ -43,16 +44,7 @@ constexpr size_t kMaxReply = 1 << 20;
     std::exit(1);
 }
 
-bool write_all(int fd, const char* data, size_t size) {
-    while (size > 0) {
-        ssize_t n = ::write(fd, data, size);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return false;
-        data += n;
-        size -= static_cast<size_t>(n);
-    }
-    return true;
-}
+using aerie::base::write_all;
 
 // One request on aeried's internal socket; its raw answer ("" when it
 // closed without one).

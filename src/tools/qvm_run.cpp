@@ -46,6 +46,7 @@
 #include <cstring>
 #include <optional>
 
+#include "base/write_all.hpp"
 #include "tools/qvm_support.hpp"
 
 using namespace aerie;
@@ -327,16 +328,7 @@ std::string self_dir() {
     return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
-bool write_all(int fd, const char* data, size_t len) {
-    while (len > 0) {
-        ssize_t n = ::write(fd, data, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return false;
-        data += n;
-        len -= static_cast<size_t>(n);
-    }
-    return true;
-}
+using aerie::base::write_all;
 
 // A started process and the pipe ends we read its filtered output from.
 struct Child {
