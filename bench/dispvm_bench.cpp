@@ -293,18 +293,14 @@ int main(int argc, char** argv) {
     std::vector<std::string> env = {"QUBESD_SOCKET=" + sock, "QREXEC_SOCKET_DIR=" + qubes_dir};
     std::string tools_log = root + "/tools.log";
     run_tool({(bin / "qvm-template").string(), "create-from-host", tpl}, tools_log, env);
-    // The service, written into the template's root (a shell builtin read:
-    // no program started but the service itself).
-    std::string tpl_uuid = must(sock, encode("admin.vm.property.Get+uuid", tpl));
-    tpl_uuid = tpl_uuid.substr(tpl_uuid.rfind(' ') + 1);
-    fs::path service = fs::path(root) / "state/pool/vm" / tpl_uuid / "root/etc/qubes-rpc/test.Trivial";
-    fs::create_directories(service.parent_path());
-    {
-        std::ofstream out(service);
-        out << "#!/bin/sh\nread name < /proc/sys/kernel/hostname\necho \"$name\"\n";
-    }
-    fs::permissions(service, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                                 fs::perms::others_read | fs::perms::others_exec);
+    // The service, written into the template's root from inside the
+    // template (its root is a volume image; a shell builtin read: no program
+    // started but the service itself).
+    run_tool({(bin / "qvm-run").string(), "--pass-io", "--no-filter-escape-chars", "-u", "root", tpl,
+              "mkdir -p /etc/qubes-rpc && printf '%s\\n' '#!/bin/sh' 'read name < /proc/sys/kernel/hostname' "
+              "'echo \"$name\"' > /etc/qubes-rpc/test.Trivial && chmod 755 /etc/qubes-rpc/test.Trivial"},
+             tools_log, env);
+    run_tool({(bin / "qvm-shutdown").string(), "--wait", tpl}, tools_log, env);
     must(sock, encode("admin.vm.Create.AppVM+" + tpl, "dom0", "name=" + dvm + " label=red"));
     must(sock, encode("admin.vm.property.Set+template_for_dispvms", dvm, "True"));
     must(sock, encode("admin.vm.Create.AppVM+" + tpl, "dom0", "name=" + caller + " label=blue"));
