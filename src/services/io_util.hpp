@@ -23,7 +23,6 @@ inline ssize_t read_full(int fd, char* buf, size_t size) {
     return static_cast<ssize_t>(got);
 }
 
-inline bool write_full(int fd, const char* buf, size_t size) { return base::write_all(fd, buf, size); }
 
 // Copies `from` to EOF into `to`.
 inline bool copy_to_eof(int from, int to) {
@@ -33,7 +32,7 @@ inline bool copy_to_eof(int from, int to) {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return false;
         if (n == 0) return true;
-        if (!write_full(to, buf, static_cast<size_t>(n))) return false;
+        if (!base::write_all(to, buf, static_cast<size_t>(n))) return false;
     }
 }
 

@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
     int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return fail("cannot open " + file);
     std::string block = encode_open_name_block(file, view_only);
-    if (!write_full(1, block.data(), block.size()) || !copy_to_eof(fd, 1)) return fail("sending the file");
+    if (!aerie::base::write_all(1, block.data(), block.size()) || !copy_to_eof(fd, 1)) return fail("sending the file");
     ::close(fd);
     ::close(1);
 
