@@ -9,7 +9,8 @@
 // REVERT_POSSIBLE; info a two-column table of the volume's properties and
 // its revisions. A failure of the daemon (or of a check of upstream's, e.g.
 // no snapshot to revert to) is "Error: MESSAGE" with exit code 1. (Qubes'
-// "import" is left out: Aerie's daemon does not take volume data.)
+// "import" is not here yet: aeried takes admin.vm.volume.Import, which
+// upstream qubesadmin's qvm-volume import uses.)
 #include <fnmatch.h>
 
 #include <climits>
